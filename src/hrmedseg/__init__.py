@@ -1,0 +1,24 @@
+"""hrmedseg: memory-efficient high-resolution medical image segmentation (HRMedSeg / HER-Seg)."""
+
+from .build import ModelConfig, build_model, create_model, get_model_config, list_models
+from .checkpoint import CheckpointMismatchError, load_model, load_sam_prompt_encoder, save_model
+from .complexity import count_flops, count_parameters
+from .modeling import HRMedSeg, HRMedSegSAM
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CheckpointMismatchError",
+    "HRMedSeg",
+    "HRMedSegSAM",
+    "ModelConfig",
+    "build_model",
+    "count_flops",
+    "count_parameters",
+    "create_model",
+    "get_model_config",
+    "list_models",
+    "load_model",
+    "load_sam_prompt_encoder",
+    "save_model",
+]

@@ -1,0 +1,121 @@
+"""Model files: safetensors weights plus the model config, and loaders for foreign checkpoints.
+
+A model file is one ``.safetensors`` file whose metadata holds the :class:`ModelConfig` as JSON,
+so :func:`load_model` rebuilds the exact model from the file alone. Nothing is unpickled. Files
+are written to a temporary name and renamed, so a crash never leaves a half-written file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from .build import ModelConfig, build_model
+
+FORMAT_NAME = "hrmedseg-model"
+FORMAT_VERSION = "1"
+
+
+class CheckpointMismatchError(ValueError):
+    """Weights that do not fit a model: names every missing, unexpected and mis-shaped key."""
+
+
+def atomic_write(path: str | os.PathLike, write: callable) -> Path:
+    """Call ``write(tmp_path)`` then rename the finished file onto ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def save_model(model: nn.Module, path: str | os.PathLike) -> Path:
+    """Write ``model``'s weights and config (``model.config``) to a ``.safetensors`` file."""
+    config = getattr(model, "config", None)
+    if not isinstance(config, ModelConfig):
+        raise ValueError("model has no ModelConfig in .config; build it with hrmedseg.create_model")
+    tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    metadata = {
+        "format": FORMAT_NAME,
+        "format_version": FORMAT_VERSION,
+        "config": json.dumps(config.to_dict()),
+    }
+    return atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
+
+
+def read_model_config(path: str | os.PathLike) -> ModelConfig:
+    """The model config stored in a model file, without reading the weights."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"model file not found: {path}")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+    except Exception as err:  # safetensors raises its own error types for corrupt headers
+        raise ValueError(f"{path} is not a readable safetensors file: {err}") from err
+    if metadata.get("format") != FORMAT_NAME or "config" not in metadata:
+        raise ValueError(f"{path} is a safetensors file but not an hrmedseg model file (no model config)")
+    return ModelConfig.from_dict(json.loads(metadata["config"]))
+
+
+def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> nn.Module:
+    """Rebuild the model stored in ``path`` and load its weights; returned in eval mode."""
+    model = build_model(read_model_config(path))
+    load_state_dict_checked(model, load_file(str(path), device=str(map_location)), source=str(path))
+    return model.to(map_location).eval()
+
+
+def load_state_dict_checked(module: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str) -> None:
+    """Strict ``load_state_dict`` whose error lists every mismatching key and shape."""
+    expected = module.state_dict()
+    missing = sorted(set(expected) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(expected))
+    mis_shaped = [
+        f"{k}: file {tuple(state_dict[k].shape)} vs model {tuple(expected[k].shape)}"
+        for k in sorted(set(expected) & set(state_dict))
+        if state_dict[k].shape != expected[k].shape
+    ]
+    if missing or unexpected or mis_shaped:
+        lines = [f"weights in {source} do not match {type(module).__name__}:"]
+        for title, items in (
+            ("missing", missing),
+            ("unexpected", unexpected),
+            ("shape mismatch", mis_shaped),
+        ):
+            if items:
+                shown = items[:20] + ([f"... and {len(items) - 20} more"] if len(items) > 20 else [])
+                lines.append(f"  {title} ({len(items)}): " + "; ".join(shown))
+        raise CheckpointMismatchError("\n".join(lines))
+    module.load_state_dict(state_dict, strict=True)
+
+
+def load_sam_prompt_encoder(prompt_encoder: nn.Module, path: str | os.PathLike) -> None:
+    """Load the ``prompt_encoder.*`` weights of an official SAM checkpoint (``.pth``).
+
+    The file is read with ``weights_only=True``: tensors only, no pickled code runs.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"SAM checkpoint not found: {path}")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(state, Mapping) and "model" in state and isinstance(state["model"], Mapping):
+        state = state["model"]
+    prefix = "prompt_encoder."
+    weights = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+    if not weights:
+        raise CheckpointMismatchError(f"{path} has no '{prefix}*' keys; is it a SAM checkpoint?")
+    load_state_dict_checked(prompt_encoder, weights, source=str(path))

@@ -1,0 +1,95 @@
+"""HRMedSegSAM: LGViT in place of SAM's image encoder, SAM's prompt encoder, the ECM-Decoder."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .ecm_decoder import ECMDecoder
+from .lgvit import LGViT
+from .prompt_encoder import PromptEncoder
+
+
+class HRMedSegSAM(nn.Module):
+    """Promptable, class-agnostic segmentation in SAM's output convention.
+
+    The decoder has one single-mask token and ``num_mask_tokens - 1`` multimask tokens, plus an
+    IoU-prediction head. Unlike ``segment_anything.Sam``, ``forward`` is trainable; the
+    ``Predictor`` wraps it for inference from original-size images.
+
+    Coordinates are pixels of the model input (after resizing), (x, y) order; boxes are XYXY.
+    """
+
+    def __init__(self, image_encoder: LGViT, prompt_encoder: PromptEncoder, mask_decoder: ECMDecoder) -> None:
+        super().__init__()
+        if mask_decoder.num_mask_tokens < 2:
+            raise ValueError("HRMedSegSAM needs a single-mask token plus at least one multimask token")
+        self.image_encoder = image_encoder
+        self.prompt_encoder = prompt_encoder
+        self.mask_decoder = mask_decoder
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        self.image_encoder.set_grad_checkpointing(enable)
+        self.mask_decoder.set_grad_checkpointing(enable)
+
+    def forward(
+        self,
+        images: torch.Tensor,
+        point_coords: torch.Tensor | None = None,
+        point_labels: torch.Tensor | None = None,
+        boxes: torch.Tensor | None = None,
+        mask_inputs: torch.Tensor | None = None,
+        multimask_output: bool = True,
+    ) -> dict[str, torch.Tensor]:
+        """Segment each image of the batch with its own prompts.
+
+        Args:
+            images: (B, C_in, H, W), H and W multiples of 16.
+            point_coords: (B, N, 2) (x, y) pixels; point_labels: (B, N), 1 = foreground,
+                0 = background, -1 = ignore.
+            boxes: (B, 4) XYXY pixels.
+            mask_inputs: (B, 1, H/4, W/4) logits from a previous prediction.
+            multimask_output: return the 3 multimask outputs instead of the single mask.
+        Returns:
+            ``masks`` (B, M, H, W) logits, ``iou_predictions`` (B, M) and ``low_res_logits``
+            (B, M, H/4, W/4), with M = 3 (multimask) or 1.
+        """
+        embeddings = self.image_encoder(images)
+        return self.decode(
+            embeddings,
+            tuple(images.shape[-2:]),
+            point_coords,
+            point_labels,
+            boxes,
+            mask_inputs,
+            multimask_output,
+        )
+
+    def decode(
+        self,
+        image_embeddings: torch.Tensor,
+        image_size: tuple[int, int],
+        point_coords: torch.Tensor | None = None,
+        point_labels: torch.Tensor | None = None,
+        boxes: torch.Tensor | None = None,
+        mask_inputs: torch.Tensor | None = None,
+        multimask_output: bool = True,
+    ) -> dict[str, torch.Tensor]:
+        """Prompted decoding of precomputed embeddings (B or 1, 256, H/16, W/16).
+
+        A single embedding is shared by all prompt sets, so many boxes on one image cost one
+        encoder pass.
+        """
+        if (point_coords is None) != (point_labels is None):
+            raise ValueError("point_coords and point_labels must be given together")
+        points = (point_coords, point_labels) if point_coords is not None else None
+        sparse, dense = self.prompt_encoder(
+            image_size, points, boxes, mask_inputs, batch_size=image_embeddings.shape[0]
+        )
+        image_pe = self.prompt_encoder.get_dense_pe(image_embeddings.shape[-2:])
+        low_res, iou = self.mask_decoder(image_embeddings, image_pe, sparse, dense)
+        selected = slice(1, None) if multimask_output else slice(0, 1)
+        low_res, iou = low_res[:, selected], iou[:, selected]
+        masks = F.interpolate(low_res, size=image_size, mode="bilinear", align_corners=False)
+        return {"masks": masks, "iou_predictions": iou, "low_res_logits": low_res}

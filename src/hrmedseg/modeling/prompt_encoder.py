@@ -1,0 +1,122 @@
+"""Prompt encoder for points, boxes and low-resolution masks, compatible with SAM's weights.
+
+Parameter and buffer names follow SAM's ``prompt_encoder.*`` keys, so the prompt encoder of an
+official SAM checkpoint loads unchanged. Unlike SAM's, the image size is given per call, so
+prompts work for any input height and width.
+
+Coordinate convention: pixels of the model input, (x, y) order, boxes as XYXY. A pixel's centre
+is at +0.5, as in SAM.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .common import LayerNorm2d, PositionEmbeddingRandom
+
+# Index into ``point_embeddings`` for each kind of sparse prompt.
+NEGATIVE_POINT, POSITIVE_POINT, BOX_TOP_LEFT, BOX_BOTTOM_RIGHT = range(4)
+
+
+class PromptEncoder(nn.Module):
+    """Encodes prompts into sparse tokens (B, T, D) and a dense map (B, D, h, w).
+
+    Args:
+        embed_dim: token width D (256 for SAM).
+        mask_in_chans: hidden channels of the mask-downscaling convolutions (16 for SAM).
+    """
+
+    def __init__(self, embed_dim: int = 256, mask_in_chans: int = 16) -> None:
+        super().__init__()
+        self.embed_dim = embed_dim
+        self.pe_layer = PositionEmbeddingRandom(embed_dim // 2)
+        self.point_embeddings = nn.ModuleList(nn.Embedding(1, embed_dim) for _ in range(4))
+        self.not_a_point_embed = nn.Embedding(1, embed_dim)
+        self.mask_downscaling = nn.Sequential(
+            nn.Conv2d(1, mask_in_chans // 4, kernel_size=2, stride=2),
+            LayerNorm2d(mask_in_chans // 4),
+            nn.GELU(),
+            nn.Conv2d(mask_in_chans // 4, mask_in_chans, kernel_size=2, stride=2),
+            LayerNorm2d(mask_in_chans),
+            nn.GELU(),
+            nn.Conv2d(mask_in_chans, embed_dim, kernel_size=1),
+        )
+        self.no_mask_embed = nn.Embedding(1, embed_dim)
+
+    def get_dense_pe(self, grid_size: tuple[int, int]) -> torch.Tensor:
+        """Positional encoding of the image-embedding grid, (1, D, h, w)."""
+        return self.pe_layer(grid_size).unsqueeze(0)
+
+    def embed_points(
+        self, coords: torch.Tensor, labels: torch.Tensor, image_size: tuple[int, int], pad: bool
+    ) -> torch.Tensor:
+        """coords (B, N, 2) as (x, y) pixels, labels (B, N) with 1 = foreground, 0 = background,
+        -1 = padding. ``pad`` appends one padding point (SAM does so when no box is given)."""
+        if pad:
+            coords = torch.cat([coords, coords.new_zeros(coords.shape[0], 1, 2)], dim=1)
+            labels = torch.cat([labels, labels.new_full((labels.shape[0], 1), -1)], dim=1)
+        embedding = self.pe_layer.forward_with_coords(coords + 0.5, image_size)
+        labels = labels[..., None]
+        embedding = torch.where(labels == -1, torch.zeros_like(embedding), embedding)
+        weights = [self.not_a_point_embed.weight] + [
+            self.point_embeddings[i].weight for i in (NEGATIVE_POINT, POSITIVE_POINT)
+        ]
+        for label, weight in zip((-1, 0, 1), weights, strict=True):
+            embedding = embedding + (labels == label) * weight
+        return embedding
+
+    def embed_boxes(self, boxes: torch.Tensor, image_size: tuple[int, int]) -> torch.Tensor:
+        """boxes (B, 4) as XYXY pixels -> two corner tokens per box, (B, 2, D)."""
+        corners = self.pe_layer.forward_with_coords(boxes.reshape(-1, 2, 2) + 0.5, image_size)
+        corner_types = torch.cat(
+            [self.point_embeddings[BOX_TOP_LEFT].weight, self.point_embeddings[BOX_BOTTOM_RIGHT].weight]
+        )
+        return corners + corner_types
+
+    def embed_masks(self, masks: torch.Tensor) -> torch.Tensor:
+        return self.mask_downscaling(masks)
+
+    def forward(
+        self,
+        image_size: tuple[int, int],
+        points: tuple[torch.Tensor, torch.Tensor] | None = None,
+        boxes: torch.Tensor | None = None,
+        masks: torch.Tensor | None = None,
+        batch_size: int = 1,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Embed any combination of prompts for a model input of ``image_size`` (H, W).
+
+        Args:
+            points: coordinates (B, N, 2) and labels (B, N).
+            boxes: (B, 4) XYXY.
+            masks: (B, 1, H/4, W/4) mask logits, e.g. a previous low-resolution prediction.
+            batch_size: used only when no prompt is given.
+        Returns:
+            sparse (B, T, D) tokens, T = N (+1 pad) + 2 per box; dense (B, D, H/16, W/16).
+        """
+        grid_size = (image_size[0] // 16, image_size[1] // 16)
+        for prompt in (points[0] if points is not None else None, boxes, masks):
+            if prompt is not None:
+                batch_size = prompt.shape[0]
+                break
+        device = self.no_mask_embed.weight.device
+        sparse = torch.empty(batch_size, 0, self.embed_dim, device=device)
+        if points is not None:
+            coords, labels = points
+            sparse = torch.cat(
+                [sparse, self.embed_points(coords, labels, image_size, pad=boxes is None)], dim=1
+            )
+        if boxes is not None:
+            sparse = torch.cat([sparse, self.embed_boxes(boxes, image_size)], dim=1)
+        if masks is not None:
+            expected = (grid_size[0] * 4, grid_size[1] * 4)
+            if tuple(masks.shape[-2:]) != expected or masks.ndim != 4 or masks.shape[1] != 1:
+                raise ValueError(
+                    f"mask prompt must be (B, 1, {expected[0]}, {expected[1]}) for a {image_size[0]}x"
+                    f"{image_size[1]} input, got {tuple(masks.shape)}"
+                )
+            dense = self.embed_masks(masks)
+        else:
+            dense = self.no_mask_embed.weight.reshape(1, -1, 1, 1).expand(batch_size, -1, *grid_size)
+        return sparse, dense

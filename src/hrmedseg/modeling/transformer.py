@@ -1,0 +1,172 @@
+"""Two-way transformer with task-multiscale cross-attention (paper section 2; fig. v2(c)).
+
+A few task tokens and one image embedding (B, D, h, w) attend to each other. In the token-to-image
+attention the keys are the un-pooled image features while the values are enriched by the
+parameter-free "meta-pooling group": ``V = F + sum_s (AvgPool_s(F) - F)`` for s in {5, 9, 13}.
+The pooled features then continue as the image stream into the image-to-token attention. Pooling
+acts spatially on the (h, w) map, never across the flattened token axis.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+
+class Attention(nn.Module):
+    """Multi-head softmax attention with an optional reduced internal width (dim / downsample_rate)."""
+
+    def __init__(self, embedding_dim: int, num_heads: int, downsample_rate: int = 1) -> None:
+        super().__init__()
+        internal_dim = embedding_dim // downsample_rate
+        if internal_dim % num_heads:
+            raise ValueError(f"internal width {internal_dim} is not divisible by {num_heads} heads")
+        self.num_heads = num_heads
+        self.q_proj = nn.Linear(embedding_dim, internal_dim)
+        self.k_proj = nn.Linear(embedding_dim, internal_dim)
+        self.v_proj = nn.Linear(embedding_dim, internal_dim)
+        self.out_proj = nn.Linear(internal_dim, embedding_dim)
+
+    def _split(self, x: torch.Tensor) -> torch.Tensor:
+        return x.unflatten(-1, (self.num_heads, -1)).transpose(1, 2)  # (B, heads, tokens, d)
+
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        q, k, v = self._split(self.q_proj(q)), self._split(self.k_proj(k)), self._split(self.v_proj(v))
+        out = F.scaled_dot_product_attention(q, k, v)
+        return self.out_proj(out.transpose(1, 2).flatten(2))
+
+
+class MultiScalePooling(nn.Module):
+    """``x + sum_s (AvgPool_s(x) - x)`` over the spatial grid of a token sequence (B, h*w, D)."""
+
+    def __init__(self, pool_sizes: Sequence[int]) -> None:
+        super().__init__()
+        if any(s % 2 == 0 for s in pool_sizes):
+            raise ValueError(f"pool sizes must be odd so the grid keeps its size, got {tuple(pool_sizes)}")
+        self.pool_sizes = tuple(pool_sizes)
+
+    def forward(self, tokens: torch.Tensor, grid_size: tuple[int, int]) -> torch.Tensor:
+        fmap = tokens.transpose(1, 2).unflatten(-1, grid_size)  # (B, D, h, w)
+        pooled = sum(
+            F.avg_pool2d(fmap, s, stride=1, padding=s // 2, count_include_pad=False) for s in self.pool_sizes
+        )
+        return pooled.flatten(2).transpose(1, 2) - (len(self.pool_sizes) - 1) * tokens
+
+    def extra_repr(self) -> str:
+        return f"pool_sizes={self.pool_sizes}"
+
+
+class MLPBlock(nn.Module):
+    def __init__(self, embedding_dim: int, mlp_dim: int) -> None:
+        super().__init__()
+        self.lin1 = nn.Linear(embedding_dim, mlp_dim)
+        self.lin2 = nn.Linear(mlp_dim, embedding_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.lin2(F.relu(self.lin1(x)))
+
+
+class TwoWayAttentionBlock(nn.Module):
+    """Token self-attention, token-to-image attention, token MLP, image-to-token attention.
+
+    Args:
+        skip_first_layer_pe: the first layer's self-attention uses neither the token positional
+            embedding nor a residual connection (as in SAM).
+        pool_sizes: kernel sizes of the multiscale value pooling; empty disables it.
+    """
+
+    def __init__(
+        self,
+        embedding_dim: int,
+        num_heads: int,
+        mlp_dim: int,
+        attention_downsample_rate: int = 2,
+        skip_first_layer_pe: bool = False,
+        pool_sizes: Sequence[int] = (5, 9, 13),
+    ) -> None:
+        super().__init__()
+        self.self_attn = Attention(embedding_dim, num_heads)
+        self.norm1 = nn.LayerNorm(embedding_dim)
+        self.cross_attn_token_to_image = Attention(embedding_dim, num_heads, attention_downsample_rate)
+        self.norm2 = nn.LayerNorm(embedding_dim)
+        self.mlp = MLPBlock(embedding_dim, mlp_dim)
+        self.norm3 = nn.LayerNorm(embedding_dim)
+        self.norm4 = nn.LayerNorm(embedding_dim)
+        self.cross_attn_image_to_token = Attention(embedding_dim, num_heads, attention_downsample_rate)
+        self.skip_first_layer_pe = skip_first_layer_pe
+        self.pooling = MultiScalePooling(pool_sizes) if pool_sizes else None
+
+    def forward(
+        self,
+        queries: torch.Tensor,
+        keys: torch.Tensor,
+        query_pe: torch.Tensor,
+        key_pe: torch.Tensor,
+        grid_size: tuple[int, int],
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.skip_first_layer_pe:
+            queries = self.self_attn(queries, queries, queries)
+        else:
+            q = queries + query_pe
+            queries = queries + self.self_attn(q, q, queries)
+        queries = self.norm1(queries)
+
+        k = keys + key_pe  # keys stay un-pooled
+        if self.pooling is not None:
+            keys = self.pooling(keys, grid_size)  # multiscale values, and the image stream onwards
+        queries = self.norm2(queries + self.cross_attn_token_to_image(queries + query_pe, k, keys))
+        queries = self.norm3(queries + self.mlp(queries))
+
+        q = keys + key_pe
+        keys = self.norm4(keys + self.cross_attn_image_to_token(q, queries + query_pe, queries))
+        return queries, keys
+
+
+class TwoWayTransformer(nn.Module):
+    """``depth`` two-way blocks and a final token-to-image attention.
+
+    Inputs: image embedding (B, D, h, w), its positional encoding (1 or B, D, h, w) and tokens
+    (B, T, D). Returns the updated tokens (B, T, D) and image tokens (B, h*w, D).
+    """
+
+    def __init__(
+        self,
+        depth: int = 2,
+        embedding_dim: int = 256,
+        num_heads: int = 8,
+        mlp_dim: int = 256,
+        attention_downsample_rate: int = 2,
+        pool_sizes: Sequence[int] = (5, 9, 13),
+    ) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(
+            TwoWayAttentionBlock(
+                embedding_dim, num_heads, mlp_dim, attention_downsample_rate, i == 0, pool_sizes
+            )
+            for i in range(depth)
+        )
+        self.final_attn_token_to_image = Attention(embedding_dim, num_heads, attention_downsample_rate)
+        self.norm_final_attn = nn.LayerNorm(embedding_dim)
+        self.grad_checkpointing = False
+
+    def forward(
+        self, image_embedding: torch.Tensor, image_pe: torch.Tensor, point_embedding: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        grid_size = (image_embedding.shape[-2], image_embedding.shape[-1])
+        keys = image_embedding.flatten(2).transpose(1, 2)
+        key_pe = image_pe.flatten(2).transpose(1, 2)
+        queries = point_embedding
+        for layer in self.layers:
+            if self.grad_checkpointing and torch.is_grad_enabled():
+                queries, keys = checkpoint(
+                    layer, queries, keys, point_embedding, key_pe, grid_size, use_reentrant=False
+                )
+            else:
+                queries, keys = layer(queries, keys, point_embedding, key_pe, grid_size)
+        q = queries + point_embedding
+        queries = self.norm_final_attn(queries + self.final_attn_token_to_image(q, keys + key_pe, keys))
+        return queries, keys

@@ -1,0 +1,20 @@
+import pytest
+import torch
+
+
+@pytest.fixture(autouse=True)
+def _seed() -> None:
+    torch.manual_seed(0)
+
+
+@pytest.fixture
+def unfreeze_zero_init():
+    """MBConv's last BatchNorm starts at weight 0, which blocks gradients into that block at
+    initialisation by design; give it weight 1 where a test needs gradients everywhere."""
+
+    def unfreeze(model: torch.nn.Module) -> None:
+        for name, module in model.named_modules():
+            if name.endswith("project.bn"):
+                torch.nn.init.ones_(module.weight)
+
+    return unfreeze
