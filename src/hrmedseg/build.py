@@ -13,6 +13,7 @@ from typing import Any
 
 from torch import nn
 
+from .data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from .modeling import ECMDecoder, HRMedSeg, HRMedSegSAM, LGViT, PromptEncoder
 
 ARCHITECTURES = ("hrmedseg", "hrmedseg_sam")
@@ -20,8 +21,9 @@ ARCHITECTURES = ("hrmedseg", "hrmedseg_sam")
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Everything needed to rebuild a model. ``img_size`` is the native (H, W) the data pipeline
-    resizes to; the network itself accepts any multiple of 16."""
+    """Everything needed to rebuild a model and feed it. ``img_size`` is the (H, W) the data
+    pipeline resizes to, and ``pixel_mean``/``pixel_std`` normalise RGB values in [0, 1]; the
+    network itself accepts any multiple of 16."""
 
     name: str
     arch: str = "hrmedseg"
@@ -40,6 +42,8 @@ class ModelConfig:
     decoder_mlp_dim: int = 256
     pool_sizes: tuple[int, ...] = (5, 9, 13)
     num_multimask_outputs: int = 3
+    pixel_mean: tuple[float, ...] = IMAGENET_MEAN
+    pixel_std: tuple[float, ...] = IMAGENET_STD
 
     def __post_init__(self) -> None:
         if self.arch not in ARCHITECTURES:
@@ -49,7 +53,7 @@ class ModelConfig:
         if len(size) != 2 or any(s <= 0 or s % 16 for s in size):
             raise ValueError(f"img_size must be positive multiples of 16, got {self.img_size}")
         object.__setattr__(self, "img_size", size)
-        for name in ("depths", "num_heads", "pool_sizes"):
+        for name in ("depths", "num_heads", "pool_sizes", "pixel_mean", "pixel_std"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
         if self.num_classes < 1:
             raise ValueError(f"num_classes must be >= 1, got {self.num_classes}")

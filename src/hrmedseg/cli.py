@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from .build import create_model, list_models
 from .complexity import SAM_VIT_H_PARAMS, count_flops, count_parameters
+from .data.io import DataError
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
@@ -25,25 +27,149 @@ def _cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train_config(args: argparse.Namespace):
+    from .training.config import load_config
+
+    config_file = args.config
+    if args.resume and config_file is None:
+        if args.output is None:
+            raise ValueError("--resume needs --output (the run folder to continue)")
+        config_file = Path(args.output) / "config.yaml"
+        if not config_file.is_file():
+            raise FileNotFoundError(f"cannot resume: {config_file} not found")
+    overrides = {
+        "data": args.data, "output": args.output, "model": args.model, "img_size": args.img_size,
+        "epochs": args.epochs, "batch_size": args.batch_size, "num_classes": args.num_classes, "lr": args.lr,
+        "amp": args.amp, "accumulate": args.accumulate, "seed": args.seed, "num_workers": args.num_workers,
+        "device": args.device, "init_encoder": args.init_encoder,
+        "grad_checkpointing": True if args.grad_checkpointing else None,
+    }  # fmt: skip
+    config = load_config(config_file, **overrides)
+    for name in ("data", "output"):
+        if not getattr(config, name):
+            raise ValueError(f"--{name} is required (on the command line or in the config file)")
+    return config
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from .training.engine import train
+
+    config = _train_config(args)
+    result = train(config, resume=args.resume, progress=not args.quiet)
+    if result:
+        print(f"best validation Dice {result['best_dice']:.4f}")
+        print(f"outputs in {result['output']} (best model: {result['best']})")
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from .evaluation.evaluate import evaluate
+
+    summary = evaluate(
+        args.checkpoint, args.data, args.output, args.split, args.overlays, args.device, args.batch_size,
+        progress=not args.quiet,
+    )  # fmt: skip
+    print(Path(args.output, "summary.md").read_text())
+    print(f"{summary['cases']} cases; per-case metrics, summary.json and summary.md in {args.output}")
+    return 0
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from .inference.predict import predict_to_folder
+    from .inference.segmenter import Segmenter
+
+    segmenter = Segmenter.from_checkpoint(args.checkpoint, args.device, args.batch_size)
+    written = predict_to_folder(
+        segmenter, args.input, args.output, args.probabilities, args.overlays, progress=not args.quiet
+    )
+    print(f"{len(written)} mask(s) written to {args.output}")
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    run_demo(Path(args.output), progress=not args.quiet)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="hrmedseg", description="Memory-efficient high-resolution medical image segmentation."
+        prog="hrmedseg",
+        description="Memory-efficient high-resolution medical image segmentation (HRMedSeg).",
     )
-    commands = parser.add_subparsers(dest="command", required=True)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    models = commands.add_parser("models", help="list registered models with parameter counts (and FLOPs)")
-    models.add_argument("pattern", nargs="?", default="*", help="shell-style name filter, e.g. '*sam*'")
-    models.add_argument(
-        "--flops", action="store_true", help="also count forward FLOPs (torch flop counter, 2 per MAC)"
+    def add(name: str, help_text: str, func) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help_text, description=help_text)
+        sub.set_defaults(func=func)
+        sub.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
+        return sub
+
+    train = add("train", "fine-tune a model on a folder of images and masks", _cmd_train)
+    train.add_argument(
+        "--data", help="dataset folder: images/ + masks/ (+ split.json), or image_1024/ + mask_1024/"
     )
+    train.add_argument("--output", help="run folder for checkpoints, logs, config and curves")
+    train.add_argument("--config", help="YAML config (see configs/); command-line options override it")
+    train.add_argument("--model", help="registered model name (hrmedseg models), default hrmedseg_b")
+    train.add_argument("--img-size", type=int, help="square input size the images are resized to")
+    train.add_argument("--epochs", type=int)
+    train.add_argument("--batch-size", type=int)
+    train.add_argument(
+        "--num-classes", type=int, help="1 = binary (any non-zero mask value); K = classes 0..K-1"
+    )
+    train.add_argument("--lr", type=float)
+    train.add_argument("--amp", choices=["none", "bf16", "fp16"], help="mixed precision (fp16: CUDA only)")
+    train.add_argument("--grad-checkpointing", action="store_true", help="recompute activations: less memory")
+    train.add_argument("--accumulate", type=int, help="gradient accumulation steps")
+    train.add_argument("--seed", type=int)
+    train.add_argument("--num-workers", type=int, help="data-loading processes")
+    train.add_argument("--device", help="auto, cpu, cuda or cuda:N")
+    train.add_argument("--init-encoder", help="model file whose image_encoder weights initialise the encoder")
+    train.add_argument(
+        "--resume", action="store_true", help="continue the run in --output from its last epoch"
+    )
+
+    evaluate = add("evaluate", "score a model on a dataset split at original resolution", _cmd_evaluate)
+    evaluate.add_argument("--checkpoint", required=True, help="model file (.safetensors) from train")
+    evaluate.add_argument("--data", required=True, help="dataset folder")
+    evaluate.add_argument("--split", default="test", help="split to score (train/val/test) or 'all'")
+    evaluate.add_argument("--output", required=True, help="folder for metrics.csv, summary.json, summary.md")
+    evaluate.add_argument("--overlays", action="store_true", help="also write overlay PNGs")
+    evaluate.add_argument("--device", default="auto")
+    evaluate.add_argument("--batch-size", type=int, default=4)
+
+    predict = add("predict", "write a mask per image, each at its original size", _cmd_predict)
+    predict.add_argument("--checkpoint", required=True, help="model file (.safetensors) from train")
+    predict.add_argument("--input", required=True, help="an image file or a folder of images")
+    predict.add_argument("--output", required=True, help="folder for <stem>.png masks")
+    predict.add_argument(
+        "--probabilities", action="store_true", help="also write <stem>_prob.npy (K x H x W)"
+    )
+    predict.add_argument("--overlays", action="store_true", help="also write <stem>_overlay.png")
+    predict.add_argument("--device", default="auto")
+    predict.add_argument("--batch-size", type=int, default=4)
+
+    demo = add(
+        "demo", "train, evaluate and predict on a generated synthetic dataset (a few minutes)", _cmd_demo
+    )
+    demo.add_argument("--output", default="hrmedseg_demo", help="folder for the demo's data and results")
+
+    models = add("models", "list registered models with parameter counts (and FLOPs)", _cmd_models)
+    models.add_argument("pattern", nargs="?", default="*", help="shell-style name filter, e.g. '*sam*'")
+    models.add_argument("--flops", action="store_true", help="also count forward FLOPs (2 per multiply-add)")
     models.add_argument("--img-size", type=int, default=1024, help="square input size for --flops")
-    models.set_defaults(func=_cmd_models)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except (DataError, ValueError, FileNotFoundError) as err:
+        print(f"hrmedseg {args.command}: error: {err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 
 def rope_2d_tables(
@@ -117,6 +118,12 @@ class GatedLinearAttention(nn.Module):
         """x: (B, N, C) normalised tokens of an (h, w) grid, N = h * w; returns (B, N, C)."""
         q, k = self.qk(x).chunk(2, dim=-1)
         v = self.v_up(F.silu(self.v_down(x)))
-        out = linear_attention(q, k, v, *rope, num_heads=self.num_heads)
+        if torch.is_grad_enabled():
+            # Like FlashAttention, keep only the kernel's inputs and recompute its N-sized
+            # intermediates (feature maps, rotations, head copies) in backward: about a third of
+            # the block's activation memory, for a few elementwise ops and small matmuls.
+            out = checkpoint(linear_attention, q, k, v, *rope, self.num_heads, use_reentrant=False)
+        else:
+            out = linear_attention(q, k, v, *rope, num_heads=self.num_heads)
         v_map = v.transpose(1, 2).unflatten(-1, grid_size)  # (B, C, h, w)
         return out.to(v.dtype) + self.lepe(v_map).flatten(2).transpose(1, 2)

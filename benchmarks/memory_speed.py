@@ -1,0 +1,170 @@
+"""Peak memory and time of one training step and of inference, one fresh process per configuration.
+
+    python benchmarks/memory_speed.py                       # CPU (or CUDA if available), all configs
+    python benchmarks/memory_speed.py --device cuda --amp bf16 --sizes 1024
+
+A training step is: forward, the paper's loss (0.8 Dice + 0.2 focal on a full-resolution binary
+target, plus the IoU-head MSE), backward, Adam step. Inference is a no-grad forward in eval mode.
+
+Memory method:
+- CPU: growth of the process's peak resident set size (``ru_maxrss``) over the resident size
+  with the idle model loaded: activations, gradients, Adam state, inputs, temporaries. It runs
+  with ``MALLOC_MMAP_THRESHOLD_=65536`` so that glibc hands freed large blocks back to the system
+  and RSS follows the live tensors (the analogue of CUDA's allocated, not reserved, memory); with
+  glibc's default the RSS also keeps freed-but-cached heap pages. That setting slows allocation,
+  so the time is measured in a second fresh process with the default allocator.
+- CUDA: ``torch.cuda.max_memory_allocated()`` minus the allocation of the idle model; memory and
+  time come from the same process.
+Time: median of the timed repeats after one warm-up repeat.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+import torch
+
+
+def current_rss_bytes() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError("VmRSS not found")
+
+
+def run_single(args: argparse.Namespace) -> dict:
+    import hrmedseg
+    from hrmedseg.losses import SegmentationLoss, quality_loss
+
+    device = torch.device(args.device)
+    torch.manual_seed(0)
+    model = hrmedseg.create_model(args.model, img_size=args.size).to(device)
+    model.set_grad_checkpointing(args.checkpointing)
+    images = torch.randn(args.batch, 3, args.size, args.size, device=device)
+    target = torch.zeros(args.batch, args.size, args.size, dtype=torch.long, device=device)
+    target[:, args.size // 4 : 3 * args.size // 4, args.size // 3 : 2 * args.size // 3] = 1
+    loss_fn = SegmentationLoss(num_classes=1)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    amp_dtype = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[args.amp]
+
+    def step() -> None:
+        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            if args.mode == "train":
+                logits, quality = model(images, return_quality=True)
+            else:
+                with torch.no_grad():
+                    model(images)
+                return
+        loss = loss_fn(logits, target) + quality_loss(quality, logits, target)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    model.train(args.mode == "train")
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        idle = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+    else:
+        idle = current_rss_bytes()
+    times = []
+    for _ in range(args.repeats + 1):
+        start = time.perf_counter()
+        step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    if device.type == "cuda":
+        peak = torch.cuda.max_memory_allocated() - idle
+        card = torch.cuda.get_device_name()
+    else:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - idle
+        card = f"CPU, {torch.get_num_threads()} threads"
+    return {
+        "model": args.model,
+        "mode": args.mode,
+        "size": args.size,
+        "batch": args.batch,
+        "checkpointing": args.checkpointing,
+        "amp": args.amp,
+        "device": card,
+        "peak_gb": peak / 1e9,
+        "peak_gb_per_image": peak / 1e9 / args.batch,
+        "seconds": statistics.median(times[1:]),
+        "images_per_second": args.batch / statistics.median(times[1:]),
+    }
+
+
+def _measure(cmd: list[str], env: dict[str, str]) -> dict:
+    out = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
+    if out.returncode != 0:
+        raise RuntimeError(out.stderr.strip()[-300:])
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--model", default="hrmedseg_b")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[512, 1024])
+    parser.add_argument("--batches", type=int, nargs="+", default=[1, 4])
+    parser.add_argument("--modes", nargs="+", default=["train", "infer"], choices=["train", "infer"])
+    parser.add_argument("--amp", default="none", choices=["none", "bf16", "fp16"])
+    parser.add_argument("--repeats", type=int, default=3, help="timed repeats after one warm-up")
+    parser.add_argument("--json", help="also write all results to this JSON file")
+    # Internal: run one configuration in this process.
+    parser.add_argument("--single", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--mode", default="train", help=argparse.SUPPRESS)
+    parser.add_argument("--size", type=int, default=1024, help=argparse.SUPPRESS)
+    parser.add_argument("--batch", type=int, default=1, help=argparse.SUPPRESS)
+    parser.add_argument("--checkpointing", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    if args.single:
+        print(json.dumps(run_single(args)))
+        return
+
+    results = []
+    print("| mode | size | batch | grad ckpt | amp | peak GB | GB / image | s / step | images / s | device |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for mode, size, batch, ckpt in itertools.product(args.modes, args.sizes, args.batches, [False, True]):
+        if mode == "infer" and ckpt:
+            continue  # checkpointing only changes training
+        cmd = [sys.executable, __file__, "--single", "--model", args.model, "--device", args.device,
+               "--mode", mode, "--size", str(size), "--batch", str(batch), "--amp", args.amp,
+               "--repeats", str(args.repeats)] + (["--checkpointing"] if ckpt else [])  # fmt: skip
+        try:
+            if args.device == "cpu":
+                r = _measure(cmd, {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"})
+                timed = _measure(cmd, os.environ)
+                r.update(seconds=timed["seconds"], images_per_second=timed["images_per_second"])
+            else:
+                r = _measure(cmd, os.environ)
+        except RuntimeError as err:
+            print(f"| {mode} | {size} | {batch} | {ckpt} | {args.amp} | failed: {err} |")
+            continue
+        results.append(r)
+        print(
+            f"| {mode} | {size} | {batch} | {'yes' if ckpt else 'no'} | {args.amp} | {r['peak_gb']:.3f} | "
+            f"{r['peak_gb_per_image']:.3f} | {r['seconds']:.3f} | {r['images_per_second']:.2f} | "
+            f"{r['device']} |",
+            flush=True,
+        )
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()

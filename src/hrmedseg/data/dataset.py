@@ -1,0 +1,247 @@
+"""Dataset folders: discovery, splits, validation, and the torch ``Dataset``.
+
+Two layouts are understood:
+
+- ``images/`` + ``masks/`` with files matched by stem, and an optional ``split.json``
+  (``{"train": [...], "val": [...], "test": [...]}`` of stems);
+- the authors' layout: ``image_1024/`` + ``mask_1024/`` and ``<name>_data_split.json`` with
+  ``train`` / ``valid`` / ``test`` lists.
+
+Optional physical pixel spacing (for distances in mm) comes from ``spacing.json``
+(``{stem: s}`` or ``{stem: [row, col]}``) or from a ``meta.json`` whose ``items.<stem>`` carry
+``pixel_size_mm`` (the layout of the example data sets).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from .io import IMAGE_SUFFIXES, DataError, read_image, read_mask
+from .transforms import AugmentConfig, augment, build_augmentation, image_to_tensor, mask_to_tensor, normalize
+
+SPLITS = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class Sample:
+    stem: str
+    image: Path
+    mask: Path | None
+
+
+@dataclass
+class DatasetIndex:
+    """What a dataset folder holds: image/mask pairs by stem, its split and pixel spacing."""
+
+    root: Path
+    layout: str
+    samples: dict[str, Sample]
+    split: dict[str, list[str]] | None = None
+    split_file: Path | None = None
+    spacing: dict[str, tuple[float, float]] = field(default_factory=dict)
+
+    def subset(self, stems: Iterable[str]) -> list[Sample]:
+        return [self.samples[s] for s in stems]
+
+
+def _files_by_stem(folder: Path) -> tuple[dict[str, Path], list[str]]:
+    files: dict[str, Path] = {}
+    problems = []
+    for path in sorted(folder.iterdir()):
+        if path.name.startswith(".") or path.suffix.lower() not in IMAGE_SUFFIXES or not path.is_file():
+            continue
+        if path.stem in files:
+            problems.append(f"{path}: another file with stem '{path.stem}' exists ({files[path.stem].name})")
+        files[path.stem] = path
+    return files, problems
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise DataError(f"{path}: unreadable JSON ({err})") from None
+
+
+def _read_split(path: Path, authors: bool) -> dict[str, list[str]]:
+    raw = _read_json(path)
+    if not isinstance(raw, dict):
+        raise DataError(f"{path}: a split must be an object of lists of stems")
+    rename = {"valid": "val"} if authors else {}
+    split = {rename.get(k, k): [Path(str(s)).stem if authors else str(s) for s in v] for k, v in raw.items()}
+    unknown = sorted(set(split) - set(SPLITS))
+    if unknown:
+        raise DataError(f"{path}: unknown split name(s) {unknown}; expected {list(SPLITS)}")
+    return split
+
+
+def _read_spacing(root: Path) -> dict[str, tuple[float, float]]:
+    if (root / "spacing.json").is_file():
+        raw = _read_json(root / "spacing.json")
+        return {
+            k: (float(v), float(v)) if np.isscalar(v) else (float(v[0]), float(v[1])) for k, v in raw.items()
+        }
+    if (root / "meta.json").is_file():
+        items = _read_json(root / "meta.json").get("items", {})
+        return {
+            k: (float(v["pixel_size_mm"]),) * 2
+            for k, v in items.items()
+            if isinstance(v, dict) and "pixel_size_mm" in v
+        }
+    return {}
+
+
+def find_dataset(root: str | Path, require_masks: bool = True) -> DatasetIndex:
+    """Index a dataset folder. Raises :class:`DataError` naming every unmatched file."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"{root}: dataset folder not found")
+    if (root / "images").is_dir():
+        layout, image_dir, mask_dir = "folder", root / "images", root / "masks"
+        split_file = root / "split.json" if (root / "split.json").is_file() else None
+    elif (root / "image_1024").is_dir():
+        layout, image_dir, mask_dir = "authors", root / "image_1024", root / "mask_1024"
+        candidates = sorted(root.glob("*data_split.json"))
+        split_file = candidates[0] if candidates else None
+    else:
+        raise DataError(f"{root}: expected images/ and masks/ (or the authors' image_1024/ and mask_1024/)")
+
+    images, problems = _files_by_stem(image_dir)
+    if not images:
+        problems.append(f"{image_dir}: no images ({', '.join(IMAGE_SUFFIXES)})")
+    masks: dict[str, Path] = {}
+    if mask_dir.is_dir():
+        masks, mask_problems = _files_by_stem(mask_dir)
+        problems += mask_problems
+    elif require_masks:
+        problems.append(f"{mask_dir}: mask folder not found")
+    if require_masks:
+        problems += [
+            f"{images[s]}: no mask with stem '{s}' in {mask_dir}" for s in sorted(set(images) - set(masks))
+        ]
+        problems += [
+            f"{masks[s]}: no image with stem '{s}' in {image_dir}" for s in sorted(set(masks) - set(images))
+        ]
+    if problems:
+        raise DataError(f"problems in dataset {root}:\n  " + "\n  ".join(problems))
+
+    samples = {s: Sample(s, p, masks.get(s)) for s, p in images.items()}
+    index = DatasetIndex(root, layout, samples, spacing=_read_spacing(root))
+    if split_file is not None:
+        index.split, index.split_file = _read_split(split_file, authors=layout == "authors"), split_file
+        unknown = sorted({s for stems in index.split.values() for s in stems} - set(samples))
+        if unknown:
+            shown = ", ".join(unknown[:10]) + (f" and {len(unknown) - 10} more" if len(unknown) > 10 else "")
+            raise DataError(f"{split_file}: {len(unknown)} stem(s) with no image: {shown}")
+    return index
+
+
+def make_split(
+    stems: Iterable[str], seed: int, fractions: tuple[float, float, float] = (0.7, 0.1, 0.2)
+) -> dict:
+    """A deterministic random train/val/test split (70/10/20 by default) of the given stems."""
+    stems = sorted(stems)
+    random.Random(seed).shuffle(stems)
+    n_train = round(fractions[0] * len(stems))
+    n_val = round(fractions[1] * len(stems))
+    if len(stems) >= 3:  # every part gets at least one case
+        n_train = min(max(n_train, 1), len(stems) - 2)
+        n_val = min(max(n_val, 1), len(stems) - n_train - 1)
+    return {
+        "train": stems[:n_train],
+        "val": stems[n_train : n_train + n_val],
+        "test": stems[n_train + n_val :],
+    }
+
+
+def check_samples(samples: list[Sample], num_classes: int) -> None:
+    """Decode every image and mask once; raise :class:`DataError` listing each bad file.
+
+    Checks: readable and complete files, mask size equal to image size, and (multi-class)
+    mask values below ``num_classes``.
+    """
+    problems = []
+    for sample in samples:
+        try:
+            image_hw = read_image(sample.image).shape[:2]
+        except DataError as err:
+            problems.append(str(err))
+            continue
+        if sample.mask is None:
+            continue
+        try:
+            mask = read_mask(sample.mask)
+        except DataError as err:
+            problems.append(str(err))
+            continue
+        if mask.shape != image_hw:
+            problems.append(f"{sample.mask}: mask is {mask.shape[1]}x{mask.shape[0]} but its image is "
+                            f"{image_hw[1]}x{image_hw[0]} (W x H)")  # fmt: skip
+        if num_classes > 1 and (mask.max(initial=0) >= num_classes or mask.min(initial=0) < 0):
+            bad = sorted(int(v) for v in np.unique(mask) if v < 0 or v >= num_classes)
+            problems.append(
+                f"{sample.mask}: mask values {bad[:8]} outside 0..{num_classes - 1} "
+                f"(num_classes={num_classes})"
+            )
+    if problems:
+        raise DataError(f"{len(problems)} problem(s) in the data:\n  " + "\n  ".join(problems))
+
+
+def _sample_seed(*parts: object) -> int:
+    digest = hashlib.blake2b(repr(parts).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") & (2**63 - 1)
+
+
+class SegmentationDataset(Dataset):
+    """Image/mask pairs, preprocessed to the model input (and augmented when training).
+
+    Each item is ``{"image": (3, H, W) float normalised, "mask": (H, W) int64, "index": int}``.
+    Binary data (``num_classes == 1``) maps any non-zero mask value to 1. Augmentation is seeded
+    per (seed, epoch, index), so a resumed run sees exactly the same data as an uninterrupted one,
+    whatever the number of workers.
+    """
+
+    def __init__(
+        self,
+        samples: list[Sample],
+        size: tuple[int, int],
+        num_classes: int,
+        pixel_mean: tuple[float, float, float],
+        pixel_std: tuple[float, float, float],
+        augmentation: AugmentConfig | None = None,
+        seed: int = 0,
+    ) -> None:
+        self.samples = samples
+        self.size = tuple(size)
+        self.num_classes = num_classes
+        self.pixel_mean, self.pixel_std = pixel_mean, pixel_std
+        self.transform = build_augmentation(augmentation, self.size) if augmentation else None
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor | int]:
+        sample = self.samples[index]
+        image = image_to_tensor(read_image(sample.image), self.size)
+        mask = mask_to_tensor(read_mask(sample.mask), self.size)
+        if self.num_classes == 1:
+            mask = (mask > 0).long()
+        if self.transform is not None:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(_sample_seed(self.seed, self.epoch, index))
+                image, mask = augment(self.transform, image, mask)
+        return {"image": normalize(image, self.pixel_mean, self.pixel_std), "mask": mask, "index": index}

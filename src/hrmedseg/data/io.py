@@ -1,0 +1,91 @@
+"""Reading and writing 2-D images and masks (PNG, JPEG, TIFF, BMP; 8/16-bit; grey, RGB, RGBA)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+
+
+class DataError(ValueError):
+    """Bad input data. The message names each offending file and the problem."""
+
+
+def _open(path: Path, as_image: bool) -> np.ndarray:
+    """Decoded pixels. Images in palette or exotic colour modes become RGB; for masks a palette
+    image yields its indices, which is how index masks are often stored."""
+    try:
+        with Image.open(path) as img:
+            img.load()  # decode now, so truncated files fail here, with their name
+            if as_image and img.mode in ("P", "PA", "CMYK", "YCbCr", "HSV", "LAB"):
+                img = img.convert("RGB")
+            return np.asarray(img)
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        raise DataError(f"{path}: unreadable or truncated image ({err})") from None
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """An image file as float32 RGB in [0, 1], shape (H, W, 3); see :func:`as_float_rgb`."""
+    path = Path(path)
+    return as_float_rgb(_open(path, as_image=True), str(path))
+
+
+def as_float_rgb(array: np.ndarray, name: str = "image") -> np.ndarray:
+    """Pixels as float32 RGB in [0, 1], shape (H, W, 3).
+
+    8-bit images are divided by 255 and float images are taken as already in [0, 1]. Integer
+    images with more bits are rescaled by their own minimum and maximum (16-bit medical images
+    rarely use the full range). Grey images are repeated to three channels; alpha is dropped.
+    """
+    array = np.asarray(array)
+    if array.ndim == 3 and array.shape[2] in (2, 4):
+        array = array[..., :-1]  # drop alpha
+    if array.ndim == 3 and array.shape[2] == 1:
+        array = array[..., 0]
+    if array.ndim == 2:
+        array = np.repeat(array[..., None], 3, axis=2)
+    if array.ndim != 3 or array.shape[2] != 3:
+        raise DataError(
+            f"{name}: unsupported image layout {array.shape}; expected (H, W), (H, W, 3) or (H, W, 4)"
+        )
+    if array.dtype == np.uint8:
+        return array.astype(np.float32) / 255.0
+    if array.dtype == bool or np.issubdtype(array.dtype, np.floating):
+        return array.astype(np.float32)
+    array = array.astype(np.float32)
+    low, high = float(array.min()), float(array.max())
+    return (array - low) / (high - low) if high > low else np.zeros_like(array)
+
+
+def read_mask(path: str | Path) -> np.ndarray:
+    """A mask as an int64 array (H, W) of its stored values (grey; RGB masks must be grey-valued)."""
+    path = Path(path)
+    array = _open(path, as_image=False)
+    if array.ndim == 3:
+        channels = array[..., :3] if array.shape[2] >= 3 else array[..., :1]
+        if not (channels == channels[..., :1]).all():
+            raise DataError(f"{path}: colour mask; masks must hold one value per pixel (grey or index)")
+        array = channels[..., 0]
+    return array.astype(np.int64)
+
+
+def image_size(path: str | Path) -> tuple[int, int]:
+    """(H, W) from the file header, without decoding the pixels."""
+    path = Path(path)
+    try:
+        with Image.open(path) as img:
+            return img.height, img.width
+    except (UnidentifiedImageError, OSError) as err:
+        raise DataError(f"{path}: unreadable image ({err})") from None
+
+
+def write_mask(path: str | Path, mask: np.ndarray) -> None:
+    """Save an index mask losslessly as PNG (8-bit, or 16-bit when values exceed 255)."""
+    mask = np.asarray(mask)
+    dtype = np.uint8 if mask.max(initial=0) <= 255 else np.uint16
+    Image.fromarray(mask.astype(dtype)).save(path)

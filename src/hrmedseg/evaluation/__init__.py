@@ -1,0 +1,1 @@
+"""Evaluation: per-case metrics at original resolution and summaries."""

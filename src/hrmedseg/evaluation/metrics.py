@@ -1,0 +1,90 @@
+"""Per-case segmentation metrics on binary masks: Dice, IoU, precision, recall, HD95 and ASD.
+
+Surface distances follow MONAI's definitions: a mask's surface is the mask minus its erosion
+(4-connected), distances are Euclidean (scaled by the pixel spacing), HD95 is the larger of the two
+directed 95th percentiles, and ASD is the mean of all distances in both directions (symmetric).
+
+Empty masks (documented convention, so means never contain NaN):
+- a ratio whose denominator is zero (e.g. Dice of two empty masks) is 1 when prediction and truth
+  are both empty, and 0 otherwise;
+- HD95 and ASD are 0 when both are empty and the image diagonal (in the same units) when only one
+  of them is: the largest distance the image can hold.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from scipy import ndimage
+
+METRIC_NAMES = ("dice", "iou", "precision", "recall", "hd95", "asd")
+
+
+def _surface(mask: np.ndarray) -> np.ndarray:
+    return mask & ~ndimage.binary_erosion(mask)
+
+
+def surface_distances(source: np.ndarray, target: np.ndarray, spacing: tuple[float, float]) -> np.ndarray:
+    """Distances from each surface pixel of ``source`` to the nearest surface pixel of ``target``."""
+    source_surface, target_surface = _surface(source), _surface(target)
+    distance_to_target = ndimage.distance_transform_edt(~target_surface, sampling=spacing)
+    return distance_to_target[source_surface]
+
+
+def _ratio(numerator: float, denominator: float, both_empty: bool) -> float:
+    if denominator == 0:
+        return 1.0 if both_empty else 0.0
+    return numerator / denominator
+
+
+def distance_metrics(
+    pred: np.ndarray, truth: np.ndarray, spacing: tuple[float, float] = (1.0, 1.0)
+) -> tuple[float, float]:
+    """(HD95, ASD) of two boolean masks, in the units of ``spacing`` (row, col)."""
+    n_pred, n_truth = np.count_nonzero(pred), np.count_nonzero(truth)
+    if n_pred == 0 and n_truth == 0:
+        return 0.0, 0.0
+    if n_pred == 0 or n_truth == 0:
+        diagonal = math.hypot(pred.shape[0] * spacing[0], pred.shape[1] * spacing[1])
+        return diagonal, diagonal
+    forward = surface_distances(pred, truth, spacing)
+    backward = surface_distances(truth, pred, spacing)
+    hd95 = max(np.percentile(forward, 95), np.percentile(backward, 95))
+    return float(hd95), float(np.concatenate([forward, backward]).mean())
+
+
+def binary_metrics(
+    pred: np.ndarray, truth: np.ndarray, spacing: tuple[float, float] | None = None
+) -> dict[str, float]:
+    """All metrics of one (H, W) prediction against its truth. Distances are in pixels, and with
+    ``spacing`` (row, col) also in those physical units as ``hd95_mm`` and ``asd_mm``."""
+    pred, truth = np.asarray(pred, dtype=bool), np.asarray(truth, dtype=bool)
+    if pred.shape != truth.shape:
+        raise ValueError(f"prediction {pred.shape} and truth {truth.shape} differ in shape")
+    tp = float(np.count_nonzero(pred & truth))
+    n_pred, n_truth = float(np.count_nonzero(pred)), float(np.count_nonzero(truth))
+    both_empty = n_pred == 0 and n_truth == 0
+    metrics = {
+        "dice": _ratio(2 * tp, n_pred + n_truth, both_empty),
+        "iou": _ratio(tp, n_pred + n_truth - tp, both_empty),
+        "precision": _ratio(tp, n_pred, both_empty),
+        "recall": _ratio(tp, n_truth, both_empty),
+    }
+    metrics["hd95"], metrics["asd"] = distance_metrics(pred, truth)
+    if spacing is not None:
+        metrics["hd95_mm"], metrics["asd_mm"] = distance_metrics(pred, truth, spacing)
+    return metrics
+
+
+def case_metrics(
+    pred: np.ndarray, truth: np.ndarray, num_classes: int, spacing: tuple[float, float] | None = None
+) -> list[dict[str, float | int]]:
+    """Metrics per foreground class of two index masks, one row per class (``class`` = 1..K-1;
+    binary: class 1 = any non-zero value)."""
+    classes = [1] if num_classes == 1 else list(range(1, num_classes))
+    rows = []
+    for c in classes:
+        p, t = (pred > 0, truth > 0) if num_classes == 1 else (pred == c, truth == c)
+        rows.append({"class": c, **binary_metrics(p, t, spacing)})
+    return rows

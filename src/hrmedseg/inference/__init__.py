@@ -1,0 +1,1 @@
+"""Inference: automatic segmentation at original image size, and overlay pictures."""

@@ -1,0 +1,81 @@
+"""Automatic segmentation of images of any size with a trained HRMedSeg model."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..checkpoint import load_model
+from ..data.io import as_float_rgb, read_image
+from ..data.transforms import image_to_tensor, normalize
+from ..runtime import resolve_device
+
+ImageInput = str | Path | np.ndarray
+
+
+class Segmenter:
+    """Wraps an ``HRMedSeg`` model for inference with the training pipeline's preprocessing.
+
+    Images are resized to the model's ``img_size``, normalised with its pixel mean/std, segmented
+    in batches, and the logits are interpolated back to each image's original size before the
+    threshold (binary: sigmoid > 0.5) or argmax (multi-class).
+
+    Example:
+        >>> seg = Segmenter.from_checkpoint("run/best.safetensors")
+        >>> mask = seg.predict("scan.png")          # (H, W) uint8 class indices at original size
+        >>> masks = seg.predict([img_a, img_b])     # one mask per image, each at its own size
+    """
+
+    def __init__(self, model: nn.Module, device: str | torch.device = "auto", batch_size: int = 4) -> None:
+        if not hasattr(model, "num_classes"):
+            raise TypeError(f"Segmenter needs an automatic HRMedSeg model, got {type(model).__name__}")
+        self.device = resolve_device(device) if isinstance(device, str) else device
+        self.model = model.to(self.device).eval()
+        self.batch_size = batch_size
+        self.size = model.config.img_size
+        self.num_classes = model.num_classes
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, device: str = "auto", batch_size: int = 4) -> Segmenter:
+        return cls(load_model(path), device, batch_size)
+
+    def _prepare(self, image: ImageInput) -> np.ndarray:
+        return read_image(image) if isinstance(image, str | Path) else as_float_rgb(image)
+
+    @torch.no_grad()
+    def iter_probabilities(self, images: Sequence[ImageInput]) -> Iterator[np.ndarray]:
+        """Per image, class probabilities (K, H, W) float32 at the image's original size
+        (binary: K = 1, the foreground probability)."""
+        config = self.model.config
+        for start in range(0, len(images), self.batch_size):
+            arrays = [self._prepare(img) for img in images[start : start + self.batch_size]]
+            batch = torch.stack([image_to_tensor(a, self.size) for a in arrays]).to(self.device)
+            logits = self.model(normalize(batch, config.pixel_mean, config.pixel_std)).float()
+            for array, item in zip(arrays, logits, strict=True):
+                full = F.interpolate(item[None], size=array.shape[:2], mode="bilinear", align_corners=False)[
+                    0
+                ]
+                probs = full.sigmoid() if self.num_classes == 1 else full.softmax(0)
+                yield probs.cpu().numpy()
+
+    def probabilities_to_mask(self, probs: np.ndarray) -> np.ndarray:
+        """(K, H, W) probabilities -> (H, W) uint8 mask of class indices (binary: 0/1)."""
+        if self.num_classes == 1:
+            return (probs[0] > 0.5).astype(np.uint8)
+        return probs.argmax(0).astype(np.uint8)
+
+    def predict(self, images: ImageInput | Sequence[ImageInput]) -> np.ndarray | list[np.ndarray]:
+        """Masks at original size: one (H, W) array for one image (path or array), a list for a list.
+
+        An array input is one image: (H, W) grey, (H, W, 3) RGB or (H, W, 4) RGBA; uint8, or float
+        in [0, 1].
+        """
+        single = isinstance(images, str | Path | np.ndarray)
+        batch = [images] if single else list(images)
+        masks = [self.probabilities_to_mask(p) for p in self.iter_probabilities(batch)]
+        return masks[0] if single else masks

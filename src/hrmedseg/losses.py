@@ -1,0 +1,90 @@
+"""Training losses: the paper's Dice + focal for binary masks, Dice + cross-entropy for classes,
+and the IoU-head (quality) regression target.
+
+All losses are computed in float32, also when the model ran under autocast.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def soft_dice(probs: torch.Tensor, target: torch.Tensor, smooth: float = 1.0) -> torch.Tensor:
+    """Soft Dice of (B, K, H, W) probabilities and one-hot targets, pooled over the batch: (K,)."""
+    dims = (0, 2, 3)
+    intersection = (probs * target).sum(dims)
+    return (2 * intersection + smooth) / (probs.sum(dims) + target.sum(dims) + smooth)
+
+
+def one_hot(target: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """(B, H, W) class indices -> (B, K, H, W) float one-hot; binary (K=1) -> the foreground map."""
+    if num_classes == 1:
+        return (target > 0).float().unsqueeze(1)
+    return F.one_hot(target.long(), num_classes).permute(0, 3, 1, 2).float()
+
+
+class SegmentationLoss(nn.Module):
+    """``dice_weight * (1 - Dice) + focal_weight * Focal`` (binary) or ``... + ce_weight * CE``.
+
+    Binary (one logit map): the paper's loss. Dice is pooled over the whole batch with smoothing 1;
+    the focal term re-weights the batch-mean BCE as ``alpha * (1 - exp(-BCE))**gamma * BCE``
+    (alpha 0.8, gamma 2), so it grows in weight while predictions are poor.
+
+    Multi-class (K >= 2 logit maps, softmax): Dice averaged over the foreground classes 1..K-1,
+    plus pixel-wise cross-entropy with weight ``focal_weight``.
+
+    Targets are (B, H, W) integer maps (binary: any non-zero value is foreground).
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        dice_weight: float = 0.8,
+        focal_weight: float = 0.2,
+        focal_alpha: float = 0.8,
+        focal_gamma: float = 2.0,
+        smooth: float = 1.0,
+    ) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+        self.dice_weight = dice_weight
+        self.focal_weight = focal_weight
+        self.focal_alpha = focal_alpha
+        self.focal_gamma = focal_gamma
+        self.smooth = smooth
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        logits = logits.float()
+        if self.num_classes == 1:
+            truth = one_hot(target, 1)
+            dice = soft_dice(torch.sigmoid(logits), truth, self.smooth).mean()
+            bce = F.binary_cross_entropy_with_logits(logits, truth)
+            second = self.focal_alpha * (1 - torch.exp(-bce)) ** self.focal_gamma * bce
+        else:
+            dice = soft_dice(logits.softmax(1), one_hot(target, self.num_classes), self.smooth)[1:].mean()
+            second = F.cross_entropy(logits, target.long())
+        return self.dice_weight * (1 - dice) + self.focal_weight * second
+
+
+def hard_masks(logits: torch.Tensor) -> torch.Tensor:
+    """(B, K, H, W) logits -> (B, K, H, W) boolean masks: sigmoid > 0.5 for K=1, argmax otherwise."""
+    if logits.shape[1] == 1:
+        return logits > 0
+    return F.one_hot(logits.argmax(1), logits.shape[1]).permute(0, 3, 1, 2).bool()
+
+
+@torch.no_grad()
+def achieved_iou(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """IoU (B, K) of each predicted class mask with the truth; 1 where both are empty."""
+    pred = hard_masks(logits)
+    truth = one_hot(target, logits.shape[1]).bool()
+    intersection = (pred & truth).sum((2, 3)).float()
+    union = (pred | truth).sum((2, 3)).float()
+    return torch.where(union > 0, intersection / union.clamp(min=1), torch.ones_like(union))
+
+
+def quality_loss(predicted_iou: torch.Tensor, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """MSE between the IoU head's prediction and the IoU the masks actually achieved (as in SAM)."""
+    return F.mse_loss(predicted_iou.float(), achieved_iou(logits, target))

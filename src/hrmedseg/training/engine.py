@@ -1,0 +1,297 @@
+"""The training loop: data, model, optimisation, validation, checkpoints, resume and DDP.
+
+Outputs in ``config.output``: ``config.yaml`` (resolved), ``split.json``, ``log.csv``,
+``curves.png``, ``last.pt`` (resumable state), ``last.safetensors`` and ``best.safetensors``
+(model files for ``hrmedseg.load_model``; best = highest validation Dice).
+
+Multi-GPU and multi-node runs use ``torchrun``; the process group is set up from its
+environment variables (NCCL on CUDA, gloo on CPU).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from safetensors.torch import load_file
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, DistributedSampler
+from tqdm import tqdm
+
+from ..build import create_model
+from ..checkpoint import load_state_dict_checked, read_model_config, save_model
+from ..data import SegmentationDataset, check_samples, find_dataset, make_split
+from ..data.io import DataError
+from ..losses import SegmentationLoss, hard_masks, one_hot, quality_loss
+from ..runtime import resolve_device
+from .config import TrainConfig
+from .logging import RunLogger, plot_curves
+from .state import load_training_state, rng_state, save_training_state, set_rng_state
+
+
+@dataclass
+class Distributed:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def setup_distributed(device_name: str) -> tuple[Distributed, torch.device]:
+    """Join the torchrun process group if there is one; choose the device."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    ctx = Distributed(int(os.environ.get("RANK", "0")), world_size, int(os.environ.get("LOCAL_RANK", "0")))
+    device = resolve_device(device_name)
+    if device.type == "cuda" and world_size > 1:
+        device = torch.device("cuda", ctx.local_rank)
+        torch.cuda.set_device(device)
+    if world_size > 1 and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return ctx, device
+
+
+def resolve_split(config: TrainConfig, output: Path, resume: bool) -> dict[str, list[str]]:
+    """The dataset's own split, else the run's earlier one (resume), else a new seeded split."""
+    index = find_dataset(config.data)
+    saved = output / "split.json"
+    if index.split is not None:
+        split = index.split
+    elif resume and saved.is_file():
+        split = json.loads(saved.read_text())
+    else:
+        split = make_split(index.samples, config.seed, tuple(config.split_fractions))
+    for name in ("train", "val"):
+        if not split.get(name):
+            source = index.split_file or "the generated split"
+            raise DataError(f"the '{name}' split is empty ({source}); it needs at least one case")
+    return split
+
+
+def loss_and_logits(
+    model: nn.Module,
+    images: torch.Tensor,
+    masks: torch.Tensor,
+    loss_fn: SegmentationLoss,
+    quality_weight: float,
+    amp_dtype: torch.dtype | None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Forward and loss of one batch: segmentation loss plus the IoU-head regression."""
+    with torch.autocast(images.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+        logits, predicted_iou = model(images, return_quality=True)
+    loss = loss_fn(logits, masks)
+    if quality_weight:
+        loss = loss + quality_weight * quality_loss(predicted_iou, logits, masks)
+    return loss, logits
+
+
+def per_image_dice_iou(logits: torch.Tensor, masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Dice and IoU (B,) of hard predictions, averaged over foreground classes; 1 if both empty."""
+    num_classes = logits.shape[1]
+    pred = hard_masks(logits)
+    truth = one_hot(masks, num_classes).bool()
+    if num_classes > 1:
+        pred, truth = pred[:, 1:], truth[:, 1:]
+    inter = (pred & truth).sum((2, 3)).float()
+    total = pred.sum((2, 3)).float() + truth.sum((2, 3)).float()
+    empty = total == 0
+    dice = torch.where(empty, torch.ones_like(total), 2 * inter / total.clamp(min=1))
+    iou = torch.where(empty, torch.ones_like(total), inter / (total - inter).clamp(min=1))
+    return dice.mean(1), iou.mean(1)
+
+
+@torch.no_grad()
+def validate(
+    model: nn.Module, loader: DataLoader, loss_fn: SegmentationLoss, config: TrainConfig, device, amp_dtype
+):
+    model.eval()
+    total_loss, dices, ious = 0.0, [], []
+    for batch in loader:
+        images, masks = batch["image"].to(device), batch["mask"].to(device)
+        loss, logits = loss_and_logits(model, images, masks, loss_fn, config.quality_weight, amp_dtype)
+        total_loss += loss.item() * len(images)
+        dice, iou = per_image_dice_iou(logits.float(), masks)
+        dices.append(dice)
+        ious.append(iou)
+    n = len(loader.dataset)
+    return total_loss / n, torch.cat(dices).mean().item(), torch.cat(ious).mean().item()
+
+
+def load_encoder_weights(model: nn.Module, path: str | Path) -> None:
+    """Initialise ``model.image_encoder`` (LGViT + neck) from the ``image_encoder.*`` weights of a
+    model file (e.g. a distilled or earlier fine-tuned checkpoint)."""
+    path = Path(path)
+    config = read_model_config(path)
+    prefix = "image_encoder."
+    weights = {k[len(prefix) :]: v for k, v in load_file(str(path)).items() if k.startswith(prefix)}
+    if not weights:
+        raise ValueError(f"{path} holds no image_encoder.* weights")
+    try:
+        load_state_dict_checked(model.image_encoder, weights, source=str(path))
+    except ValueError as err:
+        raise ValueError(
+            f"--init-encoder {path} is a {config.name} encoder (C={config.embed_dim}); it does not fit "
+            f"{model.config.name} (C={model.config.embed_dim}):\n{err}"
+        ) from None
+
+
+def _amp_dtype(config: TrainConfig, device: torch.device) -> torch.dtype | None:
+    if config.amp == "fp16" and device.type != "cuda":
+        raise ValueError("amp fp16 needs a CUDA device; use bf16 on the CPU")
+    return {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[config.amp]
+
+
+def train(
+    config: TrainConfig,
+    resume: bool = False,
+    progress: bool = True,
+    on_epoch_end: Callable[[int, dict[str, float]], None] | None = None,
+) -> dict[str, Any]:
+    """Run (or resume) training as ``config`` describes; returns the final epoch's log row and paths.
+
+    ``on_epoch_end(epoch, row)`` is called on the main process after each epoch's checkpoints
+    are written.
+    """
+    if config.model.startswith("hrmedseg_sam"):
+        raise ValueError("prompted training of HRMedSegSAM is not available yet; train an hrmedseg_* model")
+    ctx, device = setup_distributed(config.device)
+    output = Path(config.output)
+    output.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(config.seed)
+
+    split = resolve_split(config, output, resume)
+    index = find_dataset(config.data)
+    train_samples, val_samples = index.subset(split["train"]), index.subset(split["val"])
+    check_samples(train_samples + val_samples, config.num_classes)
+
+    model = create_model(
+        config.model, num_classes=config.num_classes, img_size=config.size, **config.model_options
+    )
+    if config.init_encoder and not resume:
+        load_encoder_weights(model, config.init_encoder)
+    model.set_grad_checkpointing(config.grad_checkpointing)
+    model.to(device)
+    mean, std = model.config.pixel_mean, model.config.pixel_std
+    train_set = SegmentationDataset(
+        train_samples, config.size, config.num_classes, mean, std, config.augmentation(), config.seed
+    )
+    val_set = SegmentationDataset(val_samples, config.size, config.num_classes, mean, std)
+    sampler = DistributedSampler(
+        train_set, ctx.world_size, ctx.rank, shuffle=True, seed=config.seed, drop_last=True
+    )
+    per_rank_batch = max(1, config.batch_size // ctx.world_size)
+    drop_last = len(train_set) // ctx.world_size >= per_rank_batch  # keep tiny data sets trainable
+    train_loader = DataLoader(
+        train_set, per_rank_batch, sampler=sampler, num_workers=config.num_workers, drop_last=drop_last
+    )
+    val_loader = DataLoader(val_set, per_rank_batch, num_workers=config.num_workers)
+
+    ddp_model = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None) \
+        if ctx.world_size > 1 else model  # fmt: skip
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=config.lr_gamma)
+    amp_dtype = _amp_dtype(config, device)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+    loss_fn = SegmentationLoss(config.num_classes, config.dice_weight, config.focal_weight)
+
+    start_epoch, best_dice = 0, -math.inf
+    if resume:
+        state = load_training_state(output / "last.pt")
+        load_state_dict_checked(model, state["model"], source=str(output / "last.pt"))
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        start_epoch, best_dice = state["epoch"], state["best_dice"]
+        set_rng_state(state["rng"])
+    if ctx.is_main:
+        config.save(output / "config.yaml")
+        (output / "split.json").write_text(json.dumps(split, indent=1))
+    logger = RunLogger(output, resume) if ctx.is_main else None
+
+    row: dict[str, float] = {}
+    for epoch in range(start_epoch, config.epochs):
+        started = time.perf_counter()
+        sampler.set_epoch(epoch)
+        train_set.set_epoch(epoch)
+        ddp_model.train()
+        running, seen = 0.0, 0
+        optimizer.zero_grad(set_to_none=True)
+        bar = tqdm(
+            train_loader, desc=f"epoch {epoch + 1}/{config.epochs}", unit="batch",
+            disable=not (progress and ctx.is_main), leave=False,
+        )  # fmt: skip
+        for step, batch in enumerate(bar):
+            images, masks = batch["image"].to(device), batch["mask"].to(device)
+            last_micro_step = (step + 1) % config.accumulate == 0 or step + 1 == len(train_loader)
+            sync = nullcontext() if last_micro_step or ctx.world_size == 1 else ddp_model.no_sync()
+            with sync:
+                loss, _ = loss_and_logits(ddp_model, images, masks, loss_fn, config.quality_weight, amp_dtype)
+                scaler.scale(loss / config.accumulate).backward()
+            if last_micro_step:
+                scaler.step(optimizer)
+                scaler.update()
+                optimizer.zero_grad(set_to_none=True)
+            running += loss.item() * len(images)
+            seen += len(images)
+            bar.set_postfix(
+                loss=f"{running / seen:.4f}", img_s=f"{seen / (time.perf_counter() - started):.1f}"
+            )
+
+        lr = scheduler.get_last_lr()[0]
+        scheduler.step()
+        if not ctx.is_main:
+            continue
+        val_loss, val_dice, val_iou = validate(model, val_loader, loss_fn, config, device, amp_dtype)
+        row = {
+            "epoch": epoch + 1, "lr": lr, "train_loss": running / max(seen, 1), "val_loss": val_loss,
+            "val_dice": val_dice, "val_iou": val_iou, "epoch_seconds": time.perf_counter() - started,
+        }  # fmt: skip
+        improved = val_dice > best_dice
+        best_dice = max(best_dice, val_dice)
+        save_model(model, output / "last.safetensors")
+        if improved:
+            save_model(model, output / "best.safetensors")
+        save_training_state(
+            output / "last.pt",
+            {
+                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
+                "epoch": epoch + 1, "best_dice": best_dice, "rng": rng_state(),
+            },
+        )  # fmt: skip
+        logger.log(row)
+        if progress:
+            print(
+                f"epoch {epoch + 1}/{config.epochs}  loss {row['train_loss']:.4f}  val loss {val_loss:.4f}  "
+                f"val Dice {val_dice:.4f}  IoU {val_iou:.4f}  ({row['epoch_seconds']:.1f}s)"
+                + ("  *best*" if improved else ""),
+                flush=True,
+            )
+        if on_epoch_end is not None:
+            on_epoch_end(epoch + 1, row)
+
+    if ctx.world_size > 1:
+        dist.barrier()
+        dist.destroy_process_group()
+    if not ctx.is_main:
+        return {}
+    logger.close()
+    plot_curves(output / "log.csv", output / "curves.png")
+    return {
+        "last": row,
+        "best_dice": best_dice,
+        "output": str(output),
+        "best": str(output / "best.safetensors"),
+    }

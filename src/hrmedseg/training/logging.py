@@ -1,0 +1,67 @@
+"""Run logs: a CSV row per epoch, TensorBoard scalars when it is installed, and a PNG of the curves."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+COLUMNS = ("epoch", "lr", "train_loss", "val_loss", "val_dice", "val_iou", "epoch_seconds")
+
+
+class RunLogger:
+    """Appends epoch rows to ``log.csv`` (keeping the rows of a resumed run) and mirrors them to
+    TensorBoard under ``tensorboard/`` if the ``tensorboard`` package is available."""
+
+    def __init__(self, output: Path, resume: bool) -> None:
+        self.path = output / "log.csv"
+        if not resume or not self.path.is_file():
+            with self.path.open("w", newline="") as f:
+                csv.writer(f).writerow(COLUMNS)
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:  # optional dependency
+            self.tensorboard = None
+        else:
+            self.tensorboard = SummaryWriter(str(output / "tensorboard"))
+
+    def log(self, row: dict[str, float]) -> None:
+        with self.path.open("a", newline="") as f:
+            csv.writer(f).writerow([row[c] for c in COLUMNS])
+        if self.tensorboard is not None:
+            for key in COLUMNS[1:]:
+                self.tensorboard.add_scalar(key, row[key], row["epoch"])
+            self.tensorboard.flush()
+
+    def close(self) -> None:
+        if self.tensorboard is not None:
+            self.tensorboard.close()
+
+
+def read_log(path: Path) -> list[dict[str, float]]:
+    with path.open() as f:
+        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+def plot_curves(log_path: Path, png_path: Path) -> Path:
+    """Loss and validation Dice/IoU against epochs."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = read_log(log_path)
+    epochs = [r["epoch"] for r in rows]
+    fig, (loss_ax, metric_ax) = plt.subplots(1, 2, figsize=(10, 4))
+    loss_ax.plot(epochs, [r["train_loss"] for r in rows], label="train")
+    loss_ax.plot(epochs, [r["val_loss"] for r in rows], label="validation")
+    loss_ax.set(xlabel="epoch", ylabel="loss", title="Loss")
+    metric_ax.plot(epochs, [r["val_dice"] for r in rows], label="Dice")
+    metric_ax.plot(epochs, [r["val_iou"] for r in rows], label="IoU")
+    metric_ax.set(xlabel="epoch", ylabel="score", title="Validation", ylim=(0, 1))
+    for ax in (loss_ax, metric_ax):
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(png_path, dpi=100)
+    plt.close(fig)
+    return png_path

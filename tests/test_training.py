@@ -1,0 +1,129 @@
+"""Training: binary and multi-class runs, outputs, resume equivalence, encoder init and DDP."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import hrmedseg
+from hrmedseg.cli import main as cli_main
+from hrmedseg.data.synthetic import make_synthetic_dataset
+from hrmedseg.training.config import TrainConfig, load_config
+from hrmedseg.training.engine import train
+
+TINY = {"model": "hrmedseg_t", "img_size": 64, "batch_size": 4, "num_workers": 0}
+
+
+@pytest.fixture(scope="module")
+def binary_data(tmp_path_factory):
+    return make_synthetic_dataset(tmp_path_factory.mktemp("binary"), num_images=16, size_range=(60, 90))
+
+
+@pytest.mark.parametrize("num_classes", [1, 3])
+def test_training_lowers_the_loss_and_writes_every_output(tmp_path, num_classes):
+    data = make_synthetic_dataset(
+        tmp_path / "data", num_images=16, num_classes=num_classes, size_range=(60, 90)
+    )
+    run = tmp_path / "run"
+    config = TrainConfig(data=str(data), output=str(run), num_classes=num_classes, epochs=4, lr=3e-3, **TINY)
+    result = train(config, progress=False)
+    for name in (
+        "config.yaml",
+        "split.json",
+        "log.csv",
+        "curves.png",
+        "last.pt",
+        "last.safetensors",
+        "best.safetensors",
+    ):
+        assert (run / name).is_file(), name
+    rows = (run / "log.csv").read_text().splitlines()
+    assert len(rows) == 5
+    losses = [float(r.split(",")[2]) for r in rows[1:]]
+    assert losses[-1] < losses[0]
+    model = hrmedseg.load_model(result["best"])
+    assert model.num_classes == num_classes and model.config.img_size == (64, 64)
+    assert load_config(run / "config.yaml").num_classes == num_classes
+
+
+def test_split_is_generated_and_written_when_the_folder_has_none(tmp_path):
+    data = make_synthetic_dataset(tmp_path / "data", num_images=12, with_split=False)
+    train(TrainConfig(data=str(data), output=str(tmp_path / "run"), epochs=1, **TINY), progress=False)
+    split = (tmp_path / "run" / "split.json").read_text()
+    assert '"train"' in split and '"test"' in split
+
+
+def test_resume_after_a_crash_ends_with_identical_weights(tmp_path, binary_data):
+    base = {"data": str(binary_data), "epochs": 3, **TINY}
+    train(TrainConfig(output=str(tmp_path / "straight"), **base), progress=False)
+
+    class Crash(Exception):
+        pass
+
+    def crash_after_first_epoch(epoch, row):
+        if epoch == 1:
+            raise Crash
+
+    with pytest.raises(Crash):
+        train(
+            TrainConfig(output=str(tmp_path / "resumed"), **base),
+            progress=False,
+            on_epoch_end=crash_after_first_epoch,
+        )
+    train(TrainConfig(output=str(tmp_path / "resumed"), **base), resume=True, progress=False)
+
+    straight = load_file(str(tmp_path / "straight" / "last.safetensors"))
+    resumed = load_file(str(tmp_path / "resumed" / "last.safetensors"))
+    assert straight.keys() == resumed.keys()
+    for key in straight:
+        assert torch.equal(straight[key], resumed[key]), key
+    assert len((tmp_path / "resumed" / "log.csv").read_text().splitlines()) == 4
+
+
+def test_init_encoder_loads_weights_and_rejects_other_sizes(tmp_path, binary_data):
+    source = hrmedseg.create_model("hrmedseg_t", img_size=64)
+    hrmedseg.save_model(source, tmp_path / "encoder.safetensors")
+    config = TrainConfig(data=str(binary_data), output=str(tmp_path / "run"), epochs=1, lr=0.0, **TINY)
+    config.init_encoder = str(tmp_path / "encoder.safetensors")
+    config.model_options = {"drop_path_rate": 0.0}
+    train(config, progress=False)
+    trained = load_file(str(tmp_path / "run" / "last.safetensors"))
+    # lr 0: the encoder's weights are still exactly the loaded ones
+    for key, value in source.image_encoder.state_dict().items():
+        if "running" not in key and "num_batches" not in key:
+            assert torch.equal(trained[f"image_encoder.{key}"], value), key
+
+    config.model, config.output = "hrmedseg_s", str(tmp_path / "run_s")
+    with pytest.raises(
+        ValueError, match="hrmedseg_t encoder \\(C=24\\); it does not fit hrmedseg_s \\(C=48\\)"
+    ):
+        train(config, progress=False)
+
+
+def test_cli_train_errors_are_clear(tmp_path, capsys):
+    code = cli_main(
+        ["train", "--data", str(tmp_path / "missing"), "--output", str(tmp_path / "o"), "--quiet"]
+    )
+    assert code == 2
+    assert "dataset folder not found" in capsys.readouterr().err
+    assert cli_main(["train", "--resume", "--output", str(tmp_path / "nothing")]) == 2
+    assert "cannot resume" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_ddp_on_gloo_with_two_processes(tmp_path, binary_data):
+    output = tmp_path / "ddp"
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29533",
+        "-m", "hrmedseg.cli", "train", "--data", str(binary_data), "--output", str(output),
+        "--model", "hrmedseg_t", "--img-size", "64", "--epochs", "2", "--batch-size", "4",
+        "--num-workers", "0", "--device", "cpu", "--quiet",
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert len((output / "log.csv").read_text().splitlines()) == 3
+    hrmedseg.load_model(output / "best.safetensors")
