@@ -1,0 +1,159 @@
+"""Metrics against MONAI and hand-computed cases; evaluate and predict end to end."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+from monai.metrics import compute_average_surface_distance, compute_dice, compute_hausdorff_distance
+from PIL import Image
+from scipy import ndimage
+
+import hrmedseg
+from hrmedseg.cli import main as cli_main
+from hrmedseg.data.synthetic import make_synthetic_dataset
+from hrmedseg.evaluation.evaluate import evaluate
+from hrmedseg.evaluation.metrics import binary_metrics, case_metrics
+from hrmedseg.inference.segmenter import Segmenter
+
+
+def _blobs(rng, shape, iterations):
+    return ndimage.binary_dilation(rng.random(shape) > 0.996, iterations=iterations)
+
+
+@pytest.mark.parametrize("spacing", [(1.0, 1.0), (0.5, 1.5)])
+def test_metrics_match_monai(spacing):
+    rng = np.random.default_rng(1)
+    for _ in range(4):
+        pred, truth = _blobs(rng, (70, 90), 6), _blobs(rng, (70, 90), 5)
+        pred[:6, :12] = True  # an object touching the image border
+        ours = binary_metrics(pred, truth, spacing)
+        p, t = (torch.from_numpy(m)[None, None].float() for m in (pred, truth))
+        hd95 = compute_hausdorff_distance(
+            p, t, include_background=True, percentile=95, spacing=spacing
+        ).item()
+        asd = compute_average_surface_distance(
+            p, t, include_background=True, symmetric=True, spacing=spacing
+        ).item()
+        assert ours["dice"] == pytest.approx(compute_dice(p, t, include_background=True).item(), rel=1e-6)
+        assert ours["hd95_mm"] == pytest.approx(hd95, rel=1e-5)
+        assert ours["asd_mm"] == pytest.approx(asd, rel=1e-5)
+
+
+def test_hand_computed_square_and_empty_conventions():
+    truth = np.zeros((20, 20), bool)
+    truth[5:15, 5:15] = True  # 100 pixels
+    pred = np.zeros_like(truth)
+    pred[5:15, 7:17] = True  # shifted right by 2: 80 shared pixels
+    m = binary_metrics(pred, truth)
+    assert m["dice"] == pytest.approx(160 / 200)
+    assert m["iou"] == pytest.approx(80 / 120)
+    assert m["precision"] == m["recall"] == pytest.approx(0.8)
+    assert m["hd95"] == pytest.approx(2.0)
+
+    empty = np.zeros_like(truth)
+    both = binary_metrics(empty, empty)
+    assert both == {"dice": 1.0, "iou": 1.0, "precision": 1.0, "recall": 1.0, "hd95": 0.0, "asd": 0.0}
+    missed = binary_metrics(empty, truth)
+    assert missed["dice"] == missed["precision"] == missed["recall"] == 0.0
+    assert missed["hd95"] == pytest.approx(np.hypot(20, 20))
+    assert all(np.isfinite(v) for v in binary_metrics(truth, empty).values())
+
+
+def test_multiclass_rows_per_foreground_class():
+    truth = np.zeros((10, 10), int)
+    truth[:5], truth[5:] = 1, 2
+    pred = truth.copy()
+    pred[5:] = 0
+    rows = case_metrics(pred, truth, num_classes=3)
+    assert [r["class"] for r in rows] == [1, 2]
+    assert rows[0]["dice"] == 1.0 and rows[1]["dice"] == 0.0
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A quickly trained tiny binary model and its (varied-size) data."""
+    root = tmp_path_factory.mktemp("eval")
+    data = make_synthetic_dataset(root / "data", num_images=12, size_range=(50, 110))
+    args = [
+        "--model",
+        "hrmedseg_t",
+        "--img-size",
+        "64",
+        "--epochs",
+        "2",
+        "--batch-size",
+        "4",
+        "--num-workers",
+        "0",
+        "--quiet",
+    ]
+    code = cli_main(["train", "--data", str(data), "--output", str(root / "run"), *args])
+    assert code == 0
+    return data, root / "run" / "best.safetensors"
+
+
+def test_evaluate_writes_per_case_csv_and_summaries(tmp_path, trained):
+    data, checkpoint = trained
+    summary = evaluate(checkpoint, data, tmp_path / "ev", split="test", overlays=True, progress=False)
+    test_cases = json.loads((data / "split.json").read_text())["test"]
+    with (tmp_path / "ev" / "metrics.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert [r["case"] for r in rows] == test_cases
+    assert summary["mean"]["dice"]["n"] == len(test_cases)
+    assert np.mean([float(r["dice"]) for r in rows]) == pytest.approx(summary["mean"]["dice"]["mean"])
+    assert "± " in (tmp_path / "ev" / "summary.md").read_text()
+    assert sorted(p.stem for p in (tmp_path / "ev" / "overlays").iterdir()) == sorted(test_cases)
+    assert evaluate(checkpoint, data, tmp_path / "all", split="all", progress=False)["cases"] == 12
+    with pytest.raises(ValueError, match="no 'holdout' cases"):
+        evaluate(checkpoint, data, tmp_path / "x", split="holdout", progress=False)
+
+
+def test_predict_returns_each_original_size(tmp_path, trained):
+    data, checkpoint = trained
+    segmenter = Segmenter.from_checkpoint(checkpoint, device="cpu", batch_size=3)
+    paths = sorted((data / "images").iterdir())[:5]
+    masks = segmenter.predict(paths)
+    for path, mask in zip(paths, masks, strict=True):
+        with Image.open(path) as img:
+            assert mask.shape == (img.height, img.width)
+        assert set(np.unique(mask)) <= {0, 1}
+    grey = (np.random.default_rng(0).random((37, 81)) * 255).astype(np.uint8)
+    assert segmenter.predict(grey).shape == (37, 81)
+
+    args = [
+        "--checkpoint",
+        str(checkpoint),
+        "--input",
+        str(data / "images"),
+        "--output",
+        str(tmp_path / "out"),
+    ]
+    assert cli_main(["predict", *args, "--probabilities", "--overlays", "--quiet"]) == 0
+    for path in sorted((data / "images").iterdir()):
+        written = np.asarray(Image.open(tmp_path / "out" / f"{path.stem}.png"))
+        with Image.open(path) as img:
+            assert written.shape == (img.height, img.width)
+        assert set(np.unique(written)) <= {0, 255}
+        assert np.load(tmp_path / "out" / f"{path.stem}_prob.npy").shape == (1, *written.shape)
+        assert (tmp_path / "out" / f"{path.stem}_overlay.png").is_file()
+
+
+def test_multiclass_prediction_writes_class_indices(tmp_path):
+    model = hrmedseg.create_model("hrmedseg_t", num_classes=4, img_size=64)
+    hrmedseg.save_model(model, tmp_path / "m.safetensors")
+    segmenter = Segmenter.from_checkpoint(tmp_path / "m.safetensors", device="cpu")
+    probs = next(segmenter.iter_probabilities([np.zeros((30, 50, 3), np.float32)]))
+    assert probs.shape == (4, 30, 50)
+    np.testing.assert_allclose(probs.sum(0), 1.0, rtol=1e-5)
+    assert segmenter.predict(np.zeros((30, 50, 3), np.uint8)).max() < 4
+
+
+def test_demo_runs_the_whole_workflow(tmp_path, capsys):
+    assert cli_main(["demo", "--output", str(tmp_path / "demo"), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "test Dice" in out
+    summary = json.loads((tmp_path / "demo" / "evaluation" / "summary.json").read_text())
+    assert summary["mean"]["dice"]["mean"] > 0.8
+    assert len(list((tmp_path / "demo" / "predictions").glob("*_overlay.png"))) == 80
