@@ -43,12 +43,18 @@ def current_rss_bytes() -> int:
 
 def run_single(args: argparse.Namespace) -> dict:
     import hrmedseg
-    from hrmedseg.losses import SegmentationLoss, quality_loss
+    from hrmedseg.losses import SegmentationLoss
+    from hrmedseg.training.engine import loss_and_logits
 
     device = torch.device(args.device)
     torch.manual_seed(0)
-    model = hrmedseg.create_model(args.model, img_size=args.size).to(device)
-    model.set_grad_checkpointing(args.checkpointing)
+    if args.model == "unet_resnet34":
+        from baselines import UNetBaseline  # benchmarks/ is on sys.path when run as a script
+
+        model, quality_weight = UNetBaseline(args.size).to(device), 0.0
+    else:
+        model, quality_weight = hrmedseg.create_model(args.model, img_size=args.size).to(device), 1.0
+        model.set_grad_checkpointing(args.checkpointing)
     images = torch.randn(args.batch, 3, args.size, args.size, device=device)
     target = torch.zeros(args.batch, args.size, args.size, dtype=torch.long, device=device)
     target[:, args.size // 4 : 3 * args.size // 4, args.size // 3 : 2 * args.size // 3] = 1
@@ -57,14 +63,11 @@ def run_single(args: argparse.Namespace) -> dict:
     amp_dtype = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[args.amp]
 
     def step() -> None:
-        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            if args.mode == "train":
-                logits, quality = model(images, return_quality=True)
-            else:
-                with torch.no_grad():
-                    model(images)
-                return
-        loss = loss_fn(logits, target) + quality_loss(quality, logits, target)
+        if args.mode == "infer":
+            with torch.no_grad(), torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                model(images)
+            return
+        loss, _ = loss_and_logits(model, images, target, loss_fn, quality_weight, amp_dtype)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -115,7 +118,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--model", default="hrmedseg_b")
+    parser.add_argument(
+        "--model", default="hrmedseg_b", help="a registered name, or unet_resnet34 (needs smp)"
+    )
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--sizes", type=int, nargs="+", default=[512, 1024])
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 4])
@@ -139,8 +144,8 @@ def main() -> None:
     print("| mode | size | batch | grad ckpt | amp | peak GB | GB / image | s / step | images / s | device |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for mode, size, batch, ckpt in itertools.product(args.modes, args.sizes, args.batches, [False, True]):
-        if mode == "infer" and ckpt:
-            continue  # checkpointing only changes training
+        if ckpt and (mode == "infer" or args.model == "unet_resnet34"):
+            continue  # checkpointing only changes training, and only our models have it
         cmd = [sys.executable, __file__, "--single", "--model", args.model, "--device", args.device,
                "--mode", mode, "--size", str(size), "--batch", str(batch), "--amp", args.amp,
                "--repeats", str(args.repeats)] + (["--checkpointing"] if ckpt else [])  # fmt: skip

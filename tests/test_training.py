@@ -127,3 +127,23 @@ def test_ddp_on_gloo_with_two_processes(tmp_path, binary_data):
     assert result.returncode == 0, result.stderr[-3000:]
     assert len((output / "log.csv").read_text().splitlines()) == 3
     hrmedseg.load_model(output / "best.safetensors")
+
+
+def test_bf16_checkpointed_accumulated_training_runs(tmp_path, binary_data):
+    config = TrainConfig(data=str(binary_data), output=str(tmp_path / "run"), epochs=1, **TINY)
+    config.amp, config.grad_checkpointing, config.accumulate = "bf16", True, 2
+    result = train(config, progress=False)
+    assert 0.0 <= result["last"]["val_dice"] <= 1.0
+    assert result["last"]["train_loss"] == result["last"]["train_loss"]  # not NaN
+
+
+def test_empty_split_is_an_error_before_training(tmp_path, binary_data):
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(binary_data, data)
+    (data / "split.json").write_text('{"train": ["case_000"], "val": [], "test": ["case_001"]}')
+    with pytest.raises(ValueError, match="the 'val' split is empty"):
+        train(TrainConfig(data=str(data), output=str(tmp_path / "run"), epochs=1, **TINY), progress=False)
+    with pytest.raises(ValueError, match="amp fp16 needs a CUDA device"):
+        train(TrainConfig(data=str(binary_data), output=str(tmp_path / "r"), epochs=1, amp="fp16", **TINY))

@@ -30,7 +30,7 @@ def _summarise(rows: list[dict[str, Any]], keys: list[str]) -> dict[str, dict[st
 
 
 def evaluate(
-    checkpoint: str | Path,
+    checkpoint: str | Path | Segmenter,
     data: str | Path,
     output: str | Path,
     split: str = "test",
@@ -41,9 +41,13 @@ def evaluate(
 ) -> dict[str, Any]:
     """Segment the ``split`` cases of ``data`` (``"all"``: every case) and score them.
 
-    Returns the summary that is also written to ``summary.json``.
+    ``checkpoint`` is a model file, or a ready :class:`Segmenter` (then ``device`` and
+    ``batch_size`` are its own). Returns the summary that is also written to ``summary.json``.
     """
-    segmenter = Segmenter.from_checkpoint(checkpoint, device, batch_size)
+    if isinstance(checkpoint, Segmenter):
+        segmenter, checkpoint = checkpoint, "(in-memory model)"
+    else:
+        segmenter = Segmenter.from_checkpoint(checkpoint, device, batch_size)
     index = find_dataset(data)
     if split == "all":
         stems = sorted(index.samples)

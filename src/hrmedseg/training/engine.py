@@ -30,7 +30,7 @@ from tqdm import tqdm
 
 from ..build import create_model
 from ..checkpoint import load_state_dict_checked, read_model_config, save_model
-from ..data import SegmentationDataset, check_samples, find_dataset, make_split
+from ..data import Sample, SegmentationDataset, check_samples, find_dataset, make_split
 from ..data.io import DataError
 from ..losses import SegmentationLoss, hard_masks, one_hot, quality_loss
 from ..runtime import resolve_device
@@ -80,6 +80,39 @@ def resolve_split(config: TrainConfig, output: Path, resume: bool) -> dict[str, 
     return split
 
 
+def make_loaders(
+    config: TrainConfig,
+    train_samples: list[Sample],
+    val_samples: list[Sample],
+    pixel_mean: tuple[float, ...],
+    pixel_std: tuple[float, ...],
+    ctx: Distributed | None = None,
+) -> tuple[SegmentationDataset, DistributedSampler, DataLoader, DataLoader]:
+    """Augmented, sharded training data (reshuffled per epoch via ``sampler.set_epoch``) and
+    plain validation data, both at the configured input size."""
+    ctx = ctx or Distributed()
+    train_set = SegmentationDataset(
+        train_samples,
+        config.size,
+        config.num_classes,
+        pixel_mean,
+        pixel_std,
+        config.augmentation(),
+        config.seed,
+    )
+    val_set = SegmentationDataset(val_samples, config.size, config.num_classes, pixel_mean, pixel_std)
+    sampler = DistributedSampler(
+        train_set, ctx.world_size, ctx.rank, shuffle=True, seed=config.seed, drop_last=True
+    )
+    per_rank_batch = max(1, config.batch_size // ctx.world_size)
+    drop_last = len(train_set) // ctx.world_size >= per_rank_batch  # keep tiny data sets trainable
+    train_loader = DataLoader(
+        train_set, per_rank_batch, sampler=sampler, num_workers=config.num_workers, drop_last=drop_last
+    )
+    val_loader = DataLoader(val_set, per_rank_batch, num_workers=config.num_workers)
+    return train_set, sampler, train_loader, val_loader
+
+
 def loss_and_logits(
     model: nn.Module,
     images: torch.Tensor,
@@ -127,6 +160,42 @@ def validate(
         ious.append(iou)
     n = len(loader.dataset)
     return total_loss / n, torch.cat(dices).mean().item(), torch.cat(ious).mean().item()
+
+
+def train_one_epoch(
+    model: nn.Module,
+    loader: DataLoader,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    loss_fn: SegmentationLoss,
+    config: TrainConfig,
+    device: torch.device,
+    amp_dtype: torch.dtype | None,
+    desc: str = "train",
+    show_progress: bool = True,
+) -> float:
+    """One pass over ``loader`` with gradient accumulation; returns the mean training loss."""
+    model.train()
+    started = time.perf_counter()
+    running, seen = 0.0, 0
+    optimizer.zero_grad(set_to_none=True)
+    bar = tqdm(loader, desc=desc, unit="batch", disable=not show_progress, leave=False)
+    for step, batch in enumerate(bar):
+        images, masks = batch["image"].to(device), batch["mask"].to(device)
+        last_micro_step = (step + 1) % config.accumulate == 0 or step + 1 == len(loader)
+        # Under DDP, gradients are all-reduced only on the micro-step that updates the weights.
+        defer_sync = isinstance(model, DistributedDataParallel) and not last_micro_step
+        with model.no_sync() if defer_sync else nullcontext():
+            loss, _ = loss_and_logits(model, images, masks, loss_fn, config.quality_weight, amp_dtype)
+            scaler.scale(loss / config.accumulate).backward()
+        if last_micro_step:
+            scaler.step(optimizer)
+            scaler.update()
+            optimizer.zero_grad(set_to_none=True)
+        running += loss.item() * len(images)
+        seen += len(images)
+        bar.set_postfix(loss=f"{running / seen:.4f}", img_s=f"{seen / (time.perf_counter() - started):.1f}")
+    return running / max(seen, 1)
 
 
 def load_encoder_weights(model: nn.Module, path: str | Path) -> None:
@@ -183,21 +252,9 @@ def train(
         load_encoder_weights(model, config.init_encoder)
     model.set_grad_checkpointing(config.grad_checkpointing)
     model.to(device)
-    mean, std = model.config.pixel_mean, model.config.pixel_std
-    train_set = SegmentationDataset(
-        train_samples, config.size, config.num_classes, mean, std, config.augmentation(), config.seed
+    train_set, sampler, train_loader, val_loader = make_loaders(
+        config, train_samples, val_samples, model.config.pixel_mean, model.config.pixel_std, ctx
     )
-    val_set = SegmentationDataset(val_samples, config.size, config.num_classes, mean, std)
-    sampler = DistributedSampler(
-        train_set, ctx.world_size, ctx.rank, shuffle=True, seed=config.seed, drop_last=True
-    )
-    per_rank_batch = max(1, config.batch_size // ctx.world_size)
-    drop_last = len(train_set) // ctx.world_size >= per_rank_batch  # keep tiny data sets trainable
-    train_loader = DataLoader(
-        train_set, per_rank_batch, sampler=sampler, num_workers=config.num_workers, drop_last=drop_last
-    )
-    val_loader = DataLoader(val_set, per_rank_batch, num_workers=config.num_workers)
-
     ddp_model = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None) \
         if ctx.world_size > 1 else model  # fmt: skip
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
@@ -225,37 +282,17 @@ def train(
         started = time.perf_counter()
         sampler.set_epoch(epoch)
         train_set.set_epoch(epoch)
-        ddp_model.train()
-        running, seen = 0.0, 0
-        optimizer.zero_grad(set_to_none=True)
-        bar = tqdm(
-            train_loader, desc=f"epoch {epoch + 1}/{config.epochs}", unit="batch",
-            disable=not (progress and ctx.is_main), leave=False,
+        train_loss = train_one_epoch(
+            ddp_model, train_loader, optimizer, scaler, loss_fn, config, device, amp_dtype,
+            desc=f"epoch {epoch + 1}/{config.epochs}", show_progress=progress and ctx.is_main,
         )  # fmt: skip
-        for step, batch in enumerate(bar):
-            images, masks = batch["image"].to(device), batch["mask"].to(device)
-            last_micro_step = (step + 1) % config.accumulate == 0 or step + 1 == len(train_loader)
-            sync = nullcontext() if last_micro_step or ctx.world_size == 1 else ddp_model.no_sync()
-            with sync:
-                loss, _ = loss_and_logits(ddp_model, images, masks, loss_fn, config.quality_weight, amp_dtype)
-                scaler.scale(loss / config.accumulate).backward()
-            if last_micro_step:
-                scaler.step(optimizer)
-                scaler.update()
-                optimizer.zero_grad(set_to_none=True)
-            running += loss.item() * len(images)
-            seen += len(images)
-            bar.set_postfix(
-                loss=f"{running / seen:.4f}", img_s=f"{seen / (time.perf_counter() - started):.1f}"
-            )
-
         lr = scheduler.get_last_lr()[0]
         scheduler.step()
         if not ctx.is_main:
             continue
         val_loss, val_dice, val_iou = validate(model, val_loader, loss_fn, config, device, amp_dtype)
         row = {
-            "epoch": epoch + 1, "lr": lr, "train_loss": running / max(seen, 1), "val_loss": val_loss,
+            "epoch": epoch + 1, "lr": lr, "train_loss": train_loss, "val_loss": val_loss,
             "val_dice": val_dice, "val_iou": val_iou, "epoch_seconds": time.perf_counter() - started,
         }  # fmt: skip
         improved = val_dice > best_dice
