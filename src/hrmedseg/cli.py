@@ -55,7 +55,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from .training.engine import train
 
     config = _train_config(args)
-    result = train(config, resume=args.resume, progress=not args.quiet)
+    result = train(config, resume=args.resume, progress=not args.quiet, overwrite=args.overwrite)
     if result:
         print(f"best validation Dice {result['best_dice']:.4f}")
         print(f"outputs in {result['output']} (best model: {result['best']})")
@@ -130,6 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--resume", action="store_true", help="continue the run in --output from its last epoch"
     )
+    train.add_argument("--overwrite", action="store_true", help="start over in an --output that holds a run")
 
     evaluate = add("evaluate", "score a model on a dataset split at original resolution", _cmd_evaluate)
     evaluate.add_argument("--checkpoint", required=True, help="model file (.safetensors) from train")

@@ -25,7 +25,7 @@ def run_demo(output: Path, progress: bool = True) -> dict[str, Path]:
         data=str(data), output=str(output / "run"), model="hrmedseg_b", img_size=256, epochs=12,
         batch_size=8, num_workers=0,
     )  # fmt: skip
-    result = train(config, progress=progress)
+    result = train(config, progress=progress, overwrite=True)  # the demo's own folder: rerunnable
     print(f"[1/3] trained: best validation Dice {result['best_dice']:.4f}; run folder {config.output}")
 
     checkpoint = Path(result["best"])

@@ -227,9 +227,11 @@ def train(
     resume: bool = False,
     progress: bool = True,
     on_epoch_end: Callable[[int, dict[str, float]], None] | None = None,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Run (or resume) training as ``config`` describes; returns the final epoch's log row and paths.
 
+    A new run refuses an output folder that already holds a run, unless ``overwrite``.
     ``on_epoch_end(epoch, row)`` is called on the main process after each epoch's checkpoints
     are written.
     """
@@ -237,6 +239,9 @@ def train(
         raise ValueError("prompted training of HRMedSegSAM is not available yet; train an hrmedseg_* model")
     ctx, device = setup_distributed(config.device)
     output = Path(config.output)
+    if not resume and not overwrite and (output / "last.pt").exists():
+        raise ValueError(f"{output} already holds a training run; pass --resume to continue it, "
+                         "--overwrite to start over, or choose another --output")  # fmt: skip
     output.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(config.seed)
 
@@ -275,7 +280,7 @@ def train(
     if ctx.is_main:
         config.save(output / "config.yaml")
         (output / "split.json").write_text(json.dumps(split, indent=1))
-    logger = RunLogger(output, resume) if ctx.is_main else None
+    logger = RunLogger(output, completed_epochs=start_epoch) if ctx.is_main else None
 
     row: dict[str, float] = {}
     for epoch in range(start_epoch, config.epochs):
@@ -295,6 +300,7 @@ def train(
             "epoch": epoch + 1, "lr": lr, "train_loss": train_loss, "val_loss": val_loss,
             "val_dice": val_dice, "val_iou": val_iou, "epoch_seconds": time.perf_counter() - started,
         }  # fmt: skip
+        logger.log(row)  # before the state: a crash in between re-runs this epoch, whose row is then dropped
         improved = val_dice > best_dice
         best_dice = max(best_dice, val_dice)
         save_model(model, output / "last.safetensors")
@@ -308,7 +314,6 @@ def train(
                 "epoch": epoch + 1, "best_dice": best_dice, "rng": rng_state(),
             },
         )  # fmt: skip
-        logger.log(row)
         if progress:
             print(
                 f"epoch {epoch + 1}/{config.epochs}  loss {row['train_loss']:.4f}  val loss {val_loss:.4f}  "

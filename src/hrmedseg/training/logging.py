@@ -9,14 +9,22 @@ COLUMNS = ("epoch", "lr", "train_loss", "val_loss", "val_dice", "val_iou", "epoc
 
 
 class RunLogger:
-    """Appends epoch rows to ``log.csv`` (keeping the rows of a resumed run) and mirrors them to
-    TensorBoard under ``tensorboard/`` if the ``tensorboard`` package is available."""
+    """Appends epoch rows to ``log.csv`` and mirrors them to TensorBoard under ``tensorboard/``
+    if the ``tensorboard`` package is available.
 
-    def __init__(self, output: Path, resume: bool) -> None:
+    A resumed run keeps the rows up to ``completed_epochs`` (the epochs its saved state covers)
+    and drops any later row that a crash left behind, so every epoch appears exactly once.
+    """
+
+    def __init__(self, output: Path, completed_epochs: int = 0) -> None:
         self.path = output / "log.csv"
-        if not resume or not self.path.is_file():
-            with self.path.open("w", newline="") as f:
-                csv.writer(f).writerow(COLUMNS)
+        kept = (
+            [r for r in read_log(self.path) if r["epoch"] <= completed_epochs] if self.path.is_file() else []
+        )
+        with self.path.open("w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(COLUMNS)
+            writer.writerows([[row[c] for c in COLUMNS] for row in kept])
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:  # optional dependency
@@ -39,7 +47,10 @@ class RunLogger:
 
 def read_log(path: Path) -> list[dict[str, float]]:
     with path.open() as f:
-        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
+        return [
+            {k: int(float(v)) if k == "epoch" else float(v) for k, v in row.items()}
+            for row in csv.DictReader(f)
+        ]
 
 
 def plot_curves(log_path: Path, png_path: Path) -> Path:
