@@ -3,6 +3,7 @@
 from .build import ModelConfig, build_model, create_model, get_model_config, list_models
 from .checkpoint import CheckpointMismatchError, load_model, load_sam_prompt_encoder, save_model
 from .complexity import count_flops, count_parameters
+from .inference.predictor import Predictor
 from .inference.segmenter import Segmenter
 from .modeling import HRMedSeg, HRMedSegSAM
 
@@ -13,6 +14,7 @@ __all__ = [
     "HRMedSeg",
     "HRMedSegSAM",
     "ModelConfig",
+    "Predictor",
     "Segmenter",
     "build_model",
     "count_flops",

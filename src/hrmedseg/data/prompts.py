@@ -1,0 +1,45 @@
+"""Prompts derived from ground-truth masks: one box and one positive point per object.
+
+An object is a connected component (8-connected) of the foreground. Coordinates are pixels of
+the mask, (x, y) order; boxes are XYXY with inclusive pixel indices, as SAM's predictor takes them.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+
+
+def prompts_from_mask(
+    mask: np.ndarray, box_jitter: float = 0.0, rng: np.random.Generator | None = None, min_area: int = 1
+) -> tuple[np.ndarray, np.ndarray]:
+    """Boxes (N, 4) and points (N, 2), one per connected component of ``mask > 0``, sorted by
+    component label (top-to-bottom, left-to-right by first pixel).
+
+    The point is the component pixel farthest from its border, so it lies inside the object even
+    for rings and crescents, where a centroid would not. ``box_jitter`` moves each box side by a
+    random amount up to that fraction of the box's width or height (clipped to the image), as in
+    SAM-style training; ``min_area`` drops smaller components.
+    """
+    if not 0 <= box_jitter < 0.5:
+        raise ValueError(f"box_jitter must be in [0, 0.5) so a box cannot turn inside out, got {box_jitter}")
+    foreground = np.asarray(mask) > 0
+    labels, count = ndimage.label(foreground, structure=np.ones((3, 3), bool))
+    boxes, points = [], []
+    for index, region in enumerate(ndimage.find_objects(labels), start=1):
+        component = labels[region] == index
+        if component.sum() < min_area:
+            continue
+        y0, x0 = region[0].start, region[1].start
+        y1, x1 = region[0].stop - 1, region[1].stop - 1
+        inside = ndimage.distance_transform_edt(np.pad(component, 1))[1:-1, 1:-1]
+        py, px = np.unravel_index(np.argmax(inside), inside.shape)
+        points.append([x0 + px, y0 + py])
+        box = np.array([x0, y0, x1, y1], dtype=np.float64)
+        if box_jitter:
+            rng = rng or np.random.default_rng()
+            w, h = x1 - x0 + 1, y1 - y0 + 1
+            box += rng.uniform(-box_jitter, box_jitter, 4) * np.array([w, h, w, h])
+            box = np.clip(box, 0, [mask.shape[1] - 1, mask.shape[0] - 1] * 2)
+        boxes.append(box)
+    return np.array(boxes, dtype=np.float32).reshape(-1, 4), np.array(points, dtype=np.float32).reshape(-1, 2)
