@@ -28,7 +28,13 @@ from hrmedseg.evaluation.evaluate import evaluate
 from hrmedseg.inference.segmenter import Segmenter
 from hrmedseg.losses import SegmentationLoss
 from hrmedseg.training.config import TrainConfig
-from hrmedseg.training.engine import make_loaders, resolve_split, train_one_epoch, validate
+from hrmedseg.training.engine import (
+    AutomaticObjective,
+    make_loaders,
+    resolve_split,
+    train_one_epoch,
+    validate,
+)
 
 HERE = Path(__file__).resolve().parent
 PAPER_AUGMENTATION = {"hflip": 0.1, "crop_scale": [1.0, 1.0], "brightness": 0.0, "contrast": 0.0}
@@ -63,17 +69,20 @@ def train_and_test(name: str, data: Path, args: argparse.Namespace, output: Path
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=config.lr_gamma)
     scaler = torch.amp.GradScaler(device.type, enabled=False)
-    loss_fn = SegmentationLoss(1, config.dice_weight, config.focal_weight)
+    objective = AutomaticObjective(
+        model, SegmentationLoss(1, config.dice_weight, config.focal_weight), quality_weight, None
+    )
     best_dice, best_state, epoch_seconds = -1.0, None, []
     for epoch in range(config.epochs):
         started = time.perf_counter()
         sampler.set_epoch(epoch)
         train_set.set_epoch(epoch)
-        train_loss = train_one_epoch(model, train_loader, optimizer, scaler, loss_fn, config, device, None,
-                                     desc=f"{name} {epoch + 1}/{config.epochs}")  # fmt: skip
+        train_loss = train_one_epoch(
+            objective, train_loader, optimizer, scaler, config.accumulate, device, desc=f"{name} {epoch + 1}"
+        )
         epoch_seconds.append(time.perf_counter() - started)
         scheduler.step()
-        _, val_dice, _ = validate(model, val_loader, loss_fn, config, device, None)
+        _, val_dice, _ = validate(objective, val_loader, device)
         print(f"{name} epoch {epoch + 1}: loss {train_loss:.4f} val Dice {val_dice:.4f}", flush=True)
         if val_dice > best_dice:
             best_dice, best_state = val_dice, copy.deepcopy(model.state_dict())

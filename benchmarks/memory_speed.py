@@ -44,7 +44,7 @@ def current_rss_bytes() -> int:
 def run_single(args: argparse.Namespace) -> dict:
     import hrmedseg
     from hrmedseg.losses import SegmentationLoss
-    from hrmedseg.training.engine import loss_and_logits
+    from hrmedseg.training.engine import AutomaticObjective
 
     device = torch.device(args.device)
     torch.manual_seed(0)
@@ -58,16 +58,16 @@ def run_single(args: argparse.Namespace) -> dict:
     images = torch.randn(args.batch, 3, args.size, args.size, device=device)
     target = torch.zeros(args.batch, args.size, args.size, dtype=torch.long, device=device)
     target[:, args.size // 4 : 3 * args.size // 4, args.size // 3 : 2 * args.size // 3] = 1
-    loss_fn = SegmentationLoss(num_classes=1)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     amp_dtype = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[args.amp]
+    objective = AutomaticObjective(model, SegmentationLoss(num_classes=1), quality_weight, amp_dtype)
 
     def step() -> None:
         if args.mode == "infer":
             with torch.no_grad(), torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
                 model(images)
             return
-        loss, _ = loss_and_logits(model, images, target, loss_fn, quality_weight, amp_dtype)
+        loss, _ = objective(images, target)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -66,7 +66,7 @@ def test_predict_needs_an_image_and_matching_labels(predictor):
     predictor.set_image(np.zeros((32, 32, 3), np.uint8))
     with pytest.raises(ValueError, match="one label per point"):
         predictor.predict(point_coords=np.array([[1.0, 2.0]]))
-    with pytest.raises(TypeError, match="needs an HRMedSegSAM"):
+    with pytest.raises(ValueError, match="needs an HRMedSegSAM"):
         Predictor(hrmedseg.create_model("hrmedseg_t"))
 
 

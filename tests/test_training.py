@@ -118,12 +118,13 @@ def test_cli_train_errors_are_clear(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_ddp_on_gloo_with_two_processes(tmp_path, binary_data):
+@pytest.mark.parametrize("model,port", [("hrmedseg_t", 29533), ("hrmedseg_sam_t", 29534)])
+def test_ddp_on_gloo_with_two_processes(tmp_path, binary_data, model, port):
     output = tmp_path / "ddp"
     cmd = [
-        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29533",
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={port}",
         "-m", "hrmedseg.cli", "train", "--data", str(binary_data), "--output", str(output),
-        "--model", "hrmedseg_t", "--img-size", "64", "--epochs", "2", "--batch-size", "4",
+        "--model", model, "--img-size", "64", "--epochs", "2", "--batch-size", "4",
         "--num-workers", "0", "--device", "cpu", "--quiet",
     ]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

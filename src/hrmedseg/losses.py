@@ -25,6 +25,24 @@ def one_hot(target: torch.Tensor, num_classes: int) -> torch.Tensor:
     return F.one_hot(target.long(), num_classes).permute(0, 3, 1, 2).float()
 
 
+def focal_weighting(bce: torch.Tensor, alpha: float, gamma: float) -> torch.Tensor:
+    """The paper's focal term: mean BCE re-weighted by how poor it is, ``alpha (1 - e^-bce)^gamma bce``."""
+    return alpha * (1 - torch.exp(-bce)) ** gamma * bce
+
+
+def binary_loss_per_mask(logits: torch.Tensor, target: torch.Tensor, loss: SegmentationLoss) -> torch.Tensor:
+    """The binary form of ``loss`` for each mask separately: logits (P, C, H, W) against targets
+    (P, H, W) -> (P, C). Used for prompted training, where every prompt has its own object."""
+    logits = logits.float()
+    truth = target.float().unsqueeze(1).expand_as(logits)
+    probs = torch.sigmoid(logits)
+    dims = (2, 3)
+    dice = (2 * (probs * truth).sum(dims) + loss.smooth) / (probs.sum(dims) + truth.sum(dims) + loss.smooth)
+    bce = F.binary_cross_entropy_with_logits(logits, truth, reduction="none").mean(dims)
+    focal = focal_weighting(bce, loss.focal_alpha, loss.focal_gamma)
+    return loss.dice_weight * (1 - dice) + loss.focal_weight * focal
+
+
 class SegmentationLoss(nn.Module):
     """``dice_weight * (1 - Dice) + focal_weight * Focal`` (binary) or ``... + ce_weight * CE``.
 
@@ -61,7 +79,7 @@ class SegmentationLoss(nn.Module):
             truth = one_hot(target, 1)
             dice = soft_dice(torch.sigmoid(logits), truth, self.smooth).mean()
             bce = F.binary_cross_entropy_with_logits(logits, truth)
-            second = self.focal_alpha * (1 - torch.exp(-bce)) ** self.focal_gamma * bce
+            second = focal_weighting(bce, self.focal_alpha, self.focal_gamma)
         else:
             dice = soft_dice(logits.softmax(1), one_hot(target, self.num_classes), self.smooth)[1:].mean()
             second = F.cross_entropy(logits, target.long())

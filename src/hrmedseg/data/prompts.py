@@ -10,11 +10,16 @@ import numpy as np
 from scipy import ndimage
 
 
+def label_objects(mask: np.ndarray) -> tuple[np.ndarray, int]:
+    """Connected components (8-connected) of ``mask > 0``: a label image (1..N) and N."""
+    return ndimage.label(np.asarray(mask) > 0, structure=np.ones((3, 3), bool))
+
+
 def prompts_from_mask(
     mask: np.ndarray, box_jitter: float = 0.0, rng: np.random.Generator | None = None, min_area: int = 1
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Boxes (N, 4) and points (N, 2), one per connected component of ``mask > 0``, sorted by
-    component label (top-to-bottom, left-to-right by first pixel).
+    """Boxes (N, 4) and points (N, 2), one per connected component of ``mask > 0``, in the order
+    of the labels of :func:`label_objects` (top-to-bottom, left-to-right by first pixel).
 
     The point is the component pixel farthest from its border, so it lies inside the object even
     for rings and crescents, where a centroid would not. ``box_jitter`` moves each box side by a
@@ -23,8 +28,7 @@ def prompts_from_mask(
     """
     if not 0 <= box_jitter < 0.5:
         raise ValueError(f"box_jitter must be in [0, 0.5) so a box cannot turn inside out, got {box_jitter}")
-    foreground = np.asarray(mask) > 0
-    labels, count = ndimage.label(foreground, structure=np.ones((3, 3), bool))
+    labels, _ = label_objects(mask)
     boxes, points = [], []
     for index, region in enumerate(ndimage.find_objects(labels), start=1):
         component = labels[region] == index

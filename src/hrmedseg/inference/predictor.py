@@ -36,7 +36,7 @@ class Predictor:
 
     def __init__(self, model: HRMedSegSAM, device: str | torch.device = "auto") -> None:
         if not isinstance(model, HRMedSegSAM):
-            raise TypeError(f"Predictor needs an HRMedSegSAM model, got {type(model).__name__}")
+            raise ValueError(f"Predictor needs an HRMedSegSAM model, got {type(model).__name__}")
         self.device = resolve_device(device) if isinstance(device, str) else device
         self.model = model.to(self.device).eval()
         self.input_size: tuple[int, int] = tuple(model.config.img_size)

@@ -33,7 +33,10 @@ class Segmenter:
 
     def __init__(self, model: nn.Module, device: str | torch.device = "auto", batch_size: int = 4) -> None:
         if not hasattr(model, "num_classes"):
-            raise TypeError(f"Segmenter needs an automatic HRMedSeg model, got {type(model).__name__}")
+            raise ValueError(
+                f"Segmenter needs an automatic HRMedSeg model, got {type(model).__name__}; "
+                "promptable HRMedSegSAM models are used through hrmedseg.Predictor"
+            )
         self.device = resolve_device(device) if isinstance(device, str) else device
         self.model = model.to(self.device).eval()
         self.batch_size = batch_size

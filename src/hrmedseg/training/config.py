@@ -42,6 +42,7 @@ class TrainConfig:
     split_fractions: list[float] = field(default_factory=lambda: [0.7, 0.1, 0.2])  # when no split.json
     model_options: dict[str, Any] = field(default_factory=dict)  # extra ModelConfig fields
     augment: dict[str, Any] = field(default_factory=dict)  # AugmentConfig fields
+    prompts: dict[str, Any] = field(default_factory=dict)  # PromptConfig fields (HRMedSegSAM models)
 
     def __post_init__(self) -> None:
         if self.amp not in ("none", "bf16", "fp16"):

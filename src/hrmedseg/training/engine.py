@@ -33,9 +33,11 @@ from ..checkpoint import load_state_dict_checked, read_model_config, save_model
 from ..data import Sample, SegmentationDataset, check_samples, find_dataset, make_split
 from ..data.io import DataError
 from ..losses import SegmentationLoss, hard_masks, one_hot, quality_loss
+from ..modeling import HRMedSegSAM
 from ..runtime import resolve_device
 from .config import TrainConfig
 from .logging import RunLogger, plot_curves
+from .prompted import PromptConfig, PromptedObjective
 from .state import load_training_state, rng_state, save_training_state, set_rng_state
 
 
@@ -113,21 +115,41 @@ def make_loaders(
     return train_set, sampler, train_loader, val_loader
 
 
-def loss_and_logits(
-    model: nn.Module,
-    images: torch.Tensor,
-    masks: torch.Tensor,
-    loss_fn: SegmentationLoss,
-    quality_weight: float,
-    amp_dtype: torch.dtype | None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Forward and loss of one batch: segmentation loss plus the IoU-head regression."""
-    with torch.autocast(images.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-        logits, predicted_iou = model(images, return_quality=True)
-    loss = loss_fn(logits, masks)
-    if quality_weight:
-        loss = loss + quality_weight * quality_loss(predicted_iou, logits, masks)
-    return loss, logits
+class AutomaticObjective(nn.Module):
+    """forward(images, masks) -> (loss, logits (B, K, H, W)) for a prompt-free model: the
+    segmentation loss plus the IoU-head regression. Being a module, it is what
+    DistributedDataParallel wraps."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        loss_fn: SegmentationLoss,
+        quality_weight: float,
+        amp_dtype: torch.dtype | None,
+    ) -> None:
+        super().__init__()
+        self.model = model
+        self.loss_fn = loss_fn
+        self.quality_weight = quality_weight
+        self.amp_dtype = amp_dtype
+
+    def forward(self, images: torch.Tensor, masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        with torch.autocast(images.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
+            logits, predicted_iou = self.model(images, return_quality=True)
+        loss = self.loss_fn(logits, masks)
+        if self.quality_weight:
+            loss = loss + self.quality_weight * quality_loss(predicted_iou, logits, masks)
+        return loss, logits
+
+
+def make_objective(
+    model: nn.Module, config: TrainConfig, loss_fn: SegmentationLoss, amp_dtype: torch.dtype | None
+) -> nn.Module:
+    """The training objective for ``model``: prompted for HRMedSegSAM, automatic otherwise."""
+    if isinstance(model, HRMedSegSAM):
+        prompts = PromptConfig.from_dict(config.prompts)
+        return PromptedObjective(model, loss_fn, config.quality_weight, prompts, amp_dtype)
+    return AutomaticObjective(model, loss_fn, config.quality_weight, amp_dtype)
 
 
 def per_image_dice_iou(logits: torch.Tensor, masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -146,14 +168,13 @@ def per_image_dice_iou(logits: torch.Tensor, masks: torch.Tensor) -> tuple[torch
 
 
 @torch.no_grad()
-def validate(
-    model: nn.Module, loader: DataLoader, loss_fn: SegmentationLoss, config: TrainConfig, device, amp_dtype
-):
-    model.eval()
+def validate(objective: nn.Module, loader: DataLoader, device: torch.device) -> tuple[float, float, float]:
+    """Mean loss, per-image Dice and IoU over ``loader`` (at the model's input resolution)."""
+    objective.eval()
     total_loss, dices, ious = 0.0, [], []
     for batch in loader:
         images, masks = batch["image"].to(device), batch["mask"].to(device)
-        loss, logits = loss_and_logits(model, images, masks, loss_fn, config.quality_weight, amp_dtype)
+        loss, logits = objective(images, masks)
         total_loss += loss.item() * len(images)
         dice, iou = per_image_dice_iou(logits.float(), masks)
         dices.append(dice)
@@ -163,31 +184,32 @@ def validate(
 
 
 def train_one_epoch(
-    model: nn.Module,
+    objective: nn.Module,
     loader: DataLoader,
     optimizer: torch.optim.Optimizer,
     scaler: torch.amp.GradScaler,
-    loss_fn: SegmentationLoss,
-    config: TrainConfig,
+    accumulate: int,
     device: torch.device,
-    amp_dtype: torch.dtype | None,
     desc: str = "train",
     show_progress: bool = True,
 ) -> float:
-    """One pass over ``loader`` with gradient accumulation; returns the mean training loss."""
-    model.train()
+    """One pass over ``loader`` with gradient accumulation; returns the mean training loss.
+
+    ``objective(images, masks)`` returns (loss, logits); it may be wrapped in DDP.
+    """
+    objective.train()
     started = time.perf_counter()
     running, seen = 0.0, 0
     optimizer.zero_grad(set_to_none=True)
     bar = tqdm(loader, desc=desc, unit="batch", disable=not show_progress, leave=False)
     for step, batch in enumerate(bar):
         images, masks = batch["image"].to(device), batch["mask"].to(device)
-        last_micro_step = (step + 1) % config.accumulate == 0 or step + 1 == len(loader)
+        last_micro_step = (step + 1) % accumulate == 0 or step + 1 == len(loader)
         # Under DDP, gradients are all-reduced only on the micro-step that updates the weights.
-        defer_sync = isinstance(model, DistributedDataParallel) and not last_micro_step
-        with model.no_sync() if defer_sync else nullcontext():
-            loss, _ = loss_and_logits(model, images, masks, loss_fn, config.quality_weight, amp_dtype)
-            scaler.scale(loss / config.accumulate).backward()
+        defer_sync = isinstance(objective, DistributedDataParallel) and not last_micro_step
+        with objective.no_sync() if defer_sync else nullcontext():
+            loss, _ = objective(images, masks)
+            scaler.scale(loss / accumulate).backward()
         if last_micro_step:
             scaler.step(optimizer)
             scaler.update()
@@ -235,8 +257,6 @@ def train(
     ``on_epoch_end(epoch, row)`` is called on the main process after each epoch's checkpoints
     are written.
     """
-    if config.model.startswith("hrmedseg_sam"):
-        raise ValueError("prompted training of HRMedSegSAM is not available yet; train an hrmedseg_* model")
     ctx, device = setup_distributed(config.device)
     output = Path(config.output)
     if not resume and not overwrite and (output / "last.pt").exists():
@@ -260,13 +280,19 @@ def train(
     train_set, sampler, train_loader, val_loader = make_loaders(
         config, train_samples, val_samples, model.config.pixel_mean, model.config.pixel_std, ctx
     )
-    ddp_model = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None) \
-        if ctx.world_size > 1 else model  # fmt: skip
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=config.lr_gamma)
     amp_dtype = _amp_dtype(config, device)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     loss_fn = SegmentationLoss(config.num_classes, config.dice_weight, config.focal_weight)
+    objective = make_objective(model, config, loss_fn, amp_dtype)
+    trained = objective
+    if ctx.world_size > 1:
+        # Prompted batches may leave some prompt embeddings unused, which DDP must be told.
+        trained = DistributedDataParallel(
+            objective, device_ids=[device] if device.type == "cuda" else None,
+            find_unused_parameters=isinstance(model, HRMedSegSAM),
+        )  # fmt: skip
 
     start_epoch, best_dice = 0, -math.inf
     if resume:
@@ -288,14 +314,14 @@ def train(
         sampler.set_epoch(epoch)
         train_set.set_epoch(epoch)
         train_loss = train_one_epoch(
-            ddp_model, train_loader, optimizer, scaler, loss_fn, config, device, amp_dtype,
+            trained, train_loader, optimizer, scaler, config.accumulate, device,
             desc=f"epoch {epoch + 1}/{config.epochs}", show_progress=progress and ctx.is_main,
         )  # fmt: skip
         lr = scheduler.get_last_lr()[0]
         scheduler.step()
         if not ctx.is_main:
             continue
-        val_loss, val_dice, val_iou = validate(model, val_loader, loss_fn, config, device, amp_dtype)
+        val_loss, val_dice, val_iou = validate(objective, val_loader, device)
         row = {
             "epoch": epoch + 1, "lr": lr, "train_loss": train_loss, "val_loss": val_loss,
             "val_dice": val_dice, "val_iou": val_iou, "epoch_seconds": time.perf_counter() - started,

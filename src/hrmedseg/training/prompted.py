@@ -1,0 +1,145 @@
+"""Training HRMedSegSAM with prompts derived from the ground truth (paper section 4).
+
+Every object (connected component) of a training mask becomes a prompt set: its box (optionally
+jittered) or one positive point inside it, with that object's mask as the target. Box prompts
+train the single-mask output; point prompts, which are ambiguous, train the three multimask
+outputs SAM-style: only the output with the lowest loss is penalised. The IoU head learns the IoU
+each output actually achieved. The image embedding is computed once per image and shared by all
+of its prompt sets.
+
+In evaluation mode every object is prompted with its exact box, and the union of the predicted
+object masks is the image's prediction.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..data.prompts import label_objects, prompts_from_mask
+from ..losses import SegmentationLoss, binary_loss_per_mask
+from ..modeling import HRMedSegSAM
+
+
+@dataclass(frozen=True)
+class PromptConfig:
+    box_probability: float = 0.5  # share of prompt sets given a box; the others get one point
+    box_jitter: float = 0.1  # box sides move by up to this fraction of the box size
+    max_objects: int = 8  # prompt sets drawn per image (a random subset of its objects)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> PromptConfig:
+        known = set(cls.__dataclass_fields__)
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown prompts option(s) {unknown}; known: {sorted(known)}")
+        return cls(**values)
+
+
+@dataclass
+class PromptSets:
+    """Prompt sets of one kind: the image each belongs to, its prompt and its object mask."""
+
+    image_index: torch.Tensor  # (P,)
+    prompts: torch.Tensor  # (P, 4) boxes or (P, 2) points, model-input pixels
+    targets: torch.Tensor  # (P, H, W) bool
+
+
+def sample_prompt_sets(masks: torch.Tensor, config: PromptConfig, training: bool) -> dict[str, PromptSets]:
+    """Prompt sets for a batch of binary masks (B, H, W), keyed ``"box"`` and ``"point"``.
+
+    Training draws objects, prompt kinds and jitter from torch's global RNG (so a resumed run
+    repeats them); evaluation prompts every object with its exact box.
+    """
+    chosen: dict[str, list[tuple[int, np.ndarray, np.ndarray]]] = {"box": [], "point": []}
+    for i, mask in enumerate(masks.cpu().numpy()):
+        labels, count = label_objects(mask)
+        if count == 0:
+            continue
+        jitter_rng = np.random.default_rng(int(torch.randint(2**31, ()).item())) if training else None
+        boxes, points = prompts_from_mask(mask, config.box_jitter if training else 0.0, jitter_rng)
+        order = torch.randperm(count)[: config.max_objects].tolist() if training else range(count)
+        for k in order:
+            use_box = not training or torch.rand(()).item() < config.box_probability
+            kind, prompt = ("box", boxes[k]) if use_box else ("point", points[k])
+            chosen[kind].append((i, prompt, labels == k + 1))
+    device = masks.device
+    return {
+        kind: PromptSets(
+            torch.tensor([c[0] for c in items], device=device),
+            torch.as_tensor(np.stack([c[1] for c in items]), device=device),
+            torch.as_tensor(np.stack([c[2] for c in items]), device=device),
+        )
+        for kind, items in chosen.items()
+        if items
+    }
+
+
+def achieved_iou_per_output(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """IoU (P, C) of each output mask (logits > 0) with its object; 1 where both are empty."""
+    pred, truth = logits > 0, targets.unsqueeze(1)
+    inter = (pred & truth).sum((2, 3)).float()
+    union = (pred | truth).sum((2, 3)).float()
+    return torch.where(union > 0, inter / union.clamp(min=1), torch.ones_like(union))
+
+
+class PromptedObjective(nn.Module):
+    """forward(images, masks) -> (loss over all prompt sets, per-image logits (B, 1, H, W)).
+
+    The logits are the maximum over each image's object predictions (the union of its masks),
+    very negative where an image has no object. Being a module, it is what DistributedDataParallel
+    wraps, so gradient synchronisation sees the whole computation.
+    """
+
+    def __init__(
+        self,
+        model: HRMedSegSAM,
+        loss_fn: SegmentationLoss,
+        quality_weight: float,
+        prompt_config: PromptConfig,
+        amp_dtype: torch.dtype | None,
+    ) -> None:
+        super().__init__()
+        self.model = model
+        self.loss_fn = loss_fn
+        self.quality_weight = quality_weight
+        self.prompt_config = prompt_config
+        self.amp_dtype = amp_dtype
+
+    def forward(self, images: torch.Tensor, masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        size = tuple(images.shape[-2:])
+        autocast = partial(torch.autocast, images.device.type, self.amp_dtype, self.amp_dtype is not None)
+        with autocast():
+            features = self.model.image_encoder(images)
+        groups = sample_prompt_sets(masks, self.prompt_config, training=self.training)
+        total_sets = sum(len(g.image_index) for g in groups.values())
+        loss = features.float().sum() * 0.0  # keeps the graph whole for batches without objects
+        union = torch.full((len(images), 1, *size), -1e4, device=images.device)
+        for kind, group in groups.items():
+            if kind == "box":
+                prompts = {"boxes": group.prompts}
+            else:
+                labels = torch.ones(len(group.prompts), 1, dtype=torch.long, device=images.device)
+                prompts = {"point_coords": group.prompts[:, None, :], "point_labels": labels}
+            with autocast():
+                out = self.model.decode(
+                    features[group.image_index], size, multimask_output=kind == "point", **prompts
+                )
+            logits = out["masks"].float()
+            per_output = binary_loss_per_mask(logits, group.targets, self.loss_fn)  # (P, C)
+            best = per_output.argmin(1, keepdim=True)
+            share = len(group.image_index) / total_sets
+            loss = loss + share * per_output.gather(1, best).mean()
+            if self.quality_weight:
+                iou = achieved_iou_per_output(logits.detach(), group.targets)
+                loss = loss + share * self.quality_weight * F.mse_loss(out["iou_predictions"].float(), iou)
+            chosen = logits.gather(1, best[:, :, None, None].expand(-1, 1, *size)).detach().flatten(1)
+            rows = group.image_index[:, None].expand_as(chosen)
+            union = union.flatten(1).scatter_reduce(0, rows, chosen, "amax").view_as(union)
+        return loss, union
