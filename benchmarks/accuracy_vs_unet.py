@@ -28,13 +28,8 @@ from hrmedseg.evaluation.evaluate import evaluate
 from hrmedseg.inference.segmenter import Segmenter
 from hrmedseg.losses import SegmentationLoss
 from hrmedseg.training.config import TrainConfig
-from hrmedseg.training.engine import (
-    AutomaticObjective,
-    make_loaders,
-    resolve_split,
-    train_one_epoch,
-    validate,
-)
+from hrmedseg.training.engine import make_loaders, resolve_split, train_one_epoch, validate
+from hrmedseg.training.objectives import AutomaticObjective
 
 HERE = Path(__file__).resolve().parent
 PAPER_AUGMENTATION = {"hflip": 0.1, "crop_scale": [1.0, 1.0], "brightness": 0.0, "contrast": 0.0}

@@ -44,7 +44,7 @@ def current_rss_bytes() -> int:
 def run_single(args: argparse.Namespace) -> dict:
     import hrmedseg
     from hrmedseg.losses import SegmentationLoss
-    from hrmedseg.training.engine import AutomaticObjective
+    from hrmedseg.training.objectives import AutomaticObjective
 
     device = torch.device(args.device)
     torch.manual_seed(0)

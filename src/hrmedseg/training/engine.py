@@ -32,11 +32,12 @@ from ..build import create_model
 from ..checkpoint import load_state_dict_checked, read_model_config, save_model
 from ..data import Sample, SegmentationDataset, check_samples, find_dataset, make_split
 from ..data.io import DataError
-from ..losses import SegmentationLoss, hard_masks, one_hot, quality_loss
+from ..losses import SegmentationLoss, hard_masks, one_hot
 from ..modeling import HRMedSegSAM
 from ..runtime import resolve_device
 from .config import TrainConfig
 from .logging import RunLogger, plot_curves
+from .objectives import AutomaticObjective
 from .prompted import PromptConfig, PromptedObjective
 from .state import load_training_state, rng_state, save_training_state, set_rng_state
 
@@ -113,33 +114,6 @@ def make_loaders(
     )
     val_loader = DataLoader(val_set, per_rank_batch, num_workers=config.num_workers)
     return train_set, sampler, train_loader, val_loader
-
-
-class AutomaticObjective(nn.Module):
-    """forward(images, masks) -> (loss, logits (B, K, H, W)) for a prompt-free model: the
-    segmentation loss plus the IoU-head regression. Being a module, it is what
-    DistributedDataParallel wraps."""
-
-    def __init__(
-        self,
-        model: nn.Module,
-        loss_fn: SegmentationLoss,
-        quality_weight: float,
-        amp_dtype: torch.dtype | None,
-    ) -> None:
-        super().__init__()
-        self.model = model
-        self.loss_fn = loss_fn
-        self.quality_weight = quality_weight
-        self.amp_dtype = amp_dtype
-
-    def forward(self, images: torch.Tensor, masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        with torch.autocast(images.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
-            logits, predicted_iou = self.model(images, return_quality=True)
-        loss = self.loss_fn(logits, masks)
-        if self.quality_weight:
-            loss = loss + self.quality_weight * quality_loss(predicted_iou, logits, masks)
-        return loss, logits
 
 
 def make_objective(

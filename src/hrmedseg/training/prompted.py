@@ -14,17 +14,16 @@ object masks is the image's prediction.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import partial
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from ..data.prompts import label_objects, prompts_from_mask
 from ..losses import SegmentationLoss, binary_loss_per_mask
 from ..modeling import HRMedSegSAM
+from .objectives import Objective
 
 
 @dataclass(frozen=True)
@@ -89,12 +88,11 @@ def achieved_iou_per_output(logits: torch.Tensor, targets: torch.Tensor) -> torc
     return torch.where(union > 0, inter / union.clamp(min=1), torch.ones_like(union))
 
 
-class PromptedObjective(nn.Module):
+class PromptedObjective(Objective):
     """forward(images, masks) -> (loss over all prompt sets, per-image logits (B, 1, H, W)).
 
     The logits are the maximum over each image's object predictions (the union of its masks),
-    very negative where an image has no object. Being a module, it is what DistributedDataParallel
-    wraps, so gradient synchronisation sees the whole computation.
+    very negative where an image has no object.
     """
 
     def __init__(
@@ -105,17 +103,12 @@ class PromptedObjective(nn.Module):
         prompt_config: PromptConfig,
         amp_dtype: torch.dtype | None,
     ) -> None:
-        super().__init__()
-        self.model = model
-        self.loss_fn = loss_fn
-        self.quality_weight = quality_weight
+        super().__init__(model, loss_fn, quality_weight, amp_dtype)
         self.prompt_config = prompt_config
-        self.amp_dtype = amp_dtype
 
     def forward(self, images: torch.Tensor, masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         size = tuple(images.shape[-2:])
-        autocast = partial(torch.autocast, images.device.type, self.amp_dtype, self.amp_dtype is not None)
-        with autocast():
+        with self.autocast(images.device.type):
             features = self.model.image_encoder(images)
         groups = sample_prompt_sets(masks, self.prompt_config, training=self.training)
         total_sets = sum(len(g.image_index) for g in groups.values())
@@ -127,7 +120,7 @@ class PromptedObjective(nn.Module):
             else:
                 labels = torch.ones(len(group.prompts), 1, dtype=torch.long, device=images.device)
                 prompts = {"point_coords": group.prompts[:, None, :], "point_labels": labels}
-            with autocast():
+            with self.autocast(images.device.type):
                 out = self.model.decode(
                     features[group.image_index], size, multimask_output=kind == "point", **prompts
                 )
