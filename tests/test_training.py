@@ -83,7 +83,7 @@ def test_resume_after_a_crash_ends_with_identical_weights(tmp_path, binary_data)
     assert [line.split(",")[0] for line in (tmp_path / "resumed" / "log.csv").read_text().splitlines()] == [
         "epoch", "1", "2", "3",
     ]  # fmt: skip
-    with pytest.raises(ValueError, match="already holds a training run"):
+    with pytest.raises(ValueError, match="already holds a run"):
         train(TrainConfig(output=str(tmp_path / "resumed"), **base), progress=False)
 
 

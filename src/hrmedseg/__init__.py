@@ -1,7 +1,13 @@
 """hrmedseg: memory-efficient high-resolution medical image segmentation (HRMedSeg / HER-Seg)."""
 
 from .build import ModelConfig, build_model, create_model, get_model_config, list_models
-from .checkpoint import CheckpointMismatchError, load_model, load_sam_prompt_encoder, save_model
+from .checkpoint import (
+    CheckpointMismatchError,
+    load_encoder_weights,
+    load_model,
+    load_sam_prompt_encoder,
+    save_model,
+)
 from .complexity import count_flops, count_parameters
 from .inference.predictor import Predictor
 from .inference.segmenter import Segmenter
@@ -22,6 +28,7 @@ __all__ = [
     "create_model",
     "get_model_config",
     "list_models",
+    "load_encoder_weights",
     "load_model",
     "load_sam_prompt_encoder",
     "save_model",

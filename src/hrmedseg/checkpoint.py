@@ -22,6 +22,7 @@ from .build import ModelConfig, build_model
 
 FORMAT_NAME = "hrmedseg-model"
 FORMAT_VERSION = "1"
+ENCODER_PREFIX = "image_encoder."
 
 
 class CheckpointMismatchError(ValueError):
@@ -43,22 +44,31 @@ def atomic_write(path: str | os.PathLike, write: callable) -> Path:
     return path
 
 
-def save_model(model: nn.Module, path: str | os.PathLike) -> Path:
-    """Write ``model``'s weights and config (``model.config``) to a ``.safetensors`` file."""
+def save_model(model: nn.Module, path: str | os.PathLike, encoder_only: bool = False) -> Path:
+    """Write ``model``'s weights and config (``model.config``) to a ``.safetensors`` file.
+
+    ``encoder_only`` keeps just the ``image_encoder.*`` weights (LGViT + neck), as distillation
+    produces them: such a file initialises other models (:func:`load_encoder_weights`) but is not
+    a complete model for :func:`load_model`.
+    """
     config = getattr(model, "config", None)
     if not isinstance(config, ModelConfig):
         raise ValueError("model has no ModelConfig in .config; build it with hrmedseg.create_model")
-    tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    tensors = {
+        k: v.detach().contiguous().cpu()
+        for k, v in model.state_dict().items()
+        if not encoder_only or k.startswith(ENCODER_PREFIX)
+    }
     metadata = {
         "format": FORMAT_NAME,
         "format_version": FORMAT_VERSION,
         "config": json.dumps(config.to_dict()),
+        "contents": "image_encoder" if encoder_only else "model",
     }
     return atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
 
 
-def read_model_config(path: str | os.PathLike) -> ModelConfig:
-    """The model config stored in a model file, without reading the weights."""
+def _read_metadata(path: str | os.PathLike) -> dict[str, str]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"model file not found: {path}")
@@ -69,14 +79,55 @@ def read_model_config(path: str | os.PathLike) -> ModelConfig:
         raise ValueError(f"{path} is not a readable safetensors file: {err}") from err
     if metadata.get("format") != FORMAT_NAME or "config" not in metadata:
         raise ValueError(f"{path} is a safetensors file but not an hrmedseg model file (no model config)")
-    return ModelConfig.from_dict(json.loads(metadata["config"]))
+    return metadata
+
+
+def read_model_config(path: str | os.PathLike) -> ModelConfig:
+    """The model config stored in a model file, without reading the weights."""
+    return ModelConfig.from_dict(json.loads(_read_metadata(path)["config"]))
+
+
+def is_encoder_file(path: str | os.PathLike) -> bool:
+    """True for a file holding only encoder weights (e.g. the result of distillation)."""
+    return _read_metadata(path).get("contents") == "image_encoder"
 
 
 def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> nn.Module:
     """Rebuild the model stored in ``path`` and load its weights; returned in eval mode."""
+    if is_encoder_file(path):
+        raise ValueError(
+            f"{path} holds only encoder weights (LGViT + neck, e.g. from distillation), not a whole model; "
+            "start a model from it with `hrmedseg train --init-encoder` or hrmedseg.load_encoder_weights"
+        )
     model = build_model(read_model_config(path))
     load_state_dict_checked(model, load_file(str(path), device=str(map_location)), source=str(path))
     return model.to(map_location).eval()
+
+
+def load_encoder_weights(model: nn.Module, path: str | os.PathLike) -> None:
+    """Initialise ``model.image_encoder`` (LGViT + neck) of an HRMedSeg or HRMedSegSAM model from
+    the ``image_encoder.*`` weights of a model file: a distilled encoder or an earlier model.
+
+    Raises :class:`CheckpointMismatchError` naming both sizes when the encoders differ.
+    """
+    path = Path(path)
+    config = read_model_config(path)
+    weights = {
+        k[len(ENCODER_PREFIX) :]: v for k, v in load_file(str(path)).items() if k.startswith(ENCODER_PREFIX)
+    }
+    if not weights:
+        raise ValueError(f"{path} holds no {ENCODER_PREFIX}* weights")
+    try:
+        load_state_dict_checked(model.image_encoder, weights, source=str(path))
+    except CheckpointMismatchError as err:
+        target = getattr(model, "config", None)
+        target_text = (
+            f"{target.name} (C={target.embed_dim})" if isinstance(target, ModelConfig) else "this model"
+        )
+        raise CheckpointMismatchError(
+            f"the encoder in {path} is a {config.name} encoder (C={config.embed_dim}); "
+            f"it does not fit {target_text}:\n{err}"
+        ) from None
 
 
 def load_state_dict_checked(module: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str) -> None:

@@ -30,13 +30,7 @@ def _cmd_models(args: argparse.Namespace) -> int:
 def _train_config(args: argparse.Namespace):
     from .training.config import load_config
 
-    config_file = args.config
-    if args.resume and config_file is None:
-        if args.output is None:
-            raise ValueError("--resume needs --output (the run folder to continue)")
-        config_file = Path(args.output) / "config.yaml"
-        if not config_file.is_file():
-            raise FileNotFoundError(f"cannot resume: {config_file} not found")
+    config_file = _resume_config_file(args)
     overrides = {
         "data": args.data, "output": args.output, "model": args.model, "img_size": args.img_size,
         "epochs": args.epochs, "batch_size": args.batch_size, "num_classes": args.num_classes, "lr": args.lr,
@@ -59,6 +53,42 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if result:
         print(f"best validation Dice {result['best_dice']:.4f}")
         print(f"outputs in {result['output']} (best model: {result['best']})")
+    return 0
+
+
+def _resume_config_file(args: argparse.Namespace) -> str | Path | None:
+    """--config, or on --resume without one, the config saved in the run folder."""
+    if not args.resume or args.config is not None:
+        return args.config
+    if args.output is None:
+        raise ValueError("--resume needs --output (the run folder to continue)")
+    config_file = Path(args.output) / "config.yaml"
+    if not config_file.is_file():
+        raise FileNotFoundError(f"cannot resume: {config_file} not found")
+    return config_file
+
+
+def _cmd_distill(args: argparse.Namespace) -> int:
+    from .distillation import DistillConfig, distill
+    from .training.config import load_config
+
+    overrides = {
+        "data": args.data, "output": args.output, "teacher": args.teacher,
+        "teacher_checkpoint": args.teacher_checkpoint, "student": args.student, "img_size": args.img_size,
+        "epochs": args.epochs, "batch_size": args.batch_size, "cache": args.cache, "lr": args.lr,
+        "amp": args.amp, "accumulate": args.accumulate, "seed": args.seed, "num_workers": args.num_workers,
+        "device": args.device, "grad_checkpointing": True if args.grad_checkpointing else None,
+    }  # fmt: skip
+    config = load_config(_resume_config_file(args), DistillConfig, **overrides)
+    for name in ("data", "output", "teacher_checkpoint"):
+        if not getattr(config, name):
+            flag = name.replace("_", "-")
+            raise ValueError(f"--{flag} is required (on the command line or in the config file)")
+    result = distill(config, resume=args.resume, progress=not args.quiet, overwrite=args.overwrite)
+    if result:
+        print(f"best validation MSE {result['best_loss']:.6f}")
+        print(f"outputs in {result['output']} (distilled encoder: {result['best']}; "
+              f"use it with: hrmedseg train --init-encoder {result['best']} ...)")  # fmt: skip
     return 0
 
 
@@ -132,6 +162,47 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--overwrite", action="store_true", help="start over in an --output that holds a run")
 
+    distill = add(
+        "distill", "pretrain an LGViT encoder to imitate a frozen SAM image encoder (feature distillation)",
+        _cmd_distill,
+    )  # fmt: skip
+    distill.add_argument("--data", help="folder of unlabeled images (searched recursively)")
+    distill.add_argument(
+        "--teacher", choices=["vit_b", "vit_l", "vit_h"], help="SAM image encoder (default vit_h)"
+    )
+    distill.add_argument(
+        "--teacher-checkpoint", help="official SAM checkpoint file (.pth), e.g. sam_vit_h_4b8939.pth"
+    )
+    distill.add_argument(
+        "--student", help="registered model whose encoder + neck is trained, default hrmedseg_b"
+    )
+    distill.add_argument("--img-size", type=int, help="square input size, a multiple of 16 (default 1024)")
+    distill.add_argument("--epochs", type=int)
+    distill.add_argument("--batch-size", type=int)
+    distill.add_argument("--output", help="run folder for the encoder files, logs, config and curves")
+    distill.add_argument(
+        "--cache",
+        help="folder for the teacher-embedding cache: the teacher runs once per image, not per epoch",
+    )
+    distill.add_argument(
+        "--config", help="YAML config (fields of DistillConfig); command-line options override it"
+    )
+    distill.add_argument("--lr", type=float)
+    distill.add_argument("--amp", choices=["none", "bf16", "fp16"], help="mixed precision (fp16: CUDA only)")
+    distill.add_argument(
+        "--grad-checkpointing", action="store_true", help="recompute activations: less memory"
+    )
+    distill.add_argument("--accumulate", type=int, help="gradient accumulation steps")
+    distill.add_argument("--seed", type=int)
+    distill.add_argument("--num-workers", type=int, help="data-loading processes")
+    distill.add_argument("--device", help="auto, cpu, cuda or cuda:N")
+    distill.add_argument(
+        "--resume", action="store_true", help="continue the run in --output from its last epoch"
+    )
+    distill.add_argument(
+        "--overwrite", action="store_true", help="start over in an --output that holds a run"
+    )
+
     evaluate = add("evaluate", "score a model on a dataset split at original resolution", _cmd_evaluate)
     evaluate.add_argument("--checkpoint", required=True, help="model file (.safetensors) from train")
     evaluate.add_argument("--data", required=True, help="dataset folder")
@@ -168,7 +239,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (DataError, ValueError, FileNotFoundError) as err:
+    except (DataError, ValueError, FileNotFoundError, ImportError) as err:
         print(f"hrmedseg {args.command}: error: {err}", file=sys.stderr)
         return 2
 

@@ -6,15 +6,28 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 
 from ..data.transforms import AugmentConfig
 
 
+class ConfigFile:
+    """Dataclass configs that are written next to a run's outputs as YAML."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+
+ConfigT = TypeVar("ConfigT", bound=ConfigFile)
+
+
 @dataclass
-class TrainConfig:
+class TrainConfig(ConfigFile):
     """Everything a training run depends on. Defaults follow the paper's recipe where it has one
     (Adam, lr 1e-3, ExponentialLR 0.98 per epoch, 0.8 Dice + 0.2 focal, batch 16, 200 epochs,
     1024 x 1024)."""
@@ -65,15 +78,12 @@ class TrainConfig:
         s = self.img_size
         return (s, s) if isinstance(s, int) else (int(s[0]), int(s[1]))
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
 
-    def save(self, path: str | Path) -> None:
-        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
-
-
-def load_config(path: str | Path | None = None, **overrides: Any) -> TrainConfig:
-    """A config from a YAML file (optional) with ``overrides`` on top; ``None`` values are ignored."""
+def load_config(
+    path: str | Path | None = None, config_class: type[ConfigT] = TrainConfig, **overrides: Any
+) -> ConfigT:
+    """A ``config_class`` from a YAML file (optional) with ``overrides`` on top; ``None`` values
+    are ignored."""
     values: dict[str, Any] = {}
     if path is not None:
         path = Path(path)
@@ -85,8 +95,8 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> TrainConfig
             raise ValueError(f"{path}: a config must be a mapping of option: value")
         values.update(loaded)
     values.update({k: v for k, v in overrides.items() if v is not None})
-    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    known = {f.name for f in dataclasses.fields(config_class)}
     unknown = sorted(set(values) - known)
     if unknown:
         raise ValueError(f"unknown config option(s) {unknown}; known: {sorted(known)}")
-    return TrainConfig(**values)
+    return config_class(**values)

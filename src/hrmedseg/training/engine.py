@@ -22,14 +22,13 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-from safetensors.torch import load_file
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
 from ..build import create_model
-from ..checkpoint import load_state_dict_checked, read_model_config, save_model
+from ..checkpoint import load_encoder_weights, load_state_dict_checked, save_model
 from ..data import Sample, SegmentationDataset, check_samples, find_dataset, make_split
 from ..data.io import DataError
 from ..losses import SegmentationLoss, hard_masks, one_hot
@@ -166,23 +165,30 @@ def train_one_epoch(
     device: torch.device,
     desc: str = "train",
     show_progress: bool = True,
+    prepare: Callable[[dict[str, torch.Tensor]], tuple[torch.Tensor, torch.Tensor]] | None = None,
 ) -> float:
     """One pass over ``loader`` with gradient accumulation; returns the mean training loss.
 
-    ``objective(images, masks)`` returns (loss, logits); it may be wrapped in DDP.
+    ``objective(inputs, targets)`` returns (loss, predictions); it may be wrapped in DDP.
+    ``prepare(batch)`` gives (inputs, targets) on ``device``; by default the batch's image and mask.
     """
+    if prepare is None:
+
+        def prepare(batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+            return batch["image"].to(device), batch["mask"].to(device)
+
     objective.train()
     started = time.perf_counter()
     running, seen = 0.0, 0
     optimizer.zero_grad(set_to_none=True)
     bar = tqdm(loader, desc=desc, unit="batch", disable=not show_progress, leave=False)
     for step, batch in enumerate(bar):
-        images, masks = batch["image"].to(device), batch["mask"].to(device)
+        images, targets = prepare(batch)
         last_micro_step = (step + 1) % accumulate == 0 or step + 1 == len(loader)
         # Under DDP, gradients are all-reduced only on the micro-step that updates the weights.
         defer_sync = isinstance(objective, DistributedDataParallel) and not last_micro_step
         with objective.no_sync() if defer_sync else nullcontext():
-            loss, _ = objective(images, masks)
+            loss, _ = objective(images, targets)
             scaler.scale(loss / accumulate).backward()
         if last_micro_step:
             scaler.step(optimizer)
@@ -194,28 +200,19 @@ def train_one_epoch(
     return running / max(seen, 1)
 
 
-def load_encoder_weights(model: nn.Module, path: str | Path) -> None:
-    """Initialise ``model.image_encoder`` (LGViT + neck) from the ``image_encoder.*`` weights of a
-    model file (e.g. a distilled or earlier fine-tuned checkpoint)."""
-    path = Path(path)
-    config = read_model_config(path)
-    prefix = "image_encoder."
-    weights = {k[len(prefix) :]: v for k, v in load_file(str(path)).items() if k.startswith(prefix)}
-    if not weights:
-        raise ValueError(f"{path} holds no image_encoder.* weights")
-    try:
-        load_state_dict_checked(model.image_encoder, weights, source=str(path))
-    except ValueError as err:
-        raise ValueError(
-            f"--init-encoder {path} is a {config.name} encoder (C={config.embed_dim}); it does not fit "
-            f"{model.config.name} (C={model.config.embed_dim}):\n{err}"
-        ) from None
-
-
-def _amp_dtype(config: TrainConfig, device: torch.device) -> torch.dtype | None:
-    if config.amp == "fp16" and device.type != "cuda":
+def amp_dtype_for(amp: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for an ``amp`` setting (none, bf16, fp16) on ``device``."""
+    if amp == "fp16" and device.type != "cuda":
         raise ValueError("amp fp16 needs a CUDA device; use bf16 on the CPU")
-    return {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[config.amp]
+    return {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[amp]
+
+
+def prepare_output(output: Path, resume: bool, overwrite: bool) -> None:
+    """Create the run folder; a new run refuses one that already holds a run unless ``overwrite``."""
+    if not resume and not overwrite and (output / "last.pt").exists():
+        raise ValueError(f"{output} already holds a run; pass --resume to continue it, "
+                         "--overwrite to start over, or choose another --output")  # fmt: skip
+    output.mkdir(parents=True, exist_ok=True)
 
 
 def train(
@@ -233,10 +230,7 @@ def train(
     """
     ctx, device = setup_distributed(config.device)
     output = Path(config.output)
-    if not resume and not overwrite and (output / "last.pt").exists():
-        raise ValueError(f"{output} already holds a training run; pass --resume to continue it, "
-                         "--overwrite to start over, or choose another --output")  # fmt: skip
-    output.mkdir(parents=True, exist_ok=True)
+    prepare_output(output, resume, overwrite)
     torch.manual_seed(config.seed)
 
     split = resolve_split(config, output, resume)
@@ -256,7 +250,7 @@ def train(
     )
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=config.lr_gamma)
-    amp_dtype = _amp_dtype(config, device)
+    amp_dtype = amp_dtype_for(config.amp, device)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     loss_fn = SegmentationLoss(config.num_classes, config.dice_weight, config.focal_weight)
     objective = make_objective(model, config, loss_fn, amp_dtype)

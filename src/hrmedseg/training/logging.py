@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+from collections.abc import Sequence
 from pathlib import Path
 
 COLUMNS = ("epoch", "lr", "train_loss", "val_loss", "val_dice", "val_iou", "epoch_seconds")
@@ -16,15 +17,16 @@ class RunLogger:
     and drops any later row that a crash left behind, so every epoch appears exactly once.
     """
 
-    def __init__(self, output: Path, completed_epochs: int = 0) -> None:
+    def __init__(self, output: Path, completed_epochs: int = 0, columns: Sequence[str] = COLUMNS) -> None:
+        self.columns = tuple(columns)
         self.path = output / "log.csv"
         kept = (
             [r for r in read_log(self.path) if r["epoch"] <= completed_epochs] if self.path.is_file() else []
         )
         with self.path.open("w", newline="") as f:
             writer = csv.writer(f)
-            writer.writerow(COLUMNS)
-            writer.writerows([[row[c] for c in COLUMNS] for row in kept])
+            writer.writerow(self.columns)
+            writer.writerows([[row[c] for c in self.columns] for row in kept])
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:  # optional dependency
@@ -34,9 +36,9 @@ class RunLogger:
 
     def log(self, row: dict[str, float]) -> None:
         with self.path.open("a", newline="") as f:
-            csv.writer(f).writerow([row[c] for c in COLUMNS])
+            csv.writer(f).writerow([row[c] for c in self.columns])
         if self.tensorboard is not None:
-            for key in COLUMNS[1:]:
+            for key in self.columns[1:]:
                 self.tensorboard.add_scalar(key, row[key], row["epoch"])
             self.tensorboard.flush()
 
@@ -54,7 +56,7 @@ def read_log(path: Path) -> list[dict[str, float]]:
 
 
 def plot_curves(log_path: Path, png_path: Path) -> Path:
-    """Loss and validation Dice/IoU against epochs."""
+    """Losses and the validation scores (the other ``val_*`` columns) against epochs."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -66,8 +68,9 @@ def plot_curves(log_path: Path, png_path: Path) -> Path:
     loss_ax.plot(epochs, [r["train_loss"] for r in rows], label="train")
     loss_ax.plot(epochs, [r["val_loss"] for r in rows], label="validation")
     loss_ax.set(xlabel="epoch", ylabel="loss", title="Loss")
-    metric_ax.plot(epochs, [r["val_dice"] for r in rows], label="Dice")
-    metric_ax.plot(epochs, [r["val_iou"] for r in rows], label="IoU")
+    scores = [c for c in rows[0] if c.startswith("val_") and c != "val_loss"] if rows else []
+    for column in scores:
+        metric_ax.plot(epochs, [r[column] for r in rows], label=column.removeprefix("val_"))
     metric_ax.set(xlabel="epoch", ylabel="score", title="Validation", ylim=(0, 1))
     for ax in (loss_ax, metric_ax):
         ax.grid(alpha=0.3)

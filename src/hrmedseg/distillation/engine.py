@@ -1,0 +1,353 @@
+"""Feature-distillation pretraining (paper section 3): LGViT + neck learns to reproduce a frozen
+SAM image encoder's embedding (256 x N/16 x N/16 for an N x N input) under an MSE loss.
+
+Outputs in ``config.output``: ``config.yaml`` (resolved), ``split.json`` (relative image paths),
+``log.csv`` (train/val MSE and the validation cosine similarity per epoch), ``curves.png``,
+``last.pt`` (resumable state) and ``last.safetensors`` / ``best.safetensors`` (best = lowest
+validation MSE): encoder files that ``hrmedseg train --init-encoder`` and
+:func:`hrmedseg.load_encoder_weights` load into HRMedSeg or HRMedSegSAM of the same size.
+
+With ``cache`` set, the teacher embeds every image once before the first epoch (see
+:mod:`.cache`) and is not even loaded once the cache is complete.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, DistributedSampler
+from tqdm import tqdm
+
+from ..build import create_model, get_model_config
+from ..checkpoint import load_state_dict_checked, save_model
+from ..data.io import DataError
+from ..training.config import ConfigFile
+from ..training.engine import (
+    Distributed,
+    amp_dtype_for,
+    prepare_output,
+    setup_distributed,
+    train_one_epoch,
+)
+from ..training.logging import RunLogger, plot_curves
+from ..training.state import load_training_state, rng_state, save_training_state, set_rng_state
+from .cache import EmbeddingCache, file_sha256
+from .data import UnlabeledImages, find_images, split_images
+from .teacher import load_teacher, resolve_teacher
+
+LOG_COLUMNS = ("epoch", "lr", "train_loss", "val_loss", "val_cosine", "epoch_seconds")
+RESIZE = "stretch to img_size x img_size, bilinear, antialiased"
+
+
+@dataclass
+class DistillConfig(ConfigFile):
+    """A distillation run. Defaults follow the authors' recipe: ViT-H teacher, 1024 x 1024,
+    Adam lr 1e-3 without weight decay, ExponentialLR 0.98 per epoch, batch 4, 20 epochs."""
+
+    data: str = ""  # folder of unlabeled images, searched recursively
+    output: str = ""
+    teacher: str | dict[str, Any] = "vit_h"  # vit_b | vit_l | vit_h, or TeacherSpec fields
+    teacher_checkpoint: str = ""  # official SAM checkpoint (.pth) with image_encoder.* keys
+    student: str = "hrmedseg_b"  # registered model name; its LGViT + neck is trained
+    img_size: int = 1024
+    epochs: int = 20
+    batch_size: int = 4
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    lr_gamma: float = 0.98
+    val_fraction: float = 0.05
+    cache: str | None = None  # folder for the teacher-embedding cache
+    cache_shard_size: int = 256  # images per cache file (about 0.5 GB at 1024 x 1024)
+    amp: str = "none"  # none | bf16 | fp16 (fp16 on CUDA only); teacher and student both
+    grad_checkpointing: bool = False
+    accumulate: int = 1
+    seed: int = 0
+    num_workers: int = 2
+    device: str = "auto"
+    model_options: dict[str, Any] = field(default_factory=dict)  # extra ModelConfig fields of the student
+
+    def __post_init__(self) -> None:
+        if self.amp not in ("none", "bf16", "fp16"):
+            raise ValueError(f"amp must be none, bf16 or fp16, got {self.amp!r}")
+        for name in ("epochs", "batch_size", "accumulate", "cache_shard_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.img_size <= 0 or self.img_size % 16:
+            raise ValueError(f"img_size must be a positive multiple of 16, got {self.img_size}")
+        if not 0 < self.val_fraction < 1:
+            raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
+        resolve_teacher(self.teacher)
+        get_model_config(self.student)
+
+
+class DistillationObjective(nn.Module):
+    """forward(images, teacher_embeddings) -> (MSE over all elements, student embeddings)."""
+
+    def __init__(self, student: nn.Module, amp_dtype: torch.dtype | None) -> None:
+        super().__init__()
+        self.student = student
+        self.amp_dtype = amp_dtype
+
+    def forward(self, images: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        with torch.autocast(images.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
+            predicted = self.student(images)
+        return F.mse_loss(predicted.float(), targets.float()), predicted
+
+
+def _teacher_embed(
+    teacher: nn.Module, amp_dtype: torch.dtype | None
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    @torch.no_grad()
+    def embed(images: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(images.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            return teacher(images).float()
+
+    return embed
+
+
+def fill_cache(
+    cache: EmbeddingCache,
+    root: Path,
+    embed: Callable[[torch.Tensor], torch.Tensor],
+    pixel_mean: tuple[float, ...],
+    pixel_std: tuple[float, ...],
+    batch_size: int,
+    num_workers: int,
+    device: torch.device,
+    ctx: Distributed,
+    progress: bool = True,
+) -> int:
+    """Compute this rank's share of the missing shards; returns the number of images embedded."""
+    size = (cache.embedding_shape[1] * 16, cache.embedding_shape[2] * 16)
+    shards = [k for k in cache.missing_shards() if k % ctx.world_size == ctx.rank]
+    total = sum(len(cache.shard_files(k)) for k in shards)
+    bar = tqdm(total=total, desc="teacher -> cache", unit="img", disable=not progress or not total)
+    for shard in shards:
+        images = UnlabeledImages(root, cache.shard_files(shard), size, pixel_mean, pixel_std)
+        outputs = []
+        for batch in DataLoader(images, batch_size, num_workers=num_workers):
+            outputs.append(embed(batch["image"].to(device)).to("cpu", torch.float16))
+            bar.update(len(batch["image"]))
+        cache.write_shard(shard, torch.cat(outputs))
+    bar.close()
+    return total
+
+
+@torch.no_grad()
+def validate_distillation(
+    objective: DistillationObjective,
+    loader: DataLoader,
+    prepare: Callable[[dict[str, torch.Tensor]], tuple[torch.Tensor, torch.Tensor]],
+) -> tuple[float, float]:
+    """Mean MSE and mean per-position cosine similarity of student and teacher embeddings."""
+    objective.eval()
+    total_loss, total_cosine, count = 0.0, 0.0, 0
+    for batch in loader:
+        images, targets = prepare(batch)
+        loss, predicted = objective(images, targets)
+        cosine = F.cosine_similarity(predicted.float(), targets.float(), dim=1).mean((1, 2))
+        total_loss += loss.item() * len(images)
+        total_cosine += cosine.sum().item()
+        count += len(images)
+    return total_loss / count, total_cosine / count
+
+
+def _resolve_split(
+    config: DistillConfig, files: list[str], output: Path, resume: bool
+) -> dict[str, list[str]]:
+    saved = output / "split.json"
+    if resume and saved.is_file():
+        split = json.loads(saved.read_text())
+        gone = sorted(set(split["train"] + split["val"]) - set(files))
+        if gone:
+            raise DataError(
+                f"{saved}: {len(gone)} image(s) of the run are no longer in {config.data}: {gone[:5]}"
+            )
+        return split
+    if len(files) < 2:
+        raise DataError(f"{config.data}: distillation needs at least 2 images (one for validation)")
+    return split_images(files, config.seed, config.val_fraction)
+
+
+def distill(
+    config: DistillConfig,
+    resume: bool = False,
+    progress: bool = True,
+    overwrite: bool = False,
+    on_epoch_end: Callable[[int, dict[str, float]], None] | None = None,
+) -> dict[str, Any]:
+    """Run (or resume) distillation as ``config`` describes; returns the final log row and paths."""
+    if not Path(config.teacher_checkpoint).is_file():
+        raise FileNotFoundError(f"teacher checkpoint not found: '{config.teacher_checkpoint}'")
+    ctx, device = setup_distributed(config.device)
+    output = Path(config.output)
+    prepare_output(output, resume, overwrite)
+    torch.manual_seed(config.seed)
+    root = Path(config.data)
+    files = find_images(root)
+    split = _resolve_split(config, files, output, resume)
+    size = (config.img_size, config.img_size)
+
+    model = create_model(config.student, img_size=size, **config.model_options)
+    student = model.image_encoder
+    student.set_grad_checkpointing(config.grad_checkpointing)
+    student.to(device)
+    mean, std = model.config.pixel_mean, model.config.pixel_std
+    teacher_name, spec = resolve_teacher(config.teacher)
+    if spec.out_chans != model.config.decoder_dim:
+        raise ValueError(
+            f"the teacher embeds {spec.out_chans} channels but {config.student}'s neck gives "
+            f"{model.config.decoder_dim}"
+        )
+    amp_dtype = amp_dtype_for(config.amp, device)
+    teacher: nn.Module | None = None
+
+    def get_teacher() -> nn.Module:
+        nonlocal teacher
+        if teacher is None:
+            teacher = load_teacher(config.teacher, config.teacher_checkpoint, config.img_size)[0].to(device)
+        return teacher
+
+    cache = None
+    if config.cache:
+        header = {
+            "teacher": teacher_name,
+            "teacher_spec": spec.to_dict(),
+            "teacher_checkpoint_sha256": file_sha256(config.teacher_checkpoint),
+            "img_size": list(size),
+            "resize": RESIZE,
+            "pixel_mean": list(mean),
+            "pixel_std": list(std),
+            "value_range": [0.0, 1.0],
+            "amp": config.amp,
+            "embedding_shape": [spec.out_chans, size[0] // 16, size[1] // 16],
+            "dtype": "float16",
+        }
+        if ctx.is_main:
+            cache = EmbeddingCache.open(config.cache, header, files, config.cache_shard_size)
+        if ctx.world_size > 1:
+            dist.barrier()  # the main process writes a new manifest first
+        if not ctx.is_main:
+            cache = EmbeddingCache.open(config.cache, header, files, config.cache_shard_size)
+        if not cache.complete:
+            started = time.perf_counter()
+            done = fill_cache(
+                cache, root, _teacher_embed(get_teacher(), amp_dtype), mean, std, config.batch_size,
+                config.num_workers, device, ctx, progress and ctx.is_main,
+            )  # fmt: skip
+            if progress and ctx.is_main:
+                print(f"teacher embeddings of {done} image(s) cached in {cache.root} "
+                      f"({time.perf_counter() - started:.1f}s)", flush=True)  # fmt: skip
+            if ctx.world_size > 1:
+                dist.barrier()
+        teacher = None  # the cache replaces it from here on; free its memory
+        index = {name: i for i, name in enumerate(files)}
+
+        def prepare(batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+            return batch["image"].to(device), batch["target"].to(device).float()
+    else:
+        index, embed = {}, _teacher_embed(get_teacher(), amp_dtype)
+
+        def prepare(batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+            images = batch["image"].to(device)
+            return images, embed(images)
+
+    train_set = UnlabeledImages(root, split["train"], size, mean, std, cache, index)
+    val_set = UnlabeledImages(root, split["val"], size, mean, std, cache, index)
+    sampler = DistributedSampler(
+        train_set, ctx.world_size, ctx.rank, shuffle=True, seed=config.seed, drop_last=True
+    )
+    per_rank_batch = max(1, config.batch_size // ctx.world_size)
+    drop_last = len(train_set) // ctx.world_size >= per_rank_batch
+    train_loader = DataLoader(
+        train_set, per_rank_batch, sampler=sampler, num_workers=config.num_workers, drop_last=drop_last
+    )
+    val_loader = DataLoader(val_set, per_rank_batch, num_workers=config.num_workers)
+
+    optimizer = torch.optim.Adam(student.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=config.lr_gamma)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+    objective = DistillationObjective(student, amp_dtype)
+    trained = objective
+    if ctx.world_size > 1:
+        trained = DistributedDataParallel(objective, device_ids=[device] if device.type == "cuda" else None)
+
+    start_epoch, best_loss = 0, math.inf
+    if resume:
+        state = load_training_state(output / "last.pt")
+        load_state_dict_checked(student, state["model"], source=str(output / "last.pt"))
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        start_epoch, best_loss = state["epoch"], state["best_loss"]
+        set_rng_state(state["rng"])
+    if ctx.is_main:
+        config.save(output / "config.yaml")
+        (output / "split.json").write_text(json.dumps(split, indent=1))
+    logger = RunLogger(output, completed_epochs=start_epoch, columns=LOG_COLUMNS) if ctx.is_main else None
+
+    row: dict[str, float] = {}
+    for epoch in range(start_epoch, config.epochs):
+        started = time.perf_counter()
+        sampler.set_epoch(epoch)
+        train_loss = train_one_epoch(
+            trained, train_loader, optimizer, scaler, config.accumulate, device, prepare=prepare,
+            desc=f"epoch {epoch + 1}/{config.epochs}", show_progress=progress and ctx.is_main,
+        )  # fmt: skip
+        lr = scheduler.get_last_lr()[0]
+        scheduler.step()
+        if not ctx.is_main:
+            continue
+        val_loss, val_cosine = validate_distillation(objective, val_loader, prepare)
+        row = {
+            "epoch": epoch + 1, "lr": lr, "train_loss": train_loss, "val_loss": val_loss,
+            "val_cosine": val_cosine, "epoch_seconds": time.perf_counter() - started,
+        }  # fmt: skip
+        logger.log(row)
+        improved = val_loss < best_loss
+        best_loss = min(best_loss, val_loss)
+        save_model(model, output / "last.safetensors", encoder_only=True)
+        if improved:
+            save_model(model, output / "best.safetensors", encoder_only=True)
+        save_training_state(
+            output / "last.pt",
+            {
+                "model": student.state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
+                "epoch": epoch + 1, "best_loss": best_loss, "rng": rng_state(),
+            },
+        )  # fmt: skip
+        if progress:
+            print(
+                f"epoch {epoch + 1}/{config.epochs}  MSE {train_loss:.5f}  val MSE {val_loss:.5f}  "
+                f"val cosine {val_cosine:.4f}  ({row['epoch_seconds']:.1f}s)"
+                + ("  *best*" if improved else ""),
+                flush=True,
+            )
+        if on_epoch_end is not None:
+            on_epoch_end(epoch + 1, row)
+
+    if ctx.world_size > 1:
+        dist.barrier()
+        dist.destroy_process_group()
+    if not ctx.is_main:
+        return {}
+    logger.close()
+    plot_curves(output / "log.csv", output / "curves.png")
+    return {
+        "last": row,
+        "best_loss": best_loss,
+        "output": str(output),
+        "best": str(output / "best.safetensors"),
+    }
