@@ -90,3 +90,41 @@ def test_gt_prompts_one_per_component_with_points_inside():
     assert np.all(jittered[:, [0, 2]] <= 79) and np.all(jittered >= 0)
     with pytest.raises(ValueError, match="box_jitter"):
         prompts_from_mask(mask, box_jitter=0.6)
+
+
+def test_batch_of_images_equals_one_image_at_a_time(predictor):
+    rng = np.random.default_rng(3)
+    images = [
+        rng.integers(0, 255, shape, dtype=np.uint8) for shape in ((100, 140, 3), (64, 64, 3), (150, 90, 3))
+    ]
+    boxes = [
+        np.array([[10, 10, 80, 60], [0, 0, 139, 99]]),
+        np.array([[5, 5, 40, 50]]),
+        np.array([[20, 30, 70, 140]]),
+    ]
+    points = [np.array([[40, 30]]), None, np.array([[50, 60]])]
+    labels = [np.array([1]), None, np.array([0])]
+    batched = predictor.predict_batch(images, boxes, points, labels, return_logits=True, batch_size=2)
+    for image, image_boxes, pts, lab, (masks, scores, _) in zip(
+        images, boxes, points, labels, batched, strict=True
+    ):
+        predictor.set_image(image)
+        assert masks.shape == (len(image_boxes), 3, *image.shape[:2])
+        for k, box in enumerate(image_boxes):
+            single, single_scores, single_low = predictor.predict(pts, lab, box, return_logits=True)
+            if pts is not None:  # the point-free image's sets carry padding points (label -1), as in SAM
+                np.testing.assert_allclose(masks[k], single, rtol=1e-4, atol=1e-4)
+                np.testing.assert_allclose(scores[k], single_scores, rtol=1e-4, atol=1e-5)
+    # Points only, the same count per image: equal to single-image prediction.
+    pts = [np.array([[30, 40], [90, 20]]), np.array([[10, 50], [60, 10]])]
+    labs = [np.array([1, 0]), np.array([1, 1])]
+    batched = predictor.predict_batch(images[:2], None, pts, labs, multimask_output=False, return_logits=True)
+    for image, p, lab, (masks, _, _) in zip(images[:2], pts, labs, batched, strict=True):
+        predictor.set_image(image)
+        single, _, _ = predictor.predict(p, lab, multimask_output=False, return_logits=True)
+        assert masks.shape == (1, 1, *image.shape[:2])
+        np.testing.assert_allclose(masks[0], single, rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="boxes for every image or for none"):
+        predictor.predict_batch(
+            images[:2], [np.array([0, 0, 5, 5]), None], [None, np.array([[1, 1]])], [None, [1]]
+        )

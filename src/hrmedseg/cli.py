@@ -97,7 +97,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
     summary = evaluate(
         args.checkpoint, args.data, args.output, args.split, args.overlays, args.device, args.batch_size,
-        progress=not args.quiet,
+        progress=not args.quiet, prompts=args.prompts, prompt_dir=args.prompt_dir,
     )  # fmt: skip
     print(Path(args.output, "summary.md").read_text())
     print(f"{summary['cases']} cases; per-case metrics, summary.json and summary.md in {args.output}")
@@ -105,13 +105,27 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    from .inference.predict import predict_to_folder
+    from .checkpoint import read_model_config
+    from .inference.predict import predict_prompted_to_folder, predict_to_folder
+    from .inference.prompted import PromptedSegmenter
     from .inference.segmenter import Segmenter
 
-    segmenter = Segmenter.from_checkpoint(args.checkpoint, args.device, args.batch_size)
-    written = predict_to_folder(
-        segmenter, args.input, args.output, args.probabilities, args.overlays, progress=not args.quiet
-    )
+    if read_model_config(args.checkpoint).arch == "hrmedseg_sam":
+        if args.prompts is None:
+            raise ValueError(
+                "an HRMedSegSAM model needs prompts: --prompts FOLDER of <stem>.json files (or one file)"
+            )
+        segmenter = PromptedSegmenter.from_checkpoint(args.checkpoint, args.device)
+        written = predict_prompted_to_folder(
+            segmenter, args.input, args.prompts, args.output, args.overlays, progress=not args.quiet
+        )
+    else:
+        if args.prompts is not None:
+            raise ValueError("--prompts is for HRMedSegSAM models; this model segments without prompts")
+        segmenter = Segmenter.from_checkpoint(args.checkpoint, args.device, args.batch_size)
+        written = predict_to_folder(
+            segmenter, args.input, args.output, args.probabilities, args.overlays, progress=not args.quiet
+        )
     print(f"{len(written)} mask(s) written to {args.output}")
     return 0
 
@@ -209,6 +223,11 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--split", default="test", help="split to score (train/val/test) or 'all'")
     evaluate.add_argument("--output", required=True, help="folder for metrics.csv, summary.json, summary.md")
     evaluate.add_argument("--overlays", action="store_true", help="also write overlay PNGs")
+    evaluate.add_argument(
+        "--prompts", choices=["box", "point", "box+point", "json"],
+        help="HRMedSegSAM models: prompts per ground-truth object (default box), or json from --prompt-dir",
+    )  # fmt: skip
+    evaluate.add_argument("--prompt-dir", help="folder of <case>.json prompt files (with --prompts json)")
     evaluate.add_argument("--device", default="auto")
     evaluate.add_argument("--batch-size", type=int, default=4)
 
@@ -220,6 +239,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--probabilities", action="store_true", help="also write <stem>_prob.npy (K x H x W)"
     )
     predict.add_argument("--overlays", action="store_true", help="also write <stem>_overlay.png")
+    predict.add_argument(
+        "--prompts", help="HRMedSegSAM models: folder of <stem>.json prompt files (or one file for one image)"
+    )
     predict.add_argument("--device", default="auto")
     predict.add_argument("--batch-size", type=int, default=4)
 

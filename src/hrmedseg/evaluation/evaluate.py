@@ -2,12 +2,17 @@
 
 Writes ``metrics.csv`` (one row per case and class), ``summary.json`` (mean, std, n per class
 and over all classes) and ``summary.md``, and optionally ``overlays/<case>.png``.
+
+HRMedSegSAM models are prompted per object: with boxes and/or points derived from the ground
+truth (``prompts="box"``, the default, ``"point"`` or ``"box+point"``), or with the prompts of
+``<prompt_dir>/<case>.json`` (``prompts="json"``); the union of the object masks is scored.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +20,15 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from ..data import DataError, check_samples, find_dataset, read_image, read_mask
+from ..checkpoint import read_model_config
+from ..data import DataError, Sample, check_samples, find_dataset, read_image, read_mask
 from ..inference.overlay import overlay
+from ..inference.prompted import (
+    GT_PROMPT_KINDS,
+    PromptedSegmenter,
+    prompts_from_ground_truth,
+    read_prompt_file,
+)
 from ..inference.segmenter import Segmenter
 from .metrics import METRIC_NAMES, case_metrics
 
@@ -29,8 +41,48 @@ def _summarise(rows: list[dict[str, Any]], keys: list[str]) -> dict[str, dict[st
     }
 
 
+def _load_segmenter(
+    checkpoint: str | Path | Segmenter | PromptedSegmenter, device: str, batch_size: int, prompts: str | None
+) -> tuple[Segmenter | PromptedSegmenter, str | None]:
+    """The segmenter for a model file (or the one given) and the prompt kind it will use."""
+    if isinstance(checkpoint, Segmenter | PromptedSegmenter):
+        segmenter = checkpoint
+    elif read_model_config(checkpoint).arch == "hrmedseg_sam":
+        segmenter = PromptedSegmenter.from_checkpoint(checkpoint, device)
+    else:
+        segmenter = Segmenter.from_checkpoint(checkpoint, device, batch_size)
+    if isinstance(segmenter, Segmenter):
+        if prompts is not None:
+            raise ValueError("prompts are for HRMedSegSAM models; this model segments without prompts")
+        return segmenter, None
+    prompts = prompts or "box"
+    if prompts not in (*GT_PROMPT_KINDS, "json"):
+        raise ValueError(f"prompts must be one of {(*GT_PROMPT_KINDS, 'json')}, got {prompts!r}")
+    return segmenter, prompts
+
+
+def _predictions(
+    segmenter: Segmenter | PromptedSegmenter,
+    samples: list[Sample],
+    prompts: str | None,
+    prompt_dir: Path | None,
+) -> Iterator[np.ndarray]:
+    """Each sample's predicted mask at its original size, in order."""
+    if isinstance(segmenter, Segmenter):
+        for probs in segmenter.iter_probabilities([s.image for s in samples]):
+            yield segmenter.probabilities_to_mask(probs)
+        return
+    for sample in samples:
+        truth = read_mask(sample.mask)
+        if prompts == "json":
+            objects = read_prompt_file(prompt_dir / f"{sample.stem}.json", truth.shape)
+        else:
+            objects = prompts_from_ground_truth(truth, prompts)
+        yield segmenter.segment(sample.image, objects)[0]
+
+
 def evaluate(
-    checkpoint: str | Path | Segmenter,
+    checkpoint: str | Path | Segmenter | PromptedSegmenter,
     data: str | Path,
     output: str | Path,
     split: str = "test",
@@ -38,16 +90,19 @@ def evaluate(
     device: str = "auto",
     batch_size: int = 4,
     progress: bool = True,
+    prompts: str | None = None,
+    prompt_dir: str | Path | None = None,
 ) -> dict[str, Any]:
     """Segment the ``split`` cases of ``data`` (``"all"``: every case) and score them.
 
-    ``checkpoint`` is a model file, or a ready :class:`Segmenter` (then ``device`` and
-    ``batch_size`` are its own). Returns the summary that is also written to ``summary.json``.
+    ``checkpoint`` is a model file, or a ready :class:`Segmenter` / :class:`PromptedSegmenter`
+    (then ``device`` and ``batch_size`` are its own). ``prompts`` and ``prompt_dir`` apply to
+    HRMedSegSAM models (see the module docstring). Returns the summary that is also written to
+    ``summary.json``.
     """
-    if isinstance(checkpoint, Segmenter):
-        segmenter, checkpoint = checkpoint, "(in-memory model)"
-    else:
-        segmenter = Segmenter.from_checkpoint(checkpoint, device, batch_size)
+    segmenter, prompts = _load_segmenter(checkpoint, device, batch_size, prompts)
+    if not isinstance(checkpoint, str | Path):
+        checkpoint = "(in-memory model)"
     index = find_dataset(data)
     if split == "all":
         stems = sorted(index.samples)
@@ -61,16 +116,24 @@ def evaluate(
         stems = index.split[split]
     samples = index.subset(stems)
     check_samples(samples, segmenter.num_classes)
+    if prompts == "json":
+        if prompt_dir is None:
+            raise ValueError(
+                "prompts='json' needs prompt_dir (--prompt-dir), the folder of <case>.json files"
+            )
+        prompt_dir = Path(prompt_dir)
+        missing = [s.stem for s in samples if not (prompt_dir / f"{s.stem}.json").is_file()]
+        if missing:
+            raise DataError(f"{prompt_dir}: no prompt file for {len(missing)} case(s): "
+                            + ", ".join(f"{m}.json" for m in missing[:10]))  # fmt: skip
 
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
     if overlays:
         (output / "overlays").mkdir(exist_ok=True)
     rows: list[dict[str, Any]] = []
-    probabilities = segmenter.iter_probabilities([s.image for s in samples])
-    pairs = zip(samples, probabilities, strict=True)
-    for sample, probs in tqdm(pairs, total=len(samples), disable=not progress, desc="evaluate", unit="image"):
-        pred = segmenter.probabilities_to_mask(probs)
+    pairs = zip(samples, _predictions(segmenter, samples, prompts, prompt_dir), strict=True)
+    for sample, pred in tqdm(pairs, total=len(samples), disable=not progress, desc="evaluate", unit="image"):
         truth = read_mask(sample.mask)
         spacing = index.spacing.get(sample.stem)
         for row in case_metrics(pred, truth, segmenter.num_classes, spacing):
@@ -92,6 +155,7 @@ def evaluate(
         "checkpoint": str(checkpoint),
         "data": str(data),
         "split": split,
+        "prompts": prompts or "none (automatic)",
         "cases": len(samples),
         "mean": _summarise(rows, metric_keys),
         "per_class": {str(c): _summarise([r for r in rows if r["class"] == c], metric_keys) for c in classes},
@@ -100,7 +164,8 @@ def evaluate(
     }
     (output / "summary.json").write_text(json.dumps(summary, indent=2))
     lines = [
-        f"Evaluation of `{checkpoint}` on `{data}` ({split}: {len(samples)} cases)",
+        f"Evaluation of `{checkpoint}` on `{data}` ({split}: {len(samples)} cases"
+        + (f"; prompts: {prompts})" if prompts else ")"),
         "",
         "| class | " + " | ".join(metric_keys) + " |",
         "|---|" + "---|" * len(metric_keys),

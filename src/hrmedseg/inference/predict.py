@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from ..data.io import IMAGE_SUFFIXES, DataError, read_image, write_mask
+from ..data.io import IMAGE_SUFFIXES, DataError, image_size, read_image, write_mask
 from .overlay import overlay
+from .prompted import PromptedSegmenter, read_prompt_file
 from .segmenter import Segmenter
 
 
@@ -26,6 +28,17 @@ def list_images(path: str | Path) -> list[Path]:
     return images
 
 
+def _list_unique_images(inputs: str | Path) -> list[Path]:
+    images = list_images(inputs)
+    stems = [p.stem for p in images]
+    duplicated = sorted({s for s in stems if stems.count(s) > 1})
+    if duplicated:
+        raise DataError(
+            f"{inputs}: several files share the stem(s) {duplicated}; masks would overwrite each other"
+        )
+    return images
+
+
 def predict_to_folder(
     segmenter: Segmenter,
     inputs: str | Path,
@@ -39,13 +52,7 @@ def predict_to_folder(
     ``probabilities`` adds ``<stem>_prob.npy`` (float16, K x H x W); ``overlays`` adds
     ``<stem>_overlay.png``. Returns the mask paths.
     """
-    images = list_images(inputs)
-    stems = [p.stem for p in images]
-    duplicated = sorted({s for s in stems if stems.count(s) > 1})
-    if duplicated:
-        raise DataError(
-            f"{inputs}: several files share the stem(s) {duplicated}; masks would overwrite each other"
-        )
+    images = _list_unique_images(inputs)
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
     written = []
@@ -58,6 +65,62 @@ def predict_to_folder(
         written.append(target)
         if probabilities:
             np.save(output / f"{path.stem}_prob.npy", probs.astype(np.float16))
+        if overlays:
+            Image.fromarray(overlay(read_image(path), mask)).save(output / f"{path.stem}_overlay.png")
+    return written
+
+
+def prompt_files_for(images: list[Path], prompts: str | Path) -> list[Path]:
+    """``<prompts>/<stem>.json`` per image, or the file ``prompts`` itself for a single image;
+    every image must have one."""
+    prompts = Path(prompts)
+    if prompts.is_file():
+        if len(images) != 1:
+            raise DataError(f"{prompts} is one prompt file but there are {len(images)} images; "
+                            "give a folder of <stem>.json files")  # fmt: skip
+        return [prompts]
+    if not prompts.is_dir():
+        raise DataError(f"{prompts}: no such prompt file or folder")
+    files = [prompts / f"{image.stem}.json" for image in images]
+    missing = [f.name for f in files if not f.is_file()]
+    if missing:
+        raise DataError(f"{prompts}: no prompt file for {len(missing)} image(s): {', '.join(missing[:10])}")
+    return files
+
+
+def predict_prompted_to_folder(
+    segmenter: PromptedSegmenter,
+    inputs: str | Path,
+    prompts: str | Path,
+    output: str | Path,
+    overlays: bool = False,
+    progress: bool = True,
+) -> list[Path]:
+    """Prompted prediction with HRMedSegSAM (prompt JSON format in :mod:`.prompted`).
+
+    Writes per image ``<stem>.png`` (the union of the objects, 0/255), ``<stem>_objects.png``
+    (object k labelled k + 1 in prompt order; where objects overlap, the higher predicted IoU
+    wins) and ``<stem>_scores.json`` (each object's predicted IoU); ``overlays`` adds
+    ``<stem>_overlay.png``. Returns the mask paths.
+    """
+    images = _list_unique_images(inputs)
+    prompt_files = prompt_files_for(images, prompts)
+    output = Path(output)
+    output.mkdir(parents=True, exist_ok=True)
+    written = []
+    pairs = zip(images, prompt_files, strict=True)
+    for path, prompt_file in tqdm(
+        pairs, total=len(images), disable=not progress, desc="predict", unit="image"
+    ):
+        objects = read_prompt_file(prompt_file, image_size(path))
+        mask, object_masks, scores = segmenter.segment(path, objects)
+        labels = np.zeros(mask.shape, dtype=np.int64)
+        for k in np.argsort(scores, kind="stable"):  # higher scores are painted last
+            labels[object_masks[k]] = k + 1
+        write_mask(output / f"{path.stem}.png", mask * 255)
+        write_mask(output / f"{path.stem}_objects.png", labels)
+        (output / f"{path.stem}_scores.json").write_text(json.dumps({"predicted_iou": scores.tolist()}))
+        written.append(output / f"{path.stem}.png")
         if overlays:
             Image.fromarray(overlay(read_image(path), mask)).save(output / f"{path.stem}_overlay.png")
     return written

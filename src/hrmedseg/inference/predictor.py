@@ -11,6 +11,7 @@ half-pixel shift to pixel centres, as SAM does.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,8 @@ from ..data.io import as_float_rgb, read_image
 from ..data.transforms import image_to_tensor, normalize
 from ..modeling import HRMedSegSAM
 from ..runtime import resolve_device
+
+ImageInput = np.ndarray | str | Path
 
 
 class Predictor:
@@ -50,13 +53,16 @@ class Predictor:
         self.features: torch.Tensor | None = None
         self.original_size: tuple[int, int] | None = None
 
-    @torch.no_grad()
-    def set_image(self, image: np.ndarray | str | Path) -> None:
-        """Compute the embedding of an image: a path, or an (H, W[, 3|4]) uint8 / [0, 1] float array."""
+    def _preprocess(self, image: ImageInput) -> tuple[torch.Tensor, tuple[int, int]]:
         array = read_image(image) if isinstance(image, str | Path) else as_float_rgb(image)
-        self.original_size = array.shape[:2]
         config = self.model.config
         tensor = normalize(image_to_tensor(array, self.input_size), config.pixel_mean, config.pixel_std)
+        return tensor, array.shape[:2]
+
+    @torch.no_grad()
+    def set_image(self, image: ImageInput) -> None:
+        """Compute the embedding of an image: a path, or an (H, W[, 3|4]) uint8 / [0, 1] float array."""
+        tensor, self.original_size = self._preprocess(image)
         self.features = self.model.image_encoder(tensor[None].to(self.device))
 
     def get_image_embedding(self) -> torch.Tensor:
@@ -68,10 +74,15 @@ class Predictor:
         if self.features is None:
             raise RuntimeError("call set_image(image) before predicting")
 
-    def to_input_coords(self, coords: np.ndarray) -> torch.Tensor:
-        """Original-image (x, y) pixel coordinates (..., 2) -> model-input coordinates."""
-        self._require_image()
-        (h, w), (h_in, w_in) = self.original_size, self.input_size
+    def to_input_coords(
+        self, coords: np.ndarray, original_size: tuple[int, int] | None = None
+    ) -> torch.Tensor:
+        """Original-image (x, y) pixel coordinates (..., 2) -> model-input coordinates; the
+        original size is the current image's unless given."""
+        if original_size is None:
+            self._require_image()
+            original_size = self.original_size
+        (h, w), (h_in, w_in) = original_size, self.input_size
         scale = np.array([w_in / w, h_in / h], dtype=np.float64)
         return torch.as_tensor(
             np.asarray(coords, dtype=np.float64) * scale, dtype=torch.float32, device=self.device
@@ -131,3 +142,82 @@ class Predictor:
         )
         single = box is None or np.asarray(box).ndim == 1
         return tuple(r[0] for r in results) if single else results
+
+    @torch.no_grad()
+    def predict_batch(
+        self,
+        images: Sequence[ImageInput],
+        boxes: Sequence[np.ndarray | None] | None = None,
+        point_coords: Sequence[np.ndarray | None] | None = None,
+        point_labels: Sequence[np.ndarray | None] | None = None,
+        multimask_output: bool = True,
+        return_logits: bool = False,
+        batch_size: int = 4,
+    ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """Prompted masks for several images: encoder passes in batches of ``batch_size`` images,
+        then one decoder pass over every prompt set of the batch. The current image (set_image)
+        is left as it was.
+
+        Args:
+            images: paths or arrays, each of any size.
+            boxes: per image, None or (B_i, 4) XYXY boxes in that image's pixels; each box is one
+                prompt set.
+            point_coords, point_labels: per image, None or (N_i, 2) points and (N_i,) labels,
+                shared by that image's boxes (or one prompt set of their own when it has none).
+        Returns:
+            Per image: masks (P_i, C, H_i, W_i), IoU predictions (P_i, C) and low-res logits
+            (P_i, C, H_in/4, W_in/4), with P_i = max(1, B_i) prompt sets.
+        """
+        n = len(images)
+        boxes, point_coords, point_labels = (
+            list(x) if x is not None else [None] * n for x in (boxes, point_coords, point_labels)
+        )
+        if not len(boxes) == len(point_coords) == len(point_labels) == n:
+            raise ValueError(f"give boxes / points for each of the {n} images (None where there are none)")
+        results: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        for start in range(0, n, batch_size):
+            chunk = range(start, min(start + batch_size, n))
+            prepared = [self._preprocess(images[i]) for i in chunk]
+            features = self.model.image_encoder(torch.stack([t for t, _ in prepared]).to(self.device))
+            sizes = [size for _, size in prepared]
+            owner, box_rows, point_rows, label_rows = [], [], [], []
+            for j, i in enumerate(chunk):
+                image_boxes = None if boxes[i] is None else np.asarray(boxes[i], np.float64).reshape(-1, 4)
+                sets = 1 if image_boxes is None else len(image_boxes)
+                if point_coords[i] is not None:
+                    if point_labels[i] is None or len(point_labels[i]) != len(point_coords[i]):
+                        raise ValueError(f"image {i}: point_labels must give one label per point")
+                    pts = self.to_input_coords(np.asarray(point_coords[i]).reshape(-1, 2), sizes[j])
+                    point_rows += [pts] * sets
+                    label_rows += [torch.as_tensor(np.asarray(point_labels[i]), device=self.device)] * sets
+                else:
+                    point_rows += [torch.zeros(0, 2, device=self.device)] * sets
+                    label_rows += [torch.zeros(0, dtype=torch.long, device=self.device)] * sets
+                if image_boxes is not None:
+                    box_rows.append(
+                        self.to_input_coords(image_boxes.reshape(-1, 2, 2), sizes[j]).reshape(-1, 4)
+                    )
+                elif any(b is not None for b in (boxes[k] for k in chunk)):
+                    raise ValueError("within a batch, give boxes for every image or for none")
+                owner += [j] * sets
+            points = labels = None
+            longest = max(len(p) for p in point_rows)
+            if longest:  # pad to a common count with SAM's 'not a point' label, -1
+                points = torch.stack([F.pad(p, (0, 0, 0, longest - len(p))) for p in point_rows])
+                labels = torch.stack([F.pad(lab, (0, longest - len(lab)), value=-1) for lab in label_rows])
+            box_tensor = torch.cat(box_rows) if box_rows else None
+            if points is None and box_tensor is None:
+                raise ValueError("every image needs a prompt: boxes and/or points")
+            index = torch.as_tensor(owner, device=self.device)
+            out = self.model.decode(
+                features[index], self.input_size, points, labels, box_tensor, None, multimask_output
+            )
+            for j in range(len(chunk)):
+                rows = index == j
+                low_res = out["low_res_logits"][rows]
+                logits = F.interpolate(low_res, size=sizes[j], mode="bilinear", align_corners=False)
+                masks = logits if return_logits else logits > 0
+                results.append(
+                    (masks.cpu().numpy(), out["iou_predictions"][rows].cpu().numpy(), low_res.cpu().numpy())
+                )
+        return results

@@ -1,0 +1,146 @@
+"""Prompted segmentation of whole images with HRMedSegSAM: one mask per prompted object, and the
+union of the object masks as the image's mask (the paper's protocol for box-prompted evaluation).
+
+Prompts come from the ground truth (for benchmarking: one box and/or one interior point per
+connected component) or from a JSON file per image, in the original image's pixels::
+
+    {"objects": [
+        {"box": [x0, y0, x1, y1]},
+        {"points": [[x, y], [x, y]], "labels": [1, 0]},
+        {"box": [x0, y0, x1, y1], "points": [[x, y]], "labels": [1]}
+    ]}
+
+Each object is one prompt set. Labels are 1 (foreground) or 0 (background); boxes are XYXY with
+inclusive pixel indices; (x, y) is (column, row). An object given by points alone is ambiguous,
+so it is decoded with the three multimask outputs and the one with the highest predicted IoU is
+kept (SAM's convention); an object with a box uses the single-mask output, as in training.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..data.io import DataError
+from ..data.prompts import prompts_from_mask
+from .predictor import Predictor
+
+GT_PROMPT_KINDS = ("box", "point", "box+point")
+
+
+@dataclass
+class ObjectPrompt:
+    """The prompt set of one object, in original-image pixels."""
+
+    box: np.ndarray | None = None  # (4,) XYXY
+    points: np.ndarray | None = None  # (N, 2) (x, y)
+    labels: np.ndarray | None = None  # (N,) 1 = foreground, 0 = background
+
+
+def prompts_from_ground_truth(mask: np.ndarray, kind: str = "box") -> list[ObjectPrompt]:
+    """One prompt set per connected component of ``mask > 0``: its exact box, its interior point
+    (the pixel farthest from the border), or both."""
+    if kind not in GT_PROMPT_KINDS:
+        raise ValueError(f"ground-truth prompts are one of {GT_PROMPT_KINDS}, got {kind!r}")
+    boxes, points = prompts_from_mask(mask)
+    return [
+        ObjectPrompt(
+            box=box if "box" in kind else None,
+            points=point[None] if "point" in kind else None,
+            labels=np.ones(1, dtype=np.int64) if "point" in kind else None,
+        )
+        for box, point in zip(boxes, points, strict=True)
+    ]
+
+
+def read_prompt_file(path: str | Path, image_hw: tuple[int, int]) -> list[ObjectPrompt]:
+    """The objects of a prompt JSON file (format in the module docstring), checked against the
+    image size; errors name the file and the object."""
+    path = Path(path)
+    try:
+        content = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise DataError(f"{path}: prompt file not found") from None
+    except (OSError, json.JSONDecodeError) as err:
+        raise DataError(f"{path}: unreadable prompt file ({err})") from None
+    if not isinstance(content, dict) or not isinstance(content.get("objects"), list):
+        raise DataError(f'{path}: expected {{"objects": [...]}} with one entry per object')
+    height, width = image_hw
+    objects = []
+    for i, entry in enumerate(content["objects"]):
+        where = f"{path}: object {i}"
+        if not isinstance(entry, dict) or not ({"box", "points"} & set(entry)):
+            raise DataError(f"{where}: needs a 'box' and/or 'points'")
+        unknown = sorted(set(entry) - {"box", "points", "labels"})
+        if unknown:
+            raise DataError(f"{where}: unknown field(s) {unknown}")
+        prompt = ObjectPrompt()
+        if "box" in entry:
+            box = np.asarray(entry["box"], dtype=np.float64)
+            if box.shape != (4,) or not (box[0] <= box[2] and box[1] <= box[3]):
+                raise DataError(f"{where}: box must be [x0, y0, x1, y1] with x0 <= x1 and y0 <= y1")
+            prompt.box = box
+        if "points" in entry:
+            points = np.asarray(entry["points"], dtype=np.float64).reshape(-1, 2)
+            labels = np.asarray(entry.get("labels", [1] * len(points)), dtype=np.int64)
+            if len(labels) != len(points) or not np.isin(labels, (0, 1)).all():
+                raise DataError(f"{where}: 'labels' must give 0 or 1 for each of the {len(points)} point(s)")
+            prompt.points, prompt.labels = points, labels
+        for name, coords in (("box", prompt.box), ("points", prompt.points)):
+            if coords is None:
+                continue
+            xy = coords.reshape(-1, 2)
+            if (xy < 0).any() or (xy[:, 0] > width - 1).any() or (xy[:, 1] > height - 1).any():
+                raise DataError(f"{where}: {name} outside the {width}x{height} (W x H) image")
+        objects.append(prompt)
+    return objects
+
+
+class PromptedSegmenter:
+    """Segment whole images from per-object prompts with an HRMedSegSAM :class:`Predictor`.
+
+    Example:
+        >>> seg = PromptedSegmenter.from_checkpoint("sam_run/best.safetensors")
+        >>> objects = prompts_from_ground_truth(truth, "box")
+        >>> mask, object_masks, scores = seg.segment("cells.png", objects)
+    """
+
+    num_classes = 1
+
+    def __init__(self, predictor: Predictor) -> None:
+        self.predictor = predictor
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, device: str = "auto") -> PromptedSegmenter:
+        return cls(Predictor.from_checkpoint(path, device))
+
+    def segment(
+        self, image: np.ndarray | str | Path, objects: list[ObjectPrompt]
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The image's mask (H, W) uint8 0/1 (the union), each object's mask (N, H, W) bool and
+        its predicted IoU (N,), all at the original size."""
+        self.predictor.set_image(image)
+        height, width = self.predictor.original_size
+        object_masks = np.zeros((len(objects), height, width), dtype=bool)
+        scores = np.zeros(len(objects), dtype=np.float32)
+        box_only = [i for i, o in enumerate(objects) if o.box is not None and o.points is None]
+        decoded = set(box_only)
+        if box_only:  # decoded together in one batch
+            boxes = np.stack([objects[i].box for i in box_only])
+            masks, iou, _ = self.predictor.predict(box=boxes, multimask_output=False)
+            object_masks[box_only], scores[box_only] = masks[:, 0], iou[:, 0]
+        for i, prompt in enumerate(objects):
+            if i in decoded:
+                continue
+            ambiguous = prompt.box is None
+            masks, iou, _ = self.predictor.predict(
+                prompt.points, prompt.labels, prompt.box, multimask_output=ambiguous
+            )
+            best = int(np.argmax(iou))
+            object_masks[i], scores[i] = masks[best], iou[best]
+        union = object_masks.any(0).astype(np.uint8)
+        self.predictor.reset_image()
+        return union, object_masks, scores
