@@ -66,3 +66,27 @@ def test_hrmedseg_sam_trains_with_prompts_and_loads_into_the_predictor(tmp_path)
     predictor.set_image(np.zeros((70, 50, 3), np.uint8))
     masks, scores, _ = predictor.predict(box=np.array([5, 5, 40, 60]))
     assert masks.shape == (3, 70, 50) and scores.shape == (3,)
+
+
+def test_object_windows_enlarge_each_box_and_restrict_the_loss():
+    from hrmedseg.losses import SegmentationLoss, binary_loss_per_mask, object_windows
+
+    targets = torch.zeros(3, 40, 50, dtype=torch.bool)
+    targets[0, 10:14, 20:30] = True  # 4 x 10 box
+    targets[1, 0:30, 0:50] = True  # large: the window is the whole image
+    windows = object_windows(targets, margin=1.0, min_margin=2)
+    expected = torch.zeros(40, 50)
+    expected[6:18, 10:40] = 1  # 4 rows and 10 columns of margin per side
+    torch.testing.assert_close(windows[0], expected)
+    assert windows[1].all() and windows[2].all()  # empty target: whole image
+    assert object_windows(targets, margin=0.0, min_margin=2)[0].sum() == (4 + 4) * (10 + 4)
+
+    # Outside the window, predictions do not matter.
+    loss = SegmentationLoss(1, 0.8, 0.2)
+    logits = torch.where(targets[:1], 5.0, -5.0).float().unsqueeze(1)
+    noisy = logits.clone()
+    noisy[0, 0, 30:, :] = 5.0  # false positives far from the object
+    a = binary_loss_per_mask(logits, targets[:1], loss, windows[:1])
+    b = binary_loss_per_mask(noisy, targets[:1], loss, windows[:1])
+    torch.testing.assert_close(a, b)
+    assert binary_loss_per_mask(noisy, targets[:1], loss) > a  # the whole-image loss sees them

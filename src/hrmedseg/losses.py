@@ -30,15 +30,41 @@ def focal_weighting(bce: torch.Tensor, alpha: float, gamma: float) -> torch.Tens
     return alpha * (1 - torch.exp(-bce)) ** gamma * bce
 
 
-def binary_loss_per_mask(logits: torch.Tensor, target: torch.Tensor, loss: SegmentationLoss) -> torch.Tensor:
+def object_windows(targets: torch.Tensor, margin: float, min_margin: int = 8) -> torch.Tensor:
+    """(P, H, W) float masks of each object's bounding box enlarged on every side by ``margin``
+    times the box's size (at least ``min_margin`` pixels); the whole image for an empty target."""
+    _, height, width = targets.shape
+    rows, cols = targets.any(2), targets.any(1)  # (P, H), (P, W)
+
+    def span(present: torch.Tensor, length: int) -> torch.Tensor:
+        positions = torch.arange(length, device=present.device)
+        first = torch.where(present, positions, length).amin(1)
+        last = torch.where(present, positions, -1).amax(1)
+        pad = torch.clamp((margin * (last - first + 1)).ceil().long(), min=min_margin)
+        inside = (positions >= (first - pad)[:, None]) & (positions <= (last + pad)[:, None])
+        return inside | ~present.any(1, keepdim=True)
+
+    return (span(rows, height)[:, :, None] & span(cols, width)[:, None, :]).float()
+
+
+def binary_loss_per_mask(
+    logits: torch.Tensor, target: torch.Tensor, loss: SegmentationLoss, weights: torch.Tensor | None = None
+) -> torch.Tensor:
     """The binary form of ``loss`` for each mask separately: logits (P, C, H, W) against targets
-    (P, H, W) -> (P, C). Used for prompted training, where every prompt has its own object."""
+    (P, H, W) -> (P, C). Used for prompted training, where every prompt has its own object.
+
+    ``weights`` (P, H, W) of 0/1 restricts each mask's Dice and BCE to a region (see
+    :func:`object_windows`)."""
     logits = logits.float()
     truth = target.float().unsqueeze(1).expand_as(logits)
     probs = torch.sigmoid(logits)
+    w = torch.ones_like(truth) if weights is None else weights.float().unsqueeze(1).expand_as(logits)
     dims = (2, 3)
-    dice = (2 * (probs * truth).sum(dims) + loss.smooth) / (probs.sum(dims) + truth.sum(dims) + loss.smooth)
-    bce = F.binary_cross_entropy_with_logits(logits, truth, reduction="none").mean(dims)
+    dice = (2 * (probs * truth * w).sum(dims) + loss.smooth) / (
+        (probs * w).sum(dims) + (truth * w).sum(dims) + loss.smooth
+    )
+    bce = F.binary_cross_entropy_with_logits(logits, truth, reduction="none")
+    bce = (bce * w).sum(dims) / w.sum(dims).clamp(min=1)
     focal = focal_weighting(bce, loss.focal_alpha, loss.focal_gamma)
     return loss.dice_weight * (1 - dice) + loss.focal_weight * focal
 

@@ -7,6 +7,10 @@ outputs SAM-style: only the output with the lowest loss is penalised. The IoU he
 each output actually achieved. The image embedding is computed once per image and shared by all
 of its prompt sets.
 
+Each object's loss is computed over a window around it (its box enlarged by ``loss_margin`` box
+sizes per side), so that a small object is not a few pixels of foreground in a whole image of
+background; for large objects the window is the whole image.
+
 In evaluation mode every object is prompted with its exact box, and the union of the predicted
 object masks is the image's prediction.
 """
@@ -21,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from ..data.prompts import label_objects, prompts_from_mask
-from ..losses import SegmentationLoss, binary_loss_per_mask
+from ..losses import SegmentationLoss, binary_loss_per_mask, object_windows
 from ..modeling import HRMedSegSAM
 from .objectives import Objective
 
@@ -31,6 +35,10 @@ class PromptConfig:
     box_probability: float = 0.5  # share of prompt sets given a box; the others get one point
     box_jitter: float = 0.1  # box sides move by up to this fraction of the box size
     max_objects: int = 8  # prompt sets drawn per image (a random subset of its objects)
+    # Each object's loss covers its box enlarged by this many box sizes on every side (null: the
+    # whole image). Small objects scored over a whole image are a tiny foreground among a huge
+    # background, which drives all logits negative and stalls training (seen on nuclei at 256^2).
+    loss_margin: float | None = 1.0
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> PromptConfig:
@@ -125,7 +133,9 @@ class PromptedObjective(Objective):
                     features[group.image_index], size, multimask_output=kind == "point", **prompts
                 )
             logits = out["masks"].float()
-            per_output = binary_loss_per_mask(logits, group.targets, self.loss_fn)  # (P, C)
+            margin = self.prompt_config.loss_margin
+            windows = None if margin is None else object_windows(group.targets, margin)
+            per_output = binary_loss_per_mask(logits, group.targets, self.loss_fn, windows)  # (P, C)
             best = per_output.argmin(1, keepdim=True)
             share = len(group.image_index) / total_sets
             loss = loss + share * per_output.gather(1, best).mean()
