@@ -90,3 +90,27 @@ def test_object_windows_enlarge_each_box_and_restrict_the_loss():
     b = binary_loss_per_mask(noisy, targets[:1], loss, windows[:1])
     torch.testing.assert_close(a, b)
     assert binary_loss_per_mask(noisy, targets[:1], loss) > a  # the whole-image loss sees them
+
+
+def test_mask_prompts_from_a_first_pass_train_the_mask_prompt_path(monkeypatch):
+    model = hrmedseg.create_model("hrmedseg_sam_t", img_size=32)
+    calls = []
+    original = model.decode
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs.get("mask_inputs"))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(model, "decode", spy)
+    config = PromptConfig(box_probability=1.0, mask_prompt_probability=1.0)
+    objective = PromptedObjective(model, SegmentationLoss(1), 1.0, config, None)
+    loss, _ = objective(torch.randn(2, 3, 32, 32), _two_object_masks())
+    loss.backward()
+    assert calls[0] is None and calls[1].shape == (2, 1, 8, 8)  # 2 objects: low-res logits of pass 1
+    assert not calls[1].requires_grad
+    assert model.prompt_encoder.mask_downscaling[0].weight.grad.abs().sum() > 0
+    calls.clear()
+    objective.eval()
+    with torch.no_grad():
+        objective(torch.randn(2, 3, 32, 32), _two_object_masks())
+    assert calls == [None]  # evaluation decodes once, without a mask prompt

@@ -39,6 +39,9 @@ class PromptConfig:
     # whole image). Small objects scored over a whole image are a tiny foreground among a huge
     # background, which drives all logits negative and stalls training (seen on nuclei at 256^2).
     loss_margin: float | None = 1.0
+    # Share of training batches (per prompt kind) decoded twice, SAM-style: the second pass also
+    # gets the first pass's low-res logits as a mask prompt, which trains the mask-prompt path.
+    mask_prompt_probability: float = 0.25
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> PromptConfig:
@@ -128,10 +131,15 @@ class PromptedObjective(Objective):
             else:
                 labels = torch.ones(len(group.prompts), 1, dtype=torch.long, device=images.device)
                 prompts = {"point_coords": group.prompts[:, None, :], "point_labels": labels}
+            multimask = kind == "point"
+            mask_inputs = None
+            if self.training and torch.rand(()).item() < self.prompt_config.mask_prompt_probability:
+                mask_inputs = self._previous_prediction(features[group.image_index], size, multimask, prompts)
             with self.autocast(images.device.type):
                 out = self.model.decode(
-                    features[group.image_index], size, multimask_output=kind == "point", **prompts
-                )
+                    features[group.image_index], size, multimask_output=multimask, mask_inputs=mask_inputs,
+                    **prompts,
+                )  # fmt: skip
             logits = out["masks"].float()
             margin = self.prompt_config.loss_margin
             windows = None if margin is None else object_windows(group.targets, margin)
@@ -146,3 +154,13 @@ class PromptedObjective(Objective):
             rows = group.image_index[:, None].expand_as(chosen)
             union = union.flatten(1).scatter_reduce(0, rows, chosen, "amax").view_as(union)
         return loss, union
+
+    @torch.no_grad()
+    def _previous_prediction(
+        self, features: torch.Tensor, size: tuple[int, int], multimask: bool, prompts: dict[str, torch.Tensor]
+    ) -> torch.Tensor:
+        """Low-res logits (P, 1, H/4, W/4) of a first decoding pass, its most confident output."""
+        with self.autocast(features.device.type):
+            out = self.model.decode(features, size, multimask_output=multimask, **prompts)
+        best = out["iou_predictions"].argmax(1)
+        return out["low_res_logits"][torch.arange(len(best), device=best.device), best].unsqueeze(1).float()
