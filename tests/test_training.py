@@ -134,6 +134,29 @@ def test_ddp_on_gloo_with_two_processes(tmp_path, binary_data, model, port):
     hrmedseg.load_model(output / "best.safetensors")
 
 
+@pytest.mark.slow
+def test_ddp_resume_ends_with_the_same_weights_as_an_uninterrupted_ddp_run(tmp_path, binary_data):
+    """Prompted training draws prompts from each rank's RNG, so each rank's stream must resume."""
+
+    def run(output, epochs, resume=False):
+        cmd = [
+            sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29535",
+            "-m", "hrmedseg.cli", "train", "--data", str(binary_data), "--output", str(output),
+            "--model", "hrmedseg_sam_t", "--img-size", "64", "--epochs", str(epochs), "--batch-size", "4",
+            "--num-workers", "0", "--device", "cpu", "--quiet", *(["--resume"] if resume else []),
+        ]  # fmt: skip
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        result = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+        assert result.returncode == 0, result.stderr[-3000:]
+
+    run(tmp_path / "full", 2)
+    run(tmp_path / "part", 1)
+    run(tmp_path / "part", 2, resume=True)
+    a = load_file(tmp_path / "full" / "last.safetensors")
+    b = load_file(tmp_path / "part" / "last.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_bf16_checkpointed_accumulated_training_runs(tmp_path, binary_data):
     config = TrainConfig(data=str(binary_data), output=str(tmp_path / "run"), epochs=1, **TINY)
     config.amp, config.grad_checkpointing, config.accumulate = "bf16", True, 2

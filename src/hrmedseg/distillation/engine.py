@@ -41,7 +41,7 @@ from ..training.engine import (
     train_one_epoch,
 )
 from ..training.logging import RunLogger, plot_curves
-from ..training.state import load_training_state, rng_state, save_training_state, set_rng_state
+from ..training.state import all_rng_states, load_training_state, restore_rng_state, save_training_state
 from .cache import EmbeddingCache, file_sha256
 from .data import UnlabeledImages, find_images, split_images
 from .teacher import load_teacher, resolve_teacher
@@ -291,7 +291,7 @@ def distill(
         scheduler.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
         start_epoch, best_loss = state["epoch"], state["best_loss"]
-        set_rng_state(state["rng"])
+        restore_rng_state(state["rng"], ctx.rank, ctx.world_size)
     if ctx.is_main:
         config.save(output / "config.yaml")
         (output / "split.json").write_text(json.dumps(split, indent=1))
@@ -307,9 +307,11 @@ def distill(
         )  # fmt: skip
         lr = scheduler.get_last_lr()[0]
         scheduler.step()
+        if ctx.is_main:
+            val_loss, val_cosine = validate_distillation(objective, val_loader, prepare)
+        rng_states = all_rng_states()  # every rank's, after validation (its loader draws a seed)
         if not ctx.is_main:
             continue
-        val_loss, val_cosine = validate_distillation(objective, val_loader, prepare)
         row = {
             "epoch": epoch + 1, "lr": lr, "train_loss": train_loss, "val_loss": val_loss,
             "val_cosine": val_cosine, "epoch_seconds": time.perf_counter() - started,
@@ -325,7 +327,7 @@ def distill(
             {
                 "model": student.state_dict(), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
-                "epoch": epoch + 1, "best_loss": best_loss, "rng": rng_state(),
+                "epoch": epoch + 1, "best_loss": best_loss, "rng": rng_states,
             },
         )  # fmt: skip
         if progress:

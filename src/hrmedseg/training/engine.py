@@ -38,7 +38,7 @@ from .config import TrainConfig
 from .logging import RunLogger, plot_curves
 from .objectives import AutomaticObjective
 from .prompted import PromptConfig, PromptedObjective
-from .state import load_training_state, rng_state, save_training_state, set_rng_state
+from .state import all_rng_states, load_training_state, restore_rng_state, save_training_state
 
 
 @dataclass
@@ -270,7 +270,7 @@ def train(
         scheduler.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
         start_epoch, best_dice = state["epoch"], state["best_dice"]
-        set_rng_state(state["rng"])
+        restore_rng_state(state["rng"], ctx.rank, ctx.world_size)
     if ctx.is_main:
         config.save(output / "config.yaml")
         (output / "split.json").write_text(json.dumps(split, indent=1))
@@ -287,9 +287,11 @@ def train(
         )  # fmt: skip
         lr = scheduler.get_last_lr()[0]
         scheduler.step()
+        if ctx.is_main:
+            val_loss, val_dice, val_iou = validate(objective, val_loader, device)
+        rng_states = all_rng_states()  # every rank's, after validation (its loader draws a seed)
         if not ctx.is_main:
             continue
-        val_loss, val_dice, val_iou = validate(objective, val_loader, device)
         row = {
             "epoch": epoch + 1, "lr": lr, "train_loss": train_loss, "val_loss": val_loss,
             "val_dice": val_dice, "val_iou": val_iou, "epoch_seconds": time.perf_counter() - started,
@@ -305,7 +307,7 @@ def train(
             {
                 "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
-                "epoch": epoch + 1, "best_dice": best_dice, "rng": rng_state(),
+                "epoch": epoch + 1, "best_dice": best_dice, "rng": rng_states,
             },
         )  # fmt: skip
         if progress:

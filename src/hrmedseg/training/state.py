@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.distributed as dist
 
 from ..checkpoint import atomic_write
 
@@ -41,6 +42,23 @@ def set_rng_state(state: dict[str, Any]) -> None:
     )
     version, internal, gauss = state["python"]
     random.setstate((version, tuple(internal), gauss))
+
+
+def all_rng_states() -> list[dict[str, Any]]:
+    """Every process's RNG state, in rank order (a one-element list without a process group).
+    Called on all ranks, so a resumed multi-process run continues each rank's own streams."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return [rng_state()]
+    states: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(states, rng_state())
+    return states
+
+
+def restore_rng_state(saved: dict[str, Any] | list[dict[str, Any]], rank: int, world_size: int) -> None:
+    """Restore this rank's saved RNG state. With a different number of processes than when the
+    state was saved, every rank takes rank 0's state (the run continues, not bit-identically)."""
+    states = saved if isinstance(saved, list) else [saved]
+    set_rng_state(states[rank] if len(states) == world_size else states[0])
 
 
 def save_training_state(path: str | Path, state: dict[str, Any]) -> Path:
