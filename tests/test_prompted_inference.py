@@ -100,18 +100,21 @@ def read_mask_from(rectangles):
 
 def test_segmenter_unites_object_masks_and_batches_box_only_objects():
     predictor = BoxFillingPredictor()
-    segmenter = PromptedSegmenter(predictor)
+    segmenter = PromptedSegmenter(predictor, max_boxes_per_pass=2)
     objects = [
         ObjectPrompt(box=np.array(RECTANGLES[0])),
         ObjectPrompt(points=np.array([[60.0, 50.0]]), labels=np.array([1])),
         ObjectPrompt(box=np.array(RECTANGLES[1])),
+        ObjectPrompt(box=np.array(RECTANGLES[2])),
     ]
     union, object_masks, scores = segmenter.segment(np.zeros((64, 80, 3), np.uint8), objects)
-    assert union.shape == (64, 80) and object_masks.shape == (3, 64, 80)
+    assert union.shape == (64, 80) and object_masks.shape == (4, 64, 80)
     np.testing.assert_array_equal(union, object_masks.any(0))
+    np.testing.assert_array_equal(object_masks[3], read_mask_from([RECTANGLES[2]]).astype(bool))
     assert object_masks[1].sum() == 9 and scores[1] == pytest.approx(0.9)  # best of three outputs
-    assert predictor.calls[0]["box"].shape == (2, 4) and not predictor.calls[0]["multimask"]
-    assert predictor.calls[1]["multimask"]  # a lone point is ambiguous
+    # Box-only objects in batches of at most 2, then the point object alone, multimask (ambiguous).
+    assert [c["box"].shape for c in predictor.calls[:2]] == [(2, 4), (1, 4)]
+    assert not predictor.calls[0]["multimask"] and predictor.calls[2]["multimask"]
 
 
 def test_evaluate_with_box_prompts_scores_the_union_exactly(tmp_path, rectangles_data):

@@ -110,8 +110,10 @@ class PromptedSegmenter:
 
     num_classes = 1
 
-    def __init__(self, predictor: Predictor) -> None:
+    def __init__(self, predictor: Predictor, max_boxes_per_pass: int = 32) -> None:
         self.predictor = predictor
+        # Each box's logits are interpolated to the original size: bound that memory per pass.
+        self.max_boxes_per_pass = max_boxes_per_pass
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str = "auto") -> PromptedSegmenter:
@@ -128,10 +130,12 @@ class PromptedSegmenter:
         scores = np.zeros(len(objects), dtype=np.float32)
         box_only = [i for i, o in enumerate(objects) if o.box is not None and o.points is None]
         decoded = set(box_only)
-        if box_only:  # decoded together in one batch
-            boxes = np.stack([objects[i].box for i in box_only])
-            masks, iou, _ = self.predictor.predict(box=boxes, multimask_output=False)
-            object_masks[box_only], scores[box_only] = masks[:, 0], iou[:, 0]
+        for start in range(0, len(box_only), self.max_boxes_per_pass):  # box-only objects in batches
+            chunk = box_only[start : start + self.max_boxes_per_pass]
+            masks, iou, _ = self.predictor.predict(
+                box=np.stack([objects[i].box for i in chunk]), multimask_output=False
+            )
+            object_masks[chunk], scores[chunk] = masks[:, 0], iou[:, 0]
         for i, prompt in enumerate(objects):
             if i in decoded:
                 continue
