@@ -30,18 +30,20 @@ from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
 from ..build import create_model, get_model_config
-from ..checkpoint import load_state_dict_checked, save_model
 from ..data.io import DataError
 from ..training.config import ConfigFile
 from ..training.engine import (
     Distributed,
+    Optimisation,
     amp_dtype_for,
+    finish_run,
     prepare_output,
     setup_distributed,
     train_one_epoch,
+    write_checkpoints,
 )
-from ..training.logging import RunLogger, plot_curves
-from ..training.state import all_rng_states, load_training_state, restore_rng_state, save_training_state
+from ..training.logging import RunLogger
+from ..training.state import all_rng_states
 from .cache import EmbeddingCache, file_sha256
 from .data import UnlabeledImages, find_images, split_images
 from .teacher import load_teacher, resolve_teacher
@@ -284,14 +286,10 @@ def distill(
         trained = DistributedDataParallel(objective, device_ids=[device] if device.type == "cuda" else None)
 
     start_epoch, best_loss = 0, math.inf
+    optimisation = Optimisation(student, optimizer, scheduler, scaler)
     if resume:
-        state = load_training_state(output / "last.pt")
-        load_state_dict_checked(student, state["model"], source=str(output / "last.pt"))
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
+        state = optimisation.resume(output / "last.pt", ctx)
         start_epoch, best_loss = state["epoch"], state["best_loss"]
-        restore_rng_state(state["rng"], ctx.rank, ctx.world_size)
     if ctx.is_main:
         config.save(output / "config.yaml")
         (output / "split.json").write_text(json.dumps(split, indent=1))
@@ -319,17 +317,8 @@ def distill(
         logger.log(row)
         improved = val_loss < best_loss
         best_loss = min(best_loss, val_loss)
-        save_model(model, output / "last.safetensors", encoder_only=True)
-        if improved:
-            save_model(model, output / "best.safetensors", encoder_only=True)
-        save_training_state(
-            output / "last.pt",
-            {
-                "model": student.state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
-                "epoch": epoch + 1, "best_loss": best_loss, "rng": rng_states,
-            },
-        )  # fmt: skip
+        state = optimisation.state(epoch=epoch + 1, best_loss=best_loss, rng=rng_states)
+        write_checkpoints(output, model, improved, state, encoder_only=True)
         if progress:
             print(
                 f"epoch {epoch + 1}/{config.epochs}  MSE {train_loss:.5f}  val MSE {val_loss:.5f}  "
@@ -340,13 +329,8 @@ def distill(
         if on_epoch_end is not None:
             on_epoch_end(epoch + 1, row)
 
-    if ctx.world_size > 1:
-        dist.barrier()
-        dist.destroy_process_group()
-    if not ctx.is_main:
+    if not finish_run(ctx, logger, output):
         return {}
-    logger.close()
-    plot_curves(output / "log.csv", output / "curves.png")
     return {
         "last": row,
         "best_loss": best_loss,

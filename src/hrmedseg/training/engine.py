@@ -215,6 +215,56 @@ def prepare_output(output: Path, resume: bool, overwrite: bool) -> None:
     output.mkdir(parents=True, exist_ok=True)
 
 
+@dataclass
+class Optimisation:
+    """The parts of a run that a resumable state saves besides its epoch, best score and RNG."""
+
+    module: nn.Module  # whose weights are trained
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+
+    def state(self, **extra: Any) -> dict[str, Any]:
+        return {
+            "model": self.module.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(), **extra,
+        }  # fmt: skip
+
+    def resume(self, path: Path, ctx: Distributed) -> dict[str, Any]:
+        """Load a saved state and restore this rank's RNG; returns the state (epoch, best score)."""
+        state = load_training_state(path)
+        load_state_dict_checked(self.module, state["model"], source=str(path))
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        restore_rng_state(state["rng"], ctx.rank, ctx.world_size)
+        return state
+
+
+def write_checkpoints(
+    output: Path, model: nn.Module, improved: bool, state: dict[str, Any], encoder_only: bool = False
+) -> None:
+    """``last.safetensors``, ``best.safetensors`` when ``improved``, and the resumable ``last.pt``,
+    each written atomically."""
+    save_model(model, output / "last.safetensors", encoder_only=encoder_only)
+    if improved:
+        save_model(model, output / "best.safetensors", encoder_only=encoder_only)
+    save_training_state(output / "last.pt", state)
+
+
+def finish_run(ctx: Distributed, logger: RunLogger | None, output: Path) -> bool:
+    """Leave the process group; the main process closes its logs and plots the curves.
+    Returns whether this is the main process."""
+    if ctx.world_size > 1:
+        dist.barrier()
+        dist.destroy_process_group()
+    if not ctx.is_main:
+        return False
+    logger.close()
+    plot_curves(output / "log.csv", output / "curves.png")
+    return True
+
+
 def train(
     config: TrainConfig,
     resume: bool = False,
@@ -263,14 +313,10 @@ def train(
         )  # fmt: skip
 
     start_epoch, best_dice = 0, -math.inf
+    optimisation = Optimisation(model, optimizer, scheduler, scaler)
     if resume:
-        state = load_training_state(output / "last.pt")
-        load_state_dict_checked(model, state["model"], source=str(output / "last.pt"))
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
+        state = optimisation.resume(output / "last.pt", ctx)
         start_epoch, best_dice = state["epoch"], state["best_dice"]
-        restore_rng_state(state["rng"], ctx.rank, ctx.world_size)
     if ctx.is_main:
         config.save(output / "config.yaml")
         (output / "split.json").write_text(json.dumps(split, indent=1))
@@ -299,17 +345,8 @@ def train(
         logger.log(row)  # before the state: a crash in between re-runs this epoch, whose row is then dropped
         improved = val_dice > best_dice
         best_dice = max(best_dice, val_dice)
-        save_model(model, output / "last.safetensors")
-        if improved:
-            save_model(model, output / "best.safetensors")
-        save_training_state(
-            output / "last.pt",
-            {
-                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
-                "epoch": epoch + 1, "best_dice": best_dice, "rng": rng_states,
-            },
-        )  # fmt: skip
+        state = optimisation.state(epoch=epoch + 1, best_dice=best_dice, rng=rng_states)
+        write_checkpoints(output, model, improved, state)
         if progress:
             print(
                 f"epoch {epoch + 1}/{config.epochs}  loss {row['train_loss']:.4f}  val loss {val_loss:.4f}  "
@@ -320,13 +357,8 @@ def train(
         if on_epoch_end is not None:
             on_epoch_end(epoch + 1, row)
 
-    if ctx.world_size > 1:
-        dist.barrier()
-        dist.destroy_process_group()
-    if not ctx.is_main:
+    if not finish_run(ctx, logger, output):
         return {}
-    logger.close()
-    plot_curves(output / "log.csv", output / "curves.png")
     return {
         "last": row,
         "best_dice": best_dice,
