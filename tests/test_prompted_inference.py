@@ -150,6 +150,7 @@ def test_prompt_files_are_validated_with_the_file_named(tmp_path):
         '{"objects": [{"box": [10, 0, 5, 10]}]}': "x0 <= x1",
         '{"objects": [{"points": [[1, 1], [2, 2]], "labels": [1]}]}': "'labels' must give 0 or 1",
         '{"objects": [{"colour": "red"}]}': "needs a 'box' and/or 'points'",
+        '{"objects": [{"box": [1, 1, 5, 5], "labels": [1]}]}': "'labels' without 'points'",
         "not json": "unreadable prompt file",
     }
     for text, message in cases.items():

@@ -77,6 +77,8 @@ def read_prompt_file(path: str | Path, image_hw: tuple[int, int]) -> list[Object
         unknown = sorted(set(entry) - {"box", "points", "labels"})
         if unknown:
             raise DataError(f"{where}: unknown field(s) {unknown}")
+        if "labels" in entry and "points" not in entry:
+            raise DataError(f"{where}: 'labels' without 'points'")
         prompt = ObjectPrompt()
         if "box" in entry:
             box = np.asarray(entry["box"], dtype=np.float64)
