@@ -104,6 +104,13 @@ def test_image_folder_is_searched_recursively_and_split_with_a_seed(image_folder
     assert split != split_images(files, seed=4, val_fraction=0.2)
 
 
+def test_a_segmentation_dataset_folder_gives_its_images_not_its_masks(tmp_path):
+    for folder in ("images", "masks"):
+        (tmp_path / folder).mkdir()
+        Image.new("L", (16, 16)).save(tmp_path / folder / "case.png")
+    assert find_images(tmp_path) == ["images/case.png"]
+
+
 def test_unreadable_images_are_named(tmp_path):
     (tmp_path / "a").mkdir()
     Image.new("RGB", (16, 16)).save(tmp_path / "a" / "good.png")

@@ -24,15 +24,22 @@ from .cache import EmbeddingCache
 def find_images(root: str | Path) -> list[str]:
     """Paths (relative to ``root``, POSIX style, sorted) of every image below ``root``.
 
-    Hidden files and folders (names starting with '.') are skipped. Each header is read, so an
-    unreadable file is reported now, by name, rather than in the middle of an epoch.
+    Hidden files and folders (names starting with '.') are skipped. In a segmentation dataset
+    folder (``images/`` + ``masks/``, or ``image_1024/`` + ``mask_1024/``) only the images are
+    taken, never the masks. Each header is read, so an unreadable file is reported now, by name,
+    rather than in the middle of an epoch.
     """
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"{root}: no such folder")
+    search = root
+    for images, masks in (("images", "masks"), ("image_1024", "mask_1024")):
+        if (root / images).is_dir() and (root / masks).is_dir():
+            search = root / images
+            break
     found = sorted(
         p.relative_to(root).as_posix()
-        for p in root.rglob("*")
+        for p in search.rglob("*")
         if p.is_file()
         and p.suffix.lower() in IMAGE_SUFFIXES
         and not any(part.startswith(".") for part in p.relative_to(root).parts)
