@@ -10,6 +10,7 @@ from .checkpoint import (
 )
 from .complexity import count_flops, count_parameters
 from .inference.predictor import Predictor
+from .inference.prompted import PromptedSegmenter
 from .inference.segmenter import Segmenter
 from .modeling import HRMedSeg, HRMedSegSAM
 
@@ -21,6 +22,7 @@ __all__ = [
     "HRMedSegSAM",
     "ModelConfig",
     "Predictor",
+    "PromptedSegmenter",
     "Segmenter",
     "build_model",
     "count_flops",
