@@ -310,3 +310,14 @@ def test_distill_ddp_on_gloo_with_two_processes_shares_the_cache(tmp_path, image
     assert len((tmp_path / "run" / "log.csv").read_text().splitlines()) == 3
     model = hrmedseg.create_model("hrmedseg_t", img_size=64)
     hrmedseg.load_encoder_weights(model, tmp_path / "run" / "best.safetensors")
+
+
+def test_bf16_checkpointed_distillation_with_a_cache_runs(tmp_path, image_folder, sam_checkpoint):
+    config = make_config(image_folder, sam_checkpoint, tmp_path / "run", epochs=1, amp="bf16",
+                         grad_checkpointing=True, accumulate=2, cache=str(tmp_path / "cache"))  # fmt: skip
+    result = distill(config, progress=False)
+    assert np.isfinite(result["last"]["train_loss"]) and np.isfinite(result["last"]["val_loss"])
+    manifest = json.loads((tmp_path / "cache" / "manifest.json").read_text())
+    assert manifest["header"]["amp"] == "bf16"  # bf16 teacher embeddings are not mixed with fp32 ones
+    with pytest.raises(ValueError, match="amp fp16 needs a CUDA device"):
+        distill(make_config(image_folder, sam_checkpoint, tmp_path / "fp16", amp="fp16"), progress=False)
