@@ -175,3 +175,27 @@ def test_empty_split_is_an_error_before_training(tmp_path, binary_data):
         train(TrainConfig(data=str(data), output=str(tmp_path / "run"), epochs=1, **TINY), progress=False)
     with pytest.raises(ValueError, match="amp fp16 needs a CUDA device"):
         train(TrainConfig(data=str(binary_data), output=str(tmp_path / "r"), epochs=1, amp="fp16", **TINY))
+
+
+def test_tensorboard_mirrors_the_log_and_a_resume_replaces_the_crashed_epochs(tmp_path):
+    event_accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
+    from hrmedseg.training.logging import RunLogger, read_log
+
+    def row(epoch, dice):
+        return {"epoch": epoch, "lr": 1e-3, "train_loss": 1.0, "val_loss": 1.0, "val_dice": dice,
+                "val_iou": dice / 2, "epoch_seconds": 1.0}  # fmt: skip
+
+    crashed = RunLogger(tmp_path)
+    for epoch in (1, 2, 3):  # epochs 2 and 3 were logged, but only epoch 1's state was saved
+        crashed.log(row(epoch, 0.1 * epoch))
+    crashed.close()
+    resumed = RunLogger(tmp_path, completed_epochs=1)
+    for epoch in (2, 3):
+        resumed.log(row(epoch, 0.5 + 0.1 * epoch))
+    resumed.close()
+
+    events = event_accumulator.EventAccumulator(str(tmp_path / "tensorboard"))
+    events.Reload()
+    dice = [(e.step, round(e.value, 6)) for e in events.Scalars("val_dice")]
+    assert dice == [(1, 0.1), (2, 0.7), (3, 0.8)]
+    assert [(r["epoch"], round(r["val_dice"], 6)) for r in read_log(tmp_path / "log.csv")] == dice

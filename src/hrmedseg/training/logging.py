@@ -11,10 +11,11 @@ COLUMNS = ("epoch", "lr", "train_loss", "val_loss", "val_dice", "val_iou", "epoc
 
 class RunLogger:
     """Appends epoch rows to ``log.csv`` and mirrors them to TensorBoard under ``tensorboard/``
-    if the ``tensorboard`` package is available.
+    if the ``tensorboard`` package is available (``pip install hrmedseg[tensorboard]``).
 
     A resumed run keeps the rows up to ``completed_epochs`` (the epochs its saved state covers)
-    and drops any later row that a crash left behind, so every epoch appears exactly once.
+    and drops any later row that a crash left behind, so every epoch appears exactly once, in
+    the CSV and in TensorBoard.
     """
 
     def __init__(self, output: Path, completed_epochs: int = 0, columns: Sequence[str] = COLUMNS) -> None:
@@ -32,7 +33,9 @@ class RunLogger:
         except ImportError:  # optional dependency
             self.tensorboard = None
         else:
-            self.tensorboard = SummaryWriter(str(output / "tensorboard"))
+            # purge_step hides the events a crashed run wrote after its last saved epoch
+            purge = completed_epochs + 1 if completed_epochs else None
+            self.tensorboard = SummaryWriter(str(output / "tensorboard"), purge_step=purge)
 
     def log(self, row: dict[str, float]) -> None:
         with self.path.open("a", newline="") as f:
