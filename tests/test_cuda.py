@@ -10,6 +10,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from helpers import run_until_crash
 
 import hrmedseg
 from hrmedseg.data.synthetic import make_synthetic_dataset
@@ -47,19 +48,7 @@ def test_fp16_resume_ends_like_an_uninterrupted_run(tmp_path, data):
     base = {"data": str(data), "epochs": 2, "amp": "fp16", **TINY}
     train(TrainConfig(output=str(tmp_path / "straight"), **base), progress=False)
 
-    class Crash(Exception):
-        pass
-
-    def crash_after_first_epoch(epoch, row):
-        if epoch == 1:
-            raise Crash
-
-    with pytest.raises(Crash):
-        train(
-            TrainConfig(output=str(tmp_path / "resumed"), **base),
-            progress=False,
-            on_epoch_end=crash_after_first_epoch,
-        )
+    run_until_crash(train, TrainConfig(output=str(tmp_path / "resumed"), **base), progress=False)
     train(TrainConfig(output=str(tmp_path / "resumed"), **base), resume=True, progress=False)
 
     straight, resumed = (

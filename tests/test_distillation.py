@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from helpers import run_until_crash
 from PIL import Image
 from safetensors.torch import load_file
 
@@ -230,16 +231,8 @@ def test_resume_ends_with_the_same_encoder_as_an_uninterrupted_run(tmp_path, ima
     full = make_config(image_folder, sam_checkpoint, tmp_path / "full", epochs=3)
     distill(full, progress=False)
 
-    class Crash(Exception):
-        pass
-
-    def crash_after_first(epoch, row):
-        if epoch == 1:
-            raise Crash
-
     part = make_config(image_folder, sam_checkpoint, tmp_path / "part", epochs=3)
-    with pytest.raises(Crash):
-        distill(part, progress=False, on_epoch_end=crash_after_first)
+    run_until_crash(distill, part, progress=False)
     distill(part, resume=True, progress=False)
     a = load_file(tmp_path / "full" / "last.safetensors")
     b = load_file(tmp_path / "part" / "last.safetensors")

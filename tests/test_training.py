@@ -6,6 +6,7 @@ import sys
 
 import pytest
 import torch
+from helpers import run_until_crash
 from safetensors.torch import load_file
 
 import hrmedseg
@@ -60,19 +61,7 @@ def test_resume_after_a_crash_ends_with_identical_weights(tmp_path, binary_data)
     base = {"data": str(binary_data), "epochs": 3, **TINY}
     train(TrainConfig(output=str(tmp_path / "straight"), **base), progress=False)
 
-    class Crash(Exception):
-        pass
-
-    def crash_after_first_epoch(epoch, row):
-        if epoch == 1:
-            raise Crash
-
-    with pytest.raises(Crash):
-        train(
-            TrainConfig(output=str(tmp_path / "resumed"), **base),
-            progress=False,
-            on_epoch_end=crash_after_first_epoch,
-        )
+    run_until_crash(train, TrainConfig(output=str(tmp_path / "resumed"), **base), progress=False)
     train(TrainConfig(output=str(tmp_path / "resumed"), **base), resume=True, progress=False)
 
     straight = load_file(str(tmp_path / "straight" / "last.safetensors"))
