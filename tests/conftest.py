@@ -1,5 +1,6 @@
 import pytest
 import torch
+from helpers import zero_init_unfrozen
 
 
 @pytest.fixture(autouse=True)
@@ -11,10 +12,4 @@ def _seed() -> None:
 def unfreeze_zero_init():
     """MBConv's last BatchNorm starts at weight 0, which blocks gradients into that block at
     initialisation by design; give it weight 1 where a test needs gradients everywhere."""
-
-    def unfreeze(model: torch.nn.Module) -> None:
-        for name, module in model.named_modules():
-            if name.endswith("project.bn"):
-                torch.nn.init.ones_(module.weight)
-
-    return unfreeze
+    return zero_init_unfrozen

@@ -1,17 +1,20 @@
-"""The linear attention and its pieces, checked against direct evaluations of the formulas."""
+"""The attention-like ops of the model (linear attention, RoPE, the decoder's softmax attention and
+multiscale pooling), values and gradients, checked against direct evaluations of the formulas."""
 
 import math
 
 import pytest
 import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from hrmedseg.modeling.ecm_decoder import ECMDecoder
 from hrmedseg.modeling.linear_attention import (
     GatedLinearAttention,
     apply_rope,
     linear_attention,
     rope_2d_tables,
 )
-from hrmedseg.modeling.transformer import MultiScalePooling
+from hrmedseg.modeling.transformer import Attention, MultiScalePooling
 
 
 def rope_by_complex_numbers(x: torch.Tensor, grid: tuple[int, int], base: float = 10000.0) -> torch.Tensor:
@@ -123,3 +126,149 @@ def test_multiscale_pooling_is_spatial_not_over_flattened_tokens():
     assert torch.all(out[:, 4] > 0) and torch.all(out[:, 5] > 0)
     torch.testing.assert_close(out[:, 6], torch.zeros(8))
     assert math.isclose(out[:, 0].abs().sum().item(), 0.0, abs_tol=1e-7)
+
+
+# --- Gradients of every attention-like op, on every device present, against explicit formulas ----
+
+DEVICES = [
+    "cpu",
+    pytest.param(
+        "cuda",
+        marks=[pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")],
+    ),
+]
+
+
+def gradients_on(device: str, fn, *inputs: torch.Tensor, dtype=torch.float32):
+    """(output, input gradients) of ``fn`` on ``device`` in ``dtype`` for a fixed random cotangent,
+    returned as float64 on the CPU."""
+    leaves = [x.detach().to(device, dtype).requires_grad_() for x in inputs]
+    out = fn(*leaves)
+    cotangent = torch.randn(out.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    out.backward(cotangent.to(device, dtype))
+    return out.detach().double().cpu(), [x.grad.double().cpu() for x in leaves]
+
+
+def assert_matches_oracle(device, fn, oracle, *inputs, rtol=1e-4, atol=1e-6):
+    out, grads = gradients_on(device, fn, *inputs)
+    ref_out, ref_grads = gradients_on("cpu", oracle, *inputs, dtype=torch.float64)
+    torch.testing.assert_close(out, ref_out, rtol=rtol, atol=atol)
+    for i, (grad, ref) in enumerate(zip(grads, ref_grads, strict=True)):
+        torch.testing.assert_close(grad, ref, rtol=rtol, atol=atol, msg=lambda m, i=i: f"input {i}: {m}")
+
+
+def windowed_mean(fmap: torch.Tensor, size: int) -> torch.Tensor:
+    """Mean over the size x size window around each cell, clipped to the grid, cell by cell."""
+    h, w = fmap.shape[-2:]
+    r = size // 2
+    rows = [
+        torch.stack(
+            [
+                fmap[..., max(0, i - r) : i + r + 1, max(0, j - r) : j + r + 1].mean((-2, -1))
+                for j in range(w)
+            ],
+            -1,
+        )
+        for i in range(h)
+    ]
+    return torch.stack(rows, -2)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("layout", ["tokens", "channels_first"])
+def test_multiscale_pooling_gradients_match_window_means(device, layout):
+    # "tokens": (B, N, D) contiguous, as the decoder passes them: their (B, D, h, w) view has
+    # channels-last strides, the layout whose CUDA backward was wrong (pytorch issue 188344).
+    grid, sizes = (9, 14), (5, 9, 13)
+    pool = MultiScalePooling(sizes)
+    x = torch.randn(2, 126, 6, dtype=torch.float64)
+
+    def ours(tokens):
+        if layout == "channels_first":  # the same values, stored (B, D, N)
+            tokens = tokens.transpose(1, 2).contiguous().transpose(1, 2)
+        return pool(tokens, grid)
+
+    def oracle(tokens):
+        fmap = tokens.transpose(1, 2).reshape(2, 6, *grid)
+        pooled = sum(windowed_mean(fmap, s) for s in sizes) - (len(sizes) - 1) * fmap
+        return pooled.flatten(2).transpose(1, 2)
+
+    assert_matches_oracle(device, ours, oracle, x)
+
+
+def softmax_attention_by_heads(q, k, v, heads):
+    """softmax(q k^T / sqrt(d)) v head by head, with einsum."""
+    d = q.shape[-1] // heads
+    outs = []
+    for h in range(heads):
+        cols = slice(h * d, (h + 1) * d)
+        scores = torch.einsum("bqd,bkd->bqk", q[..., cols], k[..., cols]) / math.sqrt(d)
+        outs.append(torch.einsum("bqk,bkd->bqd", scores.softmax(-1), v[..., cols]))
+    return torch.cat(outs, -1)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("queries,keys", [(5, 96), (96, 5), (5, 5)])  # token->image, image->token, self
+def test_decoder_attention_gradients_match_explicit_softmax(device, queries, keys):
+    torch.manual_seed(0)
+    attn = Attention(32, 4, downsample_rate=2)  # head width 4, like the decoder's 16 at a smaller scale
+    q, k, v = torch.randn(2, queries, 32), torch.randn(2, keys, 32), torch.randn(2, keys, 32)
+
+    def ours(q, k, v):
+        return attn.to(q.device, q.dtype)(q, k, v)
+
+    def oracle(q, k, v):
+        a = attn.to(torch.float64)
+        proj = softmax_attention_by_heads(a.q_proj(q), a.k_proj(k), a.v_proj(v), 4)
+        return a.out_proj(proj)
+
+    assert_matches_oracle(device, ours, oracle, q, k, v)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("grad_enabled_path", [True, False])
+def test_linear_attention_gradients_match_quadratic_evaluation(device, grad_enabled_path):
+    # GatedLinearAttention recomputes the kernel in backward (torch.utils.checkpoint); the plain
+    # function is what runs without it.
+    grid, channels, heads = (4, 6), 16, 2
+    cos, sin = rope_2d_tables(grid, channels)
+    q, k, v = (torch.randn(2, 24, channels) for _ in range(3))
+
+    def ours(q, k, v):
+        tables = (cos.to(q.device), sin.to(q.device))
+        if grad_enabled_path:
+            return torch.utils.checkpoint.checkpoint(
+                linear_attention, q, k, v, *tables, heads, use_reentrant=False
+            )
+        return linear_attention(q, k, v, *tables, num_heads=heads)
+
+    assert_matches_oracle(device, ours, lambda q, k, v: quadratic_attention(q, k, v, grid, heads), q, k, v)
+
+
+SDPA_BACKENDS = [
+    SDPBackend.MATH, SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.CUDNN_ATTENTION
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_decoder_gradients_do_not_depend_on_the_sdpa_backend(device):
+    # Each backend alone must give the decoder the same gradients: it computes its attention
+    # itself, so whichever kernel a device would pick for F.scaled_dot_product_attention is moot.
+    torch.manual_seed(0)
+    decoder = ECMDecoder(num_mask_tokens=2, transformer_dim=64, num_heads=4, mlp_dim=64).to(device)
+    embedding = torch.randn(2, 64, 8, 8, device=device)
+    pe = torch.randn(1, 64, 8, 8, device=device)
+
+    def grads() -> list[torch.Tensor]:
+        decoder.zero_grad()
+        masks, iou = decoder(embedding, pe)
+        (masks.square().mean() + iou.sum()).backward()
+        return [p.grad.clone() for p in decoder.parameters()]
+
+    reference = grads()
+    for backend in SDPA_BACKENDS:
+        with sdpa_kernel(backend):
+            for grad, ref in zip(grads(), reference, strict=True):
+                torch.testing.assert_close(
+                    grad, ref, rtol=1e-5, atol=1e-7, msg=lambda m, b=backend: f"{b}: {m}"
+                )

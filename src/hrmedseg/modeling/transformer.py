@@ -18,7 +18,15 @@ from torch.utils.checkpoint import checkpoint
 
 
 class Attention(nn.Module):
-    """Multi-head softmax attention with an optional reduced internal width (dim / downsample_rate)."""
+    """Multi-head softmax attention with an optional reduced internal width (dim / downsample_rate).
+
+    Written out as ``softmax(q k^T / sqrt(d)) v`` rather than ``F.scaled_dot_product_attention``,
+    as SAM does: the decoder attends between a handful of tokens and the image, so the score
+    matrix is tiny (B x heads x T x N) and a fused kernel saves nothing, while which kernel SDPA
+    picks depends on the device, dtype and shapes, and the fp32 memory-efficient backward has
+    public reports of wrong and NaN gradients (pytorch issues 103462, 119320, 125674). One formula
+    gives the same gradients on every device.
+    """
 
     def __init__(self, embedding_dim: int, num_heads: int, downsample_rate: int = 1) -> None:
         super().__init__()
@@ -26,6 +34,7 @@ class Attention(nn.Module):
         if internal_dim % num_heads:
             raise ValueError(f"internal width {internal_dim} is not divisible by {num_heads} heads")
         self.num_heads = num_heads
+        self.scale = (internal_dim // num_heads) ** -0.5
         self.q_proj = nn.Linear(embedding_dim, internal_dim)
         self.k_proj = nn.Linear(embedding_dim, internal_dim)
         self.v_proj = nn.Linear(embedding_dim, internal_dim)
@@ -36,7 +45,8 @@ class Attention(nn.Module):
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         q, k, v = self._split(self.q_proj(q)), self._split(self.k_proj(k)), self._split(self.v_proj(v))
-        out = F.scaled_dot_product_attention(q, k, v)
+        weights = torch.softmax((q * self.scale) @ k.transpose(-2, -1), dim=-1)  # (B, heads, Tq, Tk)
+        out = weights.to(v.dtype) @ v
         return self.out_proj(out.transpose(1, 2).flatten(2))
 
 
@@ -50,7 +60,11 @@ class MultiScalePooling(nn.Module):
         self.pool_sizes = tuple(pool_sizes)
 
     def forward(self, tokens: torch.Tensor, grid_size: tuple[int, int]) -> torch.Tensor:
-        fmap = tokens.transpose(1, 2).unflatten(-1, grid_size)  # (B, D, h, w)
+        # The transposed view of (B, N, D) tokens has channels-last strides, and on CUDA
+        # avg_pool2d's channels-last backward drops the padding offset (pytorch issue 188344):
+        # the forward is right, the gradient silently wrong, and GPU training collapsed. An NCHW
+        # copy (small: 1/16 resolution) always takes the correct kernel.
+        fmap = tokens.transpose(1, 2).unflatten(-1, grid_size).contiguous()  # (B, D, h, w), NCHW
         pooled = sum(
             F.avg_pool2d(fmap, s, stride=1, padding=s // 2, count_include_pad=False) for s in self.pool_sizes
         )

@@ -1,0 +1,81 @@
+"""The backward pass against an fp64 evaluation of the same model on the same batch.
+
+A wrong backward kernel leaves the loss untouched and corrupts only the gradients (how CUDA
+training collapsed: docs/model.md, "Gradient correctness"), so the gradients themselves are
+compared, for every parameter. fp32 rounding gives relative errors around 1e-6 here.
+"""
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+from helpers import (
+    PROMPTS,
+    GradientComparison,
+    gradient_batch,
+    gradient_model,
+    model_loss,
+    parameter_gradients,
+)
+
+from hrmedseg.modeling import transformer
+
+SIZE = 256  # a 16 x 16 token grid: every pooling window (up to 13 x 13) meets the border
+
+
+def fp32_vs_fp64(model: torch.nn.Module, batch: dict[str, torch.Tensor], prompts: str = "boxes"):
+    grads = {}
+    for dtype in (torch.float32, torch.float64):
+        copy_ = copy.deepcopy(model).to(dtype).train()
+        grads[dtype] = parameter_gradients(copy_, model_loss(copy_, batch, prompts))
+    return GradientComparison.of(grads[torch.float32], grads[torch.float64])
+
+
+@pytest.mark.parametrize("num_classes,checkpointed", [(1, False), (3, False), (1, True)])
+def test_hrmedseg_gradients_match_fp64(num_classes, checkpointed):
+    model = gradient_model("hrmedseg_b", SIZE, num_classes=num_classes)
+    model.set_grad_checkpointing(checkpointed)
+    fp32_vs_fp64(model, gradient_batch(2, SIZE)).assert_agree()
+
+
+@pytest.mark.parametrize("prompts", PROMPTS)
+def test_hrmedseg_sam_gradients_match_fp64(prompts):
+    model = gradient_model("hrmedseg_sam_b", SIZE)
+    comparison = fp32_vs_fp64(model, gradient_batch(2, SIZE), prompts)
+    comparison.assert_agree()
+    if "mask" in prompts:
+        assert "prompt_encoder.mask_downscaling.0.weight" in comparison.errors
+
+
+def test_the_comparison_catches_a_wrong_backward(monkeypatch):
+    # A pooling whose backward maps each cell to the windows of a cell ``padding`` away, as CUDA's
+    # channels-last avg_pool2d did: the loss is unchanged and the check must fail.
+    avg_pool2d = F.avg_pool2d
+
+    class ShiftedGradientPool(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x, kernel, padding):
+            ctx.save_for_backward(x)
+            ctx.kernel, ctx.padding = kernel, padding
+            return avg_pool2d(x, kernel, 1, padding, count_include_pad=False)
+
+        @staticmethod
+        def backward(ctx, grad):
+            (x,) = ctx.saved_tensors
+            k, p = ctx.kernel, ctx.padding
+            exact = torch.ops.aten.avg_pool2d_backward(grad, x, [k, k], [1, 1], [p, p], False, False, None)
+            return exact.roll((p, p), (-2, -1)), None, None
+
+    def faulty_pool(x, kernel, stride, padding, count_include_pad):
+        return ShiftedGradientPool.apply(x, kernel, padding)
+
+    model = gradient_model("hrmedseg_b", SIZE)
+    batch = gradient_batch(2, SIZE)
+    reference_loss = model_loss(model, batch)
+    reference = parameter_gradients(model, reference_loss)
+    monkeypatch.setattr(transformer.F, "avg_pool2d", faulty_pool)
+    faulty_loss = model_loss(model, batch)
+    assert faulty_loss.item() == reference_loss.item()
+    with pytest.raises(AssertionError, match="gradients disagree|median"):
+        GradientComparison.of(parameter_gradients(model, faulty_loss), reference).assert_agree()
