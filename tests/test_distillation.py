@@ -22,6 +22,7 @@ from hrmedseg.distillation import CacheMismatchError, DistillConfig, EmbeddingCa
 from hrmedseg.distillation.data import find_images, split_images
 from hrmedseg.distillation.engine import DistillationObjective
 from hrmedseg.distillation.teacher import TeacherSpec, build_teacher, load_teacher, resize_position_tables
+from hrmedseg.training.guards import TrainingDivergedError
 
 TINY_TEACHER = {"embed_dim": 32, "depth": 2, "num_heads": 2, "global_attn_indexes": [1], "window_size": 4}
 NATIVE_SIZE = 128  # the size the tiny teacher "was trained" at; runs use 64, so tables are resized
@@ -266,12 +267,12 @@ def test_cli_distill_with_a_config_file(tmp_path, image_folder, sam_checkpoint, 
     args = ["distill", "--config", str(config_file), "--data", str(image_folder), "--teacher-checkpoint",
             str(sam_checkpoint), "--student", "hrmedseg_t", "--img-size", "64", "--epochs", "1",
             "--batch-size", "4", "--output", str(tmp_path / "run"), "--cache", str(tmp_path / "cache"),
-            "--device", "cpu", "--quiet"]  # fmt: skip
+            "--device", "cpu", "--clip-grad", "0.5", "--quiet"]  # fmt: skip
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "--init-encoder" in out and str(tmp_path / "run" / "best.safetensors") in out
     saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
-    assert saved["teacher"] == TINY_TEACHER and saved["img_size"] == 64
+    assert saved["teacher"] == TINY_TEACHER and saved["img_size"] == 64 and saved["clip_grad"] == 0.5
     assert main(["distill", "--resume", "--output", str(tmp_path / "run"), "--epochs", "2", "--quiet"]) == 0
     assert len((tmp_path / "run" / "log.csv").read_text().splitlines()) == 3
 
@@ -314,3 +315,25 @@ def test_bf16_checkpointed_distillation_with_a_cache_runs(tmp_path, image_folder
     assert manifest["header"]["amp"] == "bf16"  # bf16 teacher embeddings are not mixed with fp32 ones
     with pytest.raises(ValueError, match="amp fp16 needs a CUDA device"):
         distill(make_config(image_folder, sam_checkpoint, tmp_path / "fp16", amp="fp16"), progress=False)
+
+
+def test_a_diverged_distillation_stops_and_says_how_to_resume(
+    tmp_path, image_folder, sam_checkpoint, monkeypatch
+):
+    mse = engine.F.mse_loss
+    poisoned = {"on": False}
+
+    def mse_nan_once_poisoned(predicted, target):  # training steps only: validation runs without grad
+        loss = mse(predicted, target)
+        return loss * float("nan") if poisoned["on"] and torch.is_grad_enabled() else loss
+
+    def poison_after_epoch_1(epoch, row):
+        poisoned["on"] = True
+
+    config = make_config(image_folder, sam_checkpoint, tmp_path / "run", epochs=3, clip_grad=0.5)
+    monkeypatch.setattr(engine.F, "mse_loss", mse_nan_once_poisoned)
+    with pytest.raises(TrainingDivergedError, match="loss became nan at epoch 2, step 1 of") as caught:
+        distill(config, progress=False, on_epoch_end=poison_after_epoch_1)
+    assert f"hrmedseg distill --resume --output {tmp_path / 'run'} --clip-grad" in str(caught.value)
+    assert torch.load(tmp_path / "run" / "last.pt", weights_only=True)["epoch"] == 1
+    assert yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["clip_grad"] == 0.5

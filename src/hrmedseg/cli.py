@@ -10,6 +10,7 @@ from pathlib import Path
 from .build import create_model, list_models
 from .complexity import SAM_VIT_H_PARAMS, count_flops, count_parameters
 from .data.io import DataError
+from .training.guards import TrainingDivergedError
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
@@ -35,7 +36,7 @@ def _train_config(args: argparse.Namespace):
         "data": args.data, "output": args.output, "model": args.model, "img_size": args.img_size,
         "epochs": args.epochs, "batch_size": args.batch_size, "num_classes": args.num_classes, "lr": args.lr,
         "amp": args.amp, "accumulate": args.accumulate, "seed": args.seed, "num_workers": args.num_workers,
-        "device": args.device, "init_encoder": args.init_encoder,
+        "device": args.device, "init_encoder": args.init_encoder, "clip_grad": args.clip_grad,
         "grad_checkpointing": True if args.grad_checkpointing else None,
     }  # fmt: skip
     config = load_config(config_file, **overrides)
@@ -77,7 +78,8 @@ def _cmd_distill(args: argparse.Namespace) -> int:
         "teacher_checkpoint": args.teacher_checkpoint, "student": args.student, "img_size": args.img_size,
         "epochs": args.epochs, "batch_size": args.batch_size, "cache": args.cache, "lr": args.lr,
         "amp": args.amp, "accumulate": args.accumulate, "seed": args.seed, "num_workers": args.num_workers,
-        "device": args.device, "grad_checkpointing": True if args.grad_checkpointing else None,
+        "device": args.device, "clip_grad": args.clip_grad,
+        "grad_checkpointing": True if args.grad_checkpointing else None,
     }  # fmt: skip
     config = load_config(_resume_config_file(args), DistillConfig, **overrides)
     for name in ("data", "output", "teacher_checkpoint"):
@@ -137,6 +139,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+CLIP_GRAD_HELP = "clip the gradients' total norm to NORM, e.g. 1.0 (default: no clipping)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="hrmedseg",
@@ -167,6 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--amp", choices=["none", "bf16", "fp16"], help="mixed precision (fp16: CUDA only)")
     train.add_argument("--grad-checkpointing", action="store_true", help="recompute activations: less memory")
     train.add_argument("--accumulate", type=int, help="gradient accumulation steps")
+    train.add_argument("--clip-grad", type=float, metavar="NORM", help=CLIP_GRAD_HELP)
     train.add_argument("--seed", type=int)
     train.add_argument("--num-workers", type=int, help="data-loading processes")
     train.add_argument("--device", help="auto, cpu, cuda or cuda:N")
@@ -207,6 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--grad-checkpointing", action="store_true", help="recompute activations: less memory"
     )
     distill.add_argument("--accumulate", type=int, help="gradient accumulation steps")
+    distill.add_argument("--clip-grad", type=float, metavar="NORM", help=CLIP_GRAD_HELP)
     distill.add_argument("--seed", type=int)
     distill.add_argument("--num-workers", type=int, help="data-loading processes")
     distill.add_argument("--device", help="auto, cpu, cuda or cuda:N")
@@ -261,7 +268,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (DataError, ValueError, FileNotFoundError, ImportError) as err:
+    except (DataError, ValueError, FileNotFoundError, ImportError, TrainingDivergedError) as err:
         print(f"hrmedseg {args.command}: error: {err}", file=sys.stderr)
         return 2
 

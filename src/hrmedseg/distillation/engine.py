@@ -31,7 +31,7 @@ from tqdm import tqdm
 
 from ..build import create_model, get_model_config
 from ..data.io import DataError
-from ..training.config import ConfigFile
+from ..training.config import ConfigFile, check_clip_grad
 from ..training.engine import (
     Distributed,
     Optimisation,
@@ -42,6 +42,7 @@ from ..training.engine import (
     train_one_epoch,
     write_checkpoints,
 )
+from ..training.guards import check_finite_state, divergence_advice
 from ..training.logging import RunLogger
 from ..training.state import all_rng_states
 from .cache import EmbeddingCache, file_sha256
@@ -74,6 +75,7 @@ class DistillConfig(ConfigFile):
     amp: str = "none"  # none | bf16 | fp16 (fp16 on CUDA only); teacher and student both
     grad_checkpointing: bool = False
     accumulate: int = 1
+    clip_grad: float | None = None  # max total gradient norm; None: no clipping
     seed: int = 0
     num_workers: int = 2
     device: str = "auto"
@@ -85,6 +87,7 @@ class DistillConfig(ConfigFile):
         for name in ("epochs", "batch_size", "accumulate", "cache_shard_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        check_clip_grad(self.clip_grad)
         if self.img_size <= 0 or self.img_size % 16:
             raise ValueError(f"img_size must be a positive multiple of 16, got {self.img_size}")
         if not 0 < self.val_fraction < 1:
@@ -299,10 +302,13 @@ def distill(
     for epoch in range(start_epoch, config.epochs):
         started = time.perf_counter()
         sampler.set_epoch(epoch)
-        train_loss = train_one_epoch(
-            trained, train_loader, optimizer, scaler, config.accumulate, device, prepare=prepare,
-            desc=f"epoch {epoch + 1}/{config.epochs}", show_progress=progress and ctx.is_main,
-        )  # fmt: skip
+        with divergence_advice(output, "distill"):
+            train_loss = train_one_epoch(
+                trained, train_loader, optimizer, scaler, config.accumulate, device, prepare=prepare,
+                desc=f"epoch {epoch + 1}/{config.epochs}", show_progress=progress and ctx.is_main,
+                clip_grad=config.clip_grad, epoch=epoch + 1,
+            )  # fmt: skip
+            check_finite_state(student, epoch + 1)
         lr = scheduler.get_last_lr()[0]
         scheduler.step()
         if ctx.is_main:

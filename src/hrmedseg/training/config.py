@@ -26,6 +26,11 @@ class ConfigFile:
 ConfigT = TypeVar("ConfigT", bound=ConfigFile)
 
 
+def check_clip_grad(clip_grad: float | None) -> None:
+    if clip_grad is not None and not clip_grad > 0:
+        raise ValueError(f"clip_grad must be a positive gradient norm (or unset), got {clip_grad}")
+
+
 @dataclass
 class TrainConfig(ConfigFile):
     """Everything a training run depends on. Defaults follow the paper's recipe where it has one
@@ -46,6 +51,7 @@ class TrainConfig(ConfigFile):
     focal_weight: float = 0.2  # focal term (binary) or cross-entropy (multi-class)
     quality_weight: float = 1.0  # MSE of the IoU head against the achieved IoU
     accumulate: int = 1  # gradient accumulation steps per optimiser step
+    clip_grad: float | None = None  # max total gradient norm (e.g. 1.0); None: no clipping
     amp: str = "none"  # none | bf16 | fp16 (fp16 on CUDA only, with a gradient scaler)
     grad_checkpointing: bool = False
     seed: int = 0
@@ -63,6 +69,7 @@ class TrainConfig(ConfigFile):
         for name in ("epochs", "batch_size", "accumulate"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        check_clip_grad(self.clip_grad)
         self.augmentation()  # fail early on unknown augmentation fields
 
     def augmentation(self) -> AugmentConfig:

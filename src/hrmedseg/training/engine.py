@@ -35,6 +35,7 @@ from ..losses import SegmentationLoss, hard_masks, one_hot
 from ..modeling import HRMedSegSAM
 from ..runtime import resolve_device
 from .config import TrainConfig
+from .guards import check_finite_loss, check_finite_state, divergence_advice, optimizer_step
 from .logging import RunLogger, plot_curves
 from .objectives import AutomaticObjective
 from .prompted import PromptConfig, PromptedObjective
@@ -166,11 +167,16 @@ def train_one_epoch(
     desc: str = "train",
     show_progress: bool = True,
     prepare: Callable[[dict[str, torch.Tensor]], tuple[torch.Tensor, torch.Tensor]] | None = None,
+    clip_grad: float | None = None,
+    epoch: int = 1,
 ) -> float:
     """One pass over ``loader`` with gradient accumulation; returns the mean training loss.
 
     ``objective(inputs, targets)`` returns (loss, predictions); it may be wrapped in DDP.
     ``prepare(batch)`` gives (inputs, targets) on ``device``; by default the batch's image and mask.
+    ``clip_grad`` caps the gradients' total norm. A non-finite loss or gradient raises
+    :class:`TrainingDivergedError` naming ``epoch`` (1-based) and the step, before the weights
+    take that step.
     """
     if prepare is None:
 
@@ -190,11 +196,11 @@ def train_one_epoch(
         with objective.no_sync() if defer_sync else nullcontext():
             loss, _ = objective(images, targets)
             scaler.scale(loss / accumulate).backward()
+        loss_value = loss.item()
+        check_finite_loss(loss_value, epoch, step, len(loader))
         if last_micro_step:
-            scaler.step(optimizer)
-            scaler.update()
-            optimizer.zero_grad(set_to_none=True)
-        running += loss.item() * len(images)
+            optimizer_step(optimizer, scaler, clip_grad, epoch, step, len(loader))
+        running += loss_value * len(images)
         seen += len(images)
         bar.set_postfix(loss=f"{running / seen:.4f}", img_s=f"{seen / (time.perf_counter() - started):.1f}")
     return running / max(seen, 1)
@@ -327,10 +333,13 @@ def train(
         started = time.perf_counter()
         sampler.set_epoch(epoch)
         train_set.set_epoch(epoch)
-        train_loss = train_one_epoch(
-            trained, train_loader, optimizer, scaler, config.accumulate, device,
-            desc=f"epoch {epoch + 1}/{config.epochs}", show_progress=progress and ctx.is_main,
-        )  # fmt: skip
+        with divergence_advice(output, "train"):
+            train_loss = train_one_epoch(
+                trained, train_loader, optimizer, scaler, config.accumulate, device,
+                desc=f"epoch {epoch + 1}/{config.epochs}", show_progress=progress and ctx.is_main,
+                clip_grad=config.clip_grad, epoch=epoch + 1,
+            )  # fmt: skip
+            check_finite_state(model, epoch + 1)
         lr = scheduler.get_last_lr()[0]
         scheduler.step()
         if ctx.is_main:
