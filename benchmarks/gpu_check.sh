@@ -1,31 +1,63 @@
 #!/usr/bin/env bash
-# Everything this project checks on a GPU, in one call of about five minutes (H100-class card):
-# the CUDA tests (fp16 + gradient scaler, bf16, fp16 resume, CPU/GPU agreement), then the
-# memory/speed tables of benchmarks/memory_speed.py for hrmedseg_b and, when
-# segmentation-models-pytorch is installed, the U-Net baseline.
+# Everything this project checks on a GPU, in one call of under six minutes (H100-class card):
+#   1. the CUDA tests: CPU-vs-CUDA gradients of every parameter (fp32, 256² and 1024²), bf16
+#      gradients against fp32, the attention-like ops against explicit formulas, fp16 + gradient
+#      scaler, bf16, fp16 resume, CPU/GPU agreement of predictions;
+#   2. a stability run: hrmedseg_b on hc18 at 256², batch 16, the paper recipe, 10 epochs; from
+#      epoch 3 on the training loss must stay at most epoch 2's (benchmarks/stability_check.py);
+#   3. the memory/speed tables of benchmarks/memory_speed.py (hrmedseg_b; the U-Net too when
+#      segmentation-models-pytorch is installed).
 #
-#   bash benchmarks/gpu_check.sh [RESULTS_DIR]      # default: $OUT, else ./gpu_check
+#   bash benchmarks/gpu_check.sh [RESULTS_DIR] [DATA]   # defaults: $OUT (else ./gpu_check), gpu_data/hc18
 #
-# Needs the project installed (pip install -e ".[test]"; add ".[benchmark]" for the U-Net).
-# Copy the tables from RESULTS_DIR/*.md into docs/benchmarks.md with the card's name.
+# The data travels as a JPEG copy made beforehand on this side (git-ignored, about 25 MiB):
+#   python benchmarks/copy_as_jpeg.py ../shared/data/hc18 gpu_data/hc18
+# Without an installed hrmedseg the script runs it from src/ (the device image has every runtime
+# dependency). Results: gpu_check.log (everything), stability_log.csv, benchmarks.md; copy the
+# numbers into docs/benchmarks.md with the card's name. Exit status: non-zero if a check failed.
 set -uo pipefail
 out="${1:-${OUT:-gpu_check}}"
+data="${2:-gpu_data/hc18}"
 mkdir -p "$out"
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv >"$out/gpu.csv" 2>&1
-python -c "import torch; print(torch.__version__, torch.version.cuda, torch.cuda.get_device_name())" >>"$out/gpu.csv"
+log="$out/gpu_check.log"
+python -c "import hrmedseg" 2>/dev/null || export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
+export PYTHONUNBUFFERED=1
+status=0
+section() { echo -e "\n== $* ($(date +%T))" | tee -a "$log"; }
 
-python -m pytest -q -m cuda -rs tests/test_cuda.py 2>&1 | tee "$out/pytest_cuda.txt"
+section "device"
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1 | tee -a "$log"
+python -c "import torch; print(torch.__version__, torch.version.cuda, torch.cuda.get_device_name())" 2>&1 | tee -a "$log"
 
-bench() {  # name, then memory_speed.py arguments
-    local name=$1
-    shift
-    python benchmarks/memory_speed.py --device cuda --json "$out/$name.json" "$@" | tee "$out/$name.md"
-}
-bench hrmedseg_b_fp32 --amp none --sizes 512 1024 --batches 1 4 16
-bench hrmedseg_b_bf16 --amp bf16 --sizes 1024 --batches 1 16
-bench hrmedseg_b_fp16 --amp fp16 --sizes 1024 --batches 1 16
-if python -c "import segmentation_models_pytorch" 2>/dev/null; then
-    bench unet_resnet34_fp32 --model unet_resnet34 --amp none --sizes 512 1024 --batches 1 4
+section "CUDA tests"
+timeout 150 python -m pytest -q -m cuda -rs -p no:cacheprovider tests/test_cuda.py tests/test_attention.py 2>&1 \
+    | tee -a "$log" || status=1
+
+section "stability run: hrmedseg_b, $data, 256², batch 16, paper recipe, 10 epochs"
+if [ -d "$data" ]; then
+    run=$(mktemp -d)/stability
+    timeout 150 python -m hrmedseg.cli train --config configs/paper.yaml --data "$data" --img-size 256 \
+        --batch-size 16 --epochs 10 --num-workers 8 --device cuda --output "$run" --quiet 2>&1 \
+        | tee -a "$log" || status=1
+    cp "$run/log.csv" "$out/stability_log.csv" 2>/dev/null
+    python benchmarks/stability_check.py "$run/log.csv" 2>&1 | tee -a "$log" || status=1
 else
-    echo "segmentation-models-pytorch not installed: U-Net rows skipped" | tee "$out/unet_skipped.txt"
+    echo "no data at $data: make it with benchmarks/copy_as_jpeg.py; stability run skipped" | tee -a "$log"
+    status=1
 fi
+
+section "memory and speed"
+bench() {  # title, then memory_speed.py arguments
+    echo -e "\n### $1\n" >>"$out/benchmarks.md"
+    shift
+    timeout 120 python benchmarks/memory_speed.py --device cuda "$@" 2>&1 | tee -a "$log" "$out/benchmarks.md"
+}
+bench "hrmedseg_b fp32" --amp none --sizes 512 1024 --batches 1 16
+bench "hrmedseg_b bf16" --amp bf16 --sizes 1024 --batches 1 16
+if python -c "import segmentation_models_pytorch" 2>/dev/null; then
+    bench "U-Net (resnet34) fp32" --model unet_resnet34 --amp none --sizes 512 1024 --batches 1 4
+else
+    echo "segmentation-models-pytorch not installed: U-Net rows skipped" | tee -a "$log"
+fi
+section "done: status $status"
+exit $status
