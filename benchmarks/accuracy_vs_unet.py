@@ -1,12 +1,18 @@
-"""Test accuracy and time per epoch of hrmedseg_b against a U-Net trained with the same recipe.
+"""Test accuracy and training time of hrmedseg_b against a U-Net trained with the same recipe.
 
-    python benchmarks/accuracy_vs_unet.py --data ../shared/data/hc18 --img-size 512 --epochs 10
+    python benchmarks/accuracy_vs_unet.py --data ../shared/data/hc18 --img-size 256 --epochs 10
+    python benchmarks/accuracy_vs_unet.py --data ../shared/data/hc18 --epochs 10 --minutes 15
 
-Both models see the same data, split, augmentation, optimiser (Adam, lr 1e-3, ExponentialLR 0.98
-per epoch), loss (0.8 Dice + 0.2 focal; our model adds its IoU-head term), batch size and epochs,
-through hrmedseg's own training and evaluation code. The checkpoint with the best validation Dice
-is scored on the test split at original resolution (Dice, IoU, HD95). Training memory per image
-comes from ``memory_speed.py`` (a fresh process per model) and is added to the table.
+Both models see the same data, split, recipe (``--recipe``: a training config; by default what
+``hrmedseg train`` uses without one, ``configs/paper.yaml`` for the paper's), loss (0.8 Dice +
+0.2 focal; our model adds its IoU-head term), batch size and epochs, through hrmedseg's own
+training and evaluation code. The checkpoint with the best validation Dice is scored on the test
+split at original resolution (Dice, IoU, HD95). Training memory per image comes from
+``memory_speed.py`` (a fresh process per model).
+
+``--minutes M`` adds an equal-time comparison: each model trains for the number of whole epochs
+(training plus validation) that its equal-epoch run says fit in M minutes, with its schedule
+spanning exactly those epochs, from scratch. Two tables are printed: equal epochs and equal time.
 """
 
 from __future__ import annotations
@@ -27,33 +33,38 @@ from hrmedseg.data import check_samples, find_dataset
 from hrmedseg.evaluation.evaluate import evaluate
 from hrmedseg.inference.segmenter import Segmenter
 from hrmedseg.losses import SegmentationLoss
-from hrmedseg.training.config import TrainConfig
-from hrmedseg.training.engine import make_loaders, resolve_split, train_one_epoch, validate
+from hrmedseg.training.config import TrainConfig, load_config
+from hrmedseg.training.engine import make_loaders, recipe_scheduler, resolve_split, train_one_epoch, validate
 from hrmedseg.training.objectives import AutomaticObjective
+from hrmedseg.training.optim import build_optimizer
 
 HERE = Path(__file__).resolve().parent
-PAPER_AUGMENTATION = {"hflip": 0.1, "crop_scale": [1.0, 1.0], "brightness": 0.0, "contrast": 0.0}
 
 
-def build(name: str, img_size: int) -> tuple[torch.nn.Module, float]:
+def build(name: str, config: TrainConfig) -> tuple[torch.nn.Module, float]:
     """The model and the weight of its IoU-head loss (the U-Net has none)."""
     if name == "unet_resnet34":
         from baselines import UNetBaseline
 
-        return UNetBaseline(img_size), 0.0
-    return hrmedseg.create_model(name, img_size=img_size), 1.0
+        return UNetBaseline(config.size[0]), 0.0
+    return hrmedseg.create_model(name, img_size=config.size, **config.model_options), config.quality_weight
 
 
-def train_and_test(name: str, data: Path, args: argparse.Namespace, output: Path) -> dict:
-    torch.manual_seed(args.seed)
-    model, quality_weight = build(name, args.img_size)
+def device_name(device: str) -> str:
+    if device.startswith("cuda"):
+        return torch.cuda.get_device_name(torch.device(device))
+    return f"CPU ({torch.get_num_threads()} threads)"
+
+
+def train_and_test(name: str, data: Path, args: argparse.Namespace, epochs: int, output: Path) -> dict:
+    config = load_config(
+        args.recipe, data=str(data), output=str(output), model=name, img_size=args.img_size,
+        epochs=epochs, batch_size=args.batch_size, num_workers=args.num_workers, seed=args.seed,
+    )  # fmt: skip
+    torch.manual_seed(config.seed)
+    model, quality_weight = build(name, config)
     device = torch.device(args.device)
     model.to(device)
-    config = TrainConfig(
-        data=str(data), output=str(output), model=name, img_size=args.img_size, epochs=args.epochs,
-        batch_size=args.batch_size, num_workers=args.num_workers, seed=args.seed,
-        quality_weight=quality_weight, augment=PAPER_AUGMENTATION,
-    )  # fmt: skip
     split = resolve_split(config, output, resume=False)
     index = find_dataset(data)
     train_samples, val_samples = index.subset(split["train"]), index.subset(split["val"])
@@ -61,26 +72,27 @@ def train_and_test(name: str, data: Path, args: argparse.Namespace, output: Path
     train_set, sampler, train_loader, val_loader = make_loaders(
         config, train_samples, val_samples, model.config.pixel_mean, model.config.pixel_std
     )
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
-    scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=config.lr_gamma)
+    optimizer = build_optimizer(model, config.optimizer, config.lr, config.weight_decay)
+    scheduler = recipe_scheduler(optimizer, config, len(train_loader))
     scaler = torch.amp.GradScaler(device.type, enabled=False)
     objective = AutomaticObjective(
         model, SegmentationLoss(1, config.dice_weight, config.focal_weight), quality_weight, None
     )
-    best_dice, best_state, epoch_seconds = -1.0, None, []
+    best_dice, best_state, curve = -1.0, None, []
+    started = time.perf_counter()
     for epoch in range(config.epochs):
-        started = time.perf_counter()
         sampler.set_epoch(epoch)
         train_set.set_epoch(epoch)
         train_loss = train_one_epoch(
-            objective, train_loader, optimizer, scaler, config.accumulate, device, desc=f"{name} {epoch + 1}"
-        )
-        epoch_seconds.append(time.perf_counter() - started)
-        scheduler.step()
+            objective, train_loader, optimizer, scaler, config.accumulate, device, desc=f"{name} {epoch + 1}",
+            clip_grad=config.clip_grad, epoch=epoch + 1, scheduler=scheduler,
+        )  # fmt: skip
         _, val_dice, _ = validate(objective, val_loader, device)
-        print(f"{name} epoch {epoch + 1}: loss {train_loss:.4f} val Dice {val_dice:.4f}", flush=True)
+        curve.append(round(val_dice, 4))
+        print(f"{name} epoch {epoch + 1}/{epochs}: loss {train_loss:.4f} val Dice {val_dice:.4f}", flush=True)
         if val_dice > best_dice:
             best_dice, best_state = val_dice, copy.deepcopy(model.state_dict())
+    minutes = (time.perf_counter() - started) / 60
     model.load_state_dict(best_state)
     summary = evaluate(
         Segmenter(model, device, batch_size=4), data, output / "test", split="test", progress=False
@@ -88,10 +100,13 @@ def train_and_test(name: str, data: Path, args: argparse.Namespace, output: Path
     return {
         "model": name,
         "data": data.name,
+        "epochs": epochs,
         "params_m": sum(p.numel() for p in model.parameters()) / 1e6,
         "best_val_dice": best_dice,
+        "val_dice": curve,
         "test": {k: summary["mean"][k] for k in ("dice", "iou", "hd95")},
-        "seconds_per_epoch": sum(epoch_seconds) / len(epoch_seconds),
+        "minutes": minutes,
+        "device": device_name(args.device),
     }
 
 
@@ -107,6 +122,20 @@ def training_memory_per_image(name: str, img_size: int, device: str) -> float:
     return next(r["peak_gb_per_image"] for r in results if not r["checkpointing"])
 
 
+def print_table(title: str, rows: list[dict]) -> None:
+    print(f"\n{title}\n")
+    print("| data | model | epochs | minutes | best val Dice | test Dice | test IoU | test HD95 (px) "
+          "| train GB / image | device |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        dice, iou, hd95 = (r["test"][k] for k in ("dice", "iou", "hd95"))
+        print(
+            f"| {r['data']} | {r['model']} | {r['epochs']} | {r['minutes']:.1f} | {r['best_val_dice']:.4f} | "
+            f"{dice['mean']:.4f} ± {dice['std']:.4f} | {iou['mean']:.4f} | {hd95['mean']:.1f} | "
+            f"{r['train_gb_per_image']:.3f} | {r['device']} |"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -115,38 +144,38 @@ def main() -> None:
         "--data", type=Path, nargs="+", required=True, help="dataset folders with a test split"
     )
     parser.add_argument("--models", nargs="+", default=["hrmedseg_b", "unet_resnet34"])
-    parser.add_argument("--img-size", type=int, default=512)
+    parser.add_argument("--recipe", type=Path, help="training config (YAML); default: hrmedseg train's")
+    parser.add_argument("--img-size", type=int, default=256)
     parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--minutes", type=float, help="also compare at this equal wall-clock budget")
+    parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--num-workers", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--output", type=Path, default=Path("runs/accuracy_vs_unet"))
     args = parser.parse_args()
 
-    rows = []
+    equal_epochs, equal_time = [], []
     for data in args.data:
         for name in args.models:
-            row = train_and_test(name, data, args, args.output / data.name / name)
+            row = train_and_test(name, data, args, args.epochs, args.output / data.name / name)
             row["train_gb_per_image"] = training_memory_per_image(name, args.img_size, args.device)
-            rows.append(row)
-            (args.output / "results.json").write_text(json.dumps(rows, indent=2))
-    device = (
-        torch.cuda.get_device_name()
-        if args.device.startswith("cuda")
-        else f"CPU ({torch.get_num_threads()} threads)"
+            equal_epochs.append(row)
+            if args.minutes:
+                fit = max(1, int(args.minutes / (row["minutes"] / args.epochs)))
+                timed = row if fit == args.epochs else train_and_test(
+                    name, data, args, fit, args.output / data.name / f"{name}_{args.minutes:g}min"
+                )  # fmt: skip
+                equal_time.append({**timed, "train_gb_per_image": row["train_gb_per_image"]})
+            results = {"equal_epochs": equal_epochs, "equal_time": equal_time, "minutes": args.minutes}
+            (args.output / "results.json").write_text(json.dumps(results, indent=2))
+    recipe = args.recipe or "hrmedseg train's default recipe"
+    print_table(
+        f"Equal epochs: {args.img_size}², {args.epochs} epochs, batch {args.batch_size}, {recipe}",
+        equal_epochs,
     )
-    print(f"\n{args.img_size}x{args.img_size}, {args.epochs} epochs, batch {args.batch_size}, {device}\n")
-    print("| data | model | params | test Dice | test IoU | test HD95 (px) | train GB / image | s / epoch |")
-    print("|---|---|---|---|---|---|---|---|")
-    for r in rows:
-        dice, iou, hd95 = (r["test"][k] for k in ("dice", "iou", "hd95"))
-        print(
-            f"| {r['data']} | {r['model']} | {r['params_m']:.2f} M | "
-            f"{dice['mean']:.4f} ± {dice['std']:.4f} | {iou['mean']:.4f} | {hd95['mean']:.1f} | "
-            f"{r['train_gb_per_image']:.3f} | "
-            f"{r['seconds_per_epoch']:.0f} |"
-        )
+    if args.minutes:
+        print_table(f"Equal time: {args.minutes:g} minutes of training and validation per model", equal_time)
 
 
 if __name__ == "__main__":

@@ -57,8 +57,15 @@ def test_split_is_generated_and_written_when_the_folder_has_none(tmp_path):
     assert '"train"' in split and '"test"' in split
 
 
-def test_resume_after_a_crash_ends_with_identical_weights(tmp_path, binary_data):
-    base = {"data": str(binary_data), "epochs": 3, **TINY}
+RECIPES = {
+    "paper": {"optimizer": "adam", "schedule": "exponential"},
+    "adamw_cosine": {"optimizer": "adamw", "weight_decay": 0.05, "schedule": "cosine", "warmup": 0.2},
+}
+
+
+@pytest.mark.parametrize("recipe", RECIPES)
+def test_resume_after_a_crash_ends_with_identical_weights(tmp_path, binary_data, recipe):
+    base = {"data": str(binary_data), "epochs": 3, **RECIPES[recipe], **TINY}
     train(TrainConfig(output=str(tmp_path / "straight"), **base), progress=False)
 
     run_until_crash(train, TrainConfig(output=str(tmp_path / "resumed"), **base), progress=False)

@@ -44,6 +44,7 @@ from ..training.engine import (
 )
 from ..training.guards import check_finite_state, divergence_advice
 from ..training.logging import RunLogger
+from ..training.optim import build_optimizer, build_scheduler
 from ..training.state import all_rng_states
 from .cache import EmbeddingCache, file_sha256
 from .data import UnlabeledImages, find_images, split_images
@@ -280,8 +281,11 @@ def distill(
     )
     val_loader = DataLoader(val_set, per_rank_batch, num_workers=config.num_workers)
 
-    optimizer = torch.optim.Adam(student.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=config.lr_gamma)
+    optimizer = build_optimizer(student, "adam", config.lr, config.weight_decay)
+    steps_per_epoch = math.ceil(len(train_loader) / config.accumulate)
+    scheduler = build_scheduler(
+        optimizer, "exponential", steps_per_epoch, config.epochs, lr_gamma=config.lr_gamma
+    )
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     objective = DistillationObjective(student, amp_dtype)
     trained = objective
@@ -302,15 +306,14 @@ def distill(
     for epoch in range(start_epoch, config.epochs):
         started = time.perf_counter()
         sampler.set_epoch(epoch)
+        lr = scheduler.get_last_lr()[0]  # at the epoch's first step
         with divergence_advice(output, "distill"):
             train_loss = train_one_epoch(
                 trained, train_loader, optimizer, scaler, config.accumulate, device, prepare=prepare,
                 desc=f"epoch {epoch + 1}/{config.epochs}", show_progress=progress and ctx.is_main,
-                clip_grad=config.clip_grad, epoch=epoch + 1,
+                clip_grad=config.clip_grad, epoch=epoch + 1, scheduler=scheduler,
             )  # fmt: skip
             check_finite_state(student, epoch + 1)
-        lr = scheduler.get_last_lr()[0]
-        scheduler.step()
         if ctx.is_main:
             val_loss, val_cosine = validate_distillation(objective, val_loader, prepare)
         rng_states = all_rng_states()  # every rank's, after validation (its loader draws a seed)

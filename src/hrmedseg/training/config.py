@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 import yaml
 
 from ..data.transforms import AugmentConfig
+from .optim import OPTIMIZERS, SCHEDULES
 
 
 class ConfigFile:
@@ -44,9 +45,13 @@ class TrainConfig(ConfigFile):
     img_size: int | list[int] = 1024
     epochs: int = 200
     batch_size: int = 16
+    optimizer: str = "adam"  # adam | adamw
     lr: float = 1e-3
     weight_decay: float = 0.0
-    lr_gamma: float = 0.98  # ExponentialLR factor, stepped once per epoch
+    schedule: str = "exponential"  # exponential (lr_gamma per epoch) | cosine (warm-up, then cosine)
+    lr_gamma: float = 0.98  # exponential: factor per epoch
+    warmup: float = 0.0  # cosine: fraction of all optimiser steps with a linear warm-up
+    min_lr_ratio: float = 0.0  # cosine: final learning rate as a fraction of lr
     dice_weight: float = 0.8
     focal_weight: float = 0.2  # focal term (binary) or cross-entropy (multi-class)
     quality_weight: float = 1.0  # MSE of the IoU head against the achieved IoU
@@ -70,6 +75,14 @@ class TrainConfig(ConfigFile):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         check_clip_grad(self.clip_grad)
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+        if not 0 <= self.warmup < 1 or not 0 <= self.min_lr_ratio <= 1:
+            raise ValueError(
+                f"warmup must be in [0, 1) and min_lr_ratio in [0, 1], got {self.warmup}, {self.min_lr_ratio}"
+            )
         self.augmentation()  # fail early on unknown augmentation fields
 
     def augmentation(self) -> AugmentConfig:

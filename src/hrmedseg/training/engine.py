@@ -38,6 +38,7 @@ from .config import TrainConfig
 from .guards import check_finite_loss, check_finite_state, divergence_advice, optimizer_step
 from .logging import RunLogger, plot_curves
 from .objectives import AutomaticObjective
+from .optim import build_optimizer, build_scheduler
 from .prompted import PromptConfig, PromptedObjective
 from .state import all_rng_states, load_training_state, restore_rng_state, save_training_state
 
@@ -169,11 +170,13 @@ def train_one_epoch(
     prepare: Callable[[dict[str, torch.Tensor]], tuple[torch.Tensor, torch.Tensor]] | None = None,
     clip_grad: float | None = None,
     epoch: int = 1,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
 ) -> float:
     """One pass over ``loader`` with gradient accumulation; returns the mean training loss.
 
     ``objective(inputs, targets)`` returns (loss, predictions); it may be wrapped in DDP.
     ``prepare(batch)`` gives (inputs, targets) on ``device``; by default the batch's image and mask.
+    ``scheduler`` is stepped after every optimiser step (see :mod:`.optim`).
     ``clip_grad`` caps the gradients' total norm. A non-finite loss or gradient raises
     :class:`TrainingDivergedError` naming ``epoch`` (1-based) and the step, before the weights
     take that step.
@@ -200,10 +203,23 @@ def train_one_epoch(
         check_finite_loss(loss_value, epoch, step, len(loader))
         if last_micro_step:
             optimizer_step(optimizer, scaler, clip_grad, epoch, step, len(loader))
+            if scheduler is not None:
+                scheduler.step()
         running += loss_value * len(images)
         seen += len(images)
         bar.set_postfix(loss=f"{running / seen:.4f}", img_s=f"{seen / (time.perf_counter() - started):.1f}")
     return running / max(seen, 1)
+
+
+def recipe_scheduler(
+    optimizer: torch.optim.Optimizer, config: TrainConfig, batches_per_epoch: int
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """The config's learning-rate schedule, stepped once per optimiser step."""
+    steps_per_epoch = math.ceil(batches_per_epoch / config.accumulate)
+    return build_scheduler(
+        optimizer, config.schedule, steps_per_epoch, config.epochs, lr_gamma=config.lr_gamma,
+        warmup=config.warmup, min_lr_ratio=config.min_lr_ratio,
+    )  # fmt: skip
 
 
 def amp_dtype_for(amp: str, device: torch.device) -> torch.dtype | None:
@@ -304,8 +320,8 @@ def train(
     train_set, sampler, train_loader, val_loader = make_loaders(
         config, train_samples, val_samples, model.config.pixel_mean, model.config.pixel_std, ctx
     )
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=config.lr_gamma)
+    optimizer = build_optimizer(model, config.optimizer, config.lr, config.weight_decay)
+    scheduler = recipe_scheduler(optimizer, config, len(train_loader))
     amp_dtype = amp_dtype_for(config.amp, device)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     loss_fn = SegmentationLoss(config.num_classes, config.dice_weight, config.focal_weight)
@@ -333,15 +349,14 @@ def train(
         started = time.perf_counter()
         sampler.set_epoch(epoch)
         train_set.set_epoch(epoch)
+        lr = scheduler.get_last_lr()[0]  # at the epoch's first step
         with divergence_advice(output, "train"):
             train_loss = train_one_epoch(
                 trained, train_loader, optimizer, scaler, config.accumulate, device,
                 desc=f"epoch {epoch + 1}/{config.epochs}", show_progress=progress and ctx.is_main,
-                clip_grad=config.clip_grad, epoch=epoch + 1,
+                clip_grad=config.clip_grad, epoch=epoch + 1, scheduler=scheduler,
             )  # fmt: skip
             check_finite_state(model, epoch + 1)
-        lr = scheduler.get_last_lr()[0]
-        scheduler.step()
         if ctx.is_main:
             val_loss, val_dice, val_iou = validate(objective, val_loader, device)
         rng_states = all_rng_states()  # every rank's, after validation (its loader draws a seed)
