@@ -65,7 +65,7 @@ def train_and_test(name: str, data: Path, args: argparse.Namespace, epochs: int,
     model, quality_weight = build(name, config)
     device = torch.device(args.device)
     model.to(device)
-    split = resolve_split(config, output, resume=False)
+    split = resolve_split(config)
     index = find_dataset(data)
     train_samples, val_samples = index.subset(split["train"]), index.subset(split["val"])
     check_samples(train_samples + val_samples, 1)

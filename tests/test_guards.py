@@ -85,7 +85,8 @@ def test_divergence_stops_with_epoch_and_step_and_keeps_the_last_good_checkpoint
 
     monkeypatch.undo()
     assert cli_main(["train", "--resume", "--output", str(run), "--clip-grad", "1.0", "--quiet"]) == 0
-    assert yaml.safe_load((run / "config.yaml").read_text())["clip_grad"] == 1.0
+    changes = yaml.safe_load((run / "resume_changes.yaml").read_text())
+    assert changes == [{"after_epoch": 2, "changes": {"clip_grad": [None, 1.0]}}]
     assert len((run / "log.csv").read_text().splitlines()) == 1 + 4
 
 

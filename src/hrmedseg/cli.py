@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -29,9 +30,8 @@ def _cmd_models(args: argparse.Namespace) -> int:
 
 
 def _train_config(args: argparse.Namespace):
-    from .training.config import load_config
+    from .training.config import TrainConfig
 
-    config_file = _resume_config_file(args)
     overrides = {
         "data": args.data, "output": args.output, "model": args.model, "img_size": args.img_size,
         "epochs": args.epochs, "batch_size": args.batch_size, "num_classes": args.num_classes, "lr": args.lr,
@@ -39,7 +39,7 @@ def _train_config(args: argparse.Namespace):
         "device": args.device, "init_encoder": args.init_encoder, "clip_grad": args.clip_grad,
         "grad_checkpointing": True if args.grad_checkpointing else None,
     }  # fmt: skip
-    config = load_config(config_file, **overrides)
+    config = _run_config(args, TrainConfig, overrides)
     for name in ("data", "output"):
         if not getattr(config, name):
             raise ValueError(f"--{name} is required (on the command line or in the config file)")
@@ -57,21 +57,23 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _resume_config_file(args: argparse.Namespace) -> str | Path | None:
-    """--config, or on --resume without one, the config saved in the run folder."""
+def _run_config(args: argparse.Namespace, config_class: type, overrides: dict):
+    """The config of a run: ``--config`` with the command-line options on top, or on ``--resume``
+    without ``--config`` the run's stored config with them on top (the run then checks them)."""
+    given = {k: v for k, v in overrides.items() if v is not None}
     if not args.resume or args.config is not None:
-        return args.config
+        from .training.config import load_config
+
+        return load_config(args.config, config_class, **given)
     if args.output is None:
         raise ValueError("--resume needs --output (the run folder to continue)")
-    config_file = Path(args.output) / "config.yaml"
-    if not config_file.is_file():
-        raise FileNotFoundError(f"cannot resume: {config_file} not found")
-    return config_file
+    from .training.run_folder import stored_config
+
+    return dataclasses.replace(stored_config(Path(args.output), config_class), **given)
 
 
 def _cmd_distill(args: argparse.Namespace) -> int:
     from .distillation import DistillConfig, distill
-    from .training.config import load_config
 
     overrides = {
         "data": args.data, "output": args.output, "teacher": args.teacher,
@@ -81,7 +83,7 @@ def _cmd_distill(args: argparse.Namespace) -> int:
         "device": args.device, "clip_grad": args.clip_grad,
         "grad_checkpointing": True if args.grad_checkpointing else None,
     }  # fmt: skip
-    config = load_config(_resume_config_file(args), DistillConfig, **overrides)
+    config = _run_config(args, DistillConfig, overrides)
     for name in ("data", "output", "teacher_checkpoint"):
         if not getattr(config, name):
             flag = name.replace("_", "-")

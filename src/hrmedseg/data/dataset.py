@@ -50,6 +50,11 @@ class DatasetIndex:
     spacing: dict[str, tuple[float, float]] = field(default_factory=dict)
 
     def subset(self, stems: Iterable[str]) -> list[Sample]:
+        stems = list(stems)
+        missing = [s for s in stems if s not in self.samples]
+        if missing:
+            raise DataError(f"{self.root}: {len(missing)} case(s) of the split are not in the folder: "
+                            + ", ".join(missing[:10]))  # fmt: skip
         return [self.samples[s] for s in stems]
 
 

@@ -37,7 +37,6 @@ from ..training.engine import (
     Optimisation,
     amp_dtype_for,
     finish_run,
-    prepare_output,
     setup_distributed,
     train_one_epoch,
     write_checkpoints,
@@ -45,6 +44,7 @@ from ..training.engine import (
 from ..training.guards import check_finite_state, divergence_advice
 from ..training.logging import RunLogger
 from ..training.optim import build_optimizer, build_scheduler
+from ..training.run_folder import check_resume, prepare_output, record_resume_changes, write_new_run
 from ..training.state import all_rng_states
 from .cache import EmbeddingCache, file_sha256
 from .data import UnlabeledImages, find_images, split_images
@@ -173,7 +173,7 @@ def _resolve_split(
     config: DistillConfig, files: list[str], output: Path, resume: bool
 ) -> dict[str, list[str]]:
     saved = output / "split.json"
-    if resume and saved.is_file():
+    if resume:
         split = json.loads(saved.read_text())
         gone = sorted(set(split["train"] + split["val"]) - set(files))
         if gone:
@@ -198,7 +198,8 @@ def distill(
         raise FileNotFoundError(f"teacher checkpoint not found: '{config.teacher_checkpoint}'")
     ctx, device = setup_distributed(config.device)
     output = Path(config.output)
-    prepare_output(output, resume, overwrite)
+    prepare_output(output, resume, overwrite, "distill")
+    changes = check_resume(output, config) if resume else {}
     torch.manual_seed(config.seed)
     root = Path(config.data)
     files = find_images(root)
@@ -298,8 +299,13 @@ def distill(
         state = optimisation.resume(output / "last.pt", ctx)
         start_epoch, best_loss = state["epoch"], state["best_loss"]
     if ctx.is_main:
-        config.save(output / "config.yaml")
-        (output / "split.json").write_text(json.dumps(split, indent=1))
+        if resume:
+            record_resume_changes(output, changes, start_epoch)
+        else:
+            write_new_run(output, config, split)
+        if start_epoch >= config.epochs:
+            print(f"{output} has finished its {config.epochs} epochs; nothing to do "
+                  "(a larger --epochs extends it)", flush=True)  # fmt: skip
     logger = RunLogger(output, completed_epochs=start_epoch, columns=LOG_COLUMNS) if ctx.is_main else None
 
     row: dict[str, float] = {}

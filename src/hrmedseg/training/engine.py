@@ -10,7 +10,6 @@ environment variables (NCCL on CUDA, gloo on CPU).
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import time
@@ -40,6 +39,7 @@ from .logging import RunLogger, plot_curves
 from .objectives import AutomaticObjective
 from .optim import build_optimizer, build_scheduler
 from .prompted import PromptConfig, PromptedObjective
+from .run_folder import check_resume, prepare_output, record_resume_changes, stored_split, write_new_run
 from .state import all_rng_states, load_training_state, restore_rng_state, save_training_state
 
 
@@ -67,14 +67,11 @@ def setup_distributed(device_name: str) -> tuple[Distributed, torch.device]:
     return ctx, device
 
 
-def resolve_split(config: TrainConfig, output: Path, resume: bool) -> dict[str, list[str]]:
-    """The dataset's own split, else the run's earlier one (resume), else a new seeded split."""
+def resolve_split(config: TrainConfig) -> dict[str, list[str]]:
+    """The dataset's own split, else a new seeded split (a resumed run reads its stored one)."""
     index = find_dataset(config.data)
-    saved = output / "split.json"
     if index.split is not None:
         split = index.split
-    elif resume and saved.is_file():
-        split = json.loads(saved.read_text())
     else:
         split = make_split(index.samples, config.seed, tuple(config.split_fractions))
     for name in ("train", "val"):
@@ -229,14 +226,6 @@ def amp_dtype_for(amp: str, device: torch.device) -> torch.dtype | None:
     return {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[amp]
 
 
-def prepare_output(output: Path, resume: bool, overwrite: bool) -> None:
-    """Create the run folder; a new run refuses one that already holds a run unless ``overwrite``."""
-    if not resume and not overwrite and (output / "last.pt").exists():
-        raise ValueError(f"{output} already holds a run; pass --resume to continue it, "
-                         "--overwrite to start over, or choose another --output")  # fmt: skip
-    output.mkdir(parents=True, exist_ok=True)
-
-
 @dataclass
 class Optimisation:
     """The parts of a run that a resumable state saves besides its epoch, best score and RNG."""
@@ -302,10 +291,11 @@ def train(
     """
     ctx, device = setup_distributed(config.device)
     output = Path(config.output)
-    prepare_output(output, resume, overwrite)
+    prepare_output(output, resume, overwrite, "train")
+    changes = check_resume(output, config) if resume else {}
     torch.manual_seed(config.seed)
 
-    split = resolve_split(config, output, resume)
+    split = stored_split(output) if resume else resolve_split(config)
     index = find_dataset(config.data)
     train_samples, val_samples = index.subset(split["train"]), index.subset(split["val"])
     check_samples(train_samples + val_samples, config.num_classes)
@@ -340,8 +330,13 @@ def train(
         state = optimisation.resume(output / "last.pt", ctx)
         start_epoch, best_dice = state["epoch"], state["best_dice"]
     if ctx.is_main:
-        config.save(output / "config.yaml")
-        (output / "split.json").write_text(json.dumps(split, indent=1))
+        if resume:
+            record_resume_changes(output, changes, start_epoch)
+        else:
+            write_new_run(output, config, split)
+        if start_epoch >= config.epochs:
+            print(f"{output} has finished its {config.epochs} epochs; nothing to do "
+                  "(a larger --epochs extends it)", flush=True)  # fmt: skip
     logger = RunLogger(output, completed_epochs=start_epoch) if ctx.is_main else None
 
     row: dict[str, float] = {}

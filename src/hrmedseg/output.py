@@ -1,0 +1,35 @@
+"""Output folders: created with a clear error when they cannot be, and cleared of the temporary
+files that an interrupted atomic write (:func:`hrmedseg.checkpoint.atomic_write`) leaves behind."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+TEMPORARY_PATTERN = ".*.tmp"  # atomic_write's ".<name>.<random>.tmp"
+
+
+class OutputError(ValueError):
+    """An output path that cannot be used; the message names it and the problem."""
+
+
+def ensure_output_folder(path: str | os.PathLike) -> Path:
+    """Create ``path`` (and its parents) if needed and check that files can be written in it."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise OutputError(f"{path}: exists and is not a folder; give a folder (new or existing) as --output")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise OutputError(f"{path}: cannot create the output folder ({err.strerror or err})") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise OutputError(f"{path}: the output folder is not writable")
+    return path
+
+
+def remove_interrupted_writes(folder: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files of writes that were killed before their rename; returns them."""
+    stale = [p for p in Path(folder).glob(TEMPORARY_PATTERN) if p.is_file()]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale

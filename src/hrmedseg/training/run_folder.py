@@ -1,0 +1,108 @@
+"""A run folder's life: a new run claims it, a resumed run continues exactly what it stored.
+
+A new run writes ``config.yaml`` and ``split.json`` once. ``--resume`` never rewrites them: it
+compares the options it is given with the stored ones and refuses any difference, except the few
+that continue the same run (:data:`RESUMABLE_CHANGES`), which are recorded in
+``resume_changes.yaml`` and applied on every later resume.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from ..output import OutputError, ensure_output_folder, remove_interrupted_writes
+from .config import ConfigFile
+
+ConfigT = TypeVar("ConfigT", bound=ConfigFile)
+
+# Options a resume may change: more epochs, gradient clipping (the remedy for a diverged run) and
+# where it executes. Everything else defines the run.
+RESUMABLE_CHANGES = ("epochs", "clip_grad", "device", "num_workers")
+PATH_FIELDS = ("data", "output", "init_encoder", "teacher_checkpoint", "cache")
+CHANGES_FILE = "resume_changes.yaml"
+
+
+def prepare_output(output: Path, resume: bool, overwrite: bool, command: str = "train") -> None:
+    """Create the run folder (a new run refuses one that holds a run unless ``overwrite``; a
+    resume needs one that does) and remove temporaries of interrupted writes."""
+    holds_run = (output / "last.pt").is_file()
+    if resume and not holds_run:
+        if (output / "config.yaml").is_file():
+            raise OutputError(
+                f"cannot resume: the run in {output} completed no epoch (no last.pt); start it again "
+                f"with `hrmedseg {command} ... --output {output} --overwrite`"
+            )
+        raise OutputError(f"cannot resume: {output} holds no run (no config.yaml and no last.pt)")
+    if not resume and not overwrite and holds_run:
+        raise OutputError(f"{output} already holds a run; pass --resume to continue it, "
+                          "--overwrite to start over, or choose another --output")  # fmt: skip
+    ensure_output_folder(output)
+    remove_interrupted_writes(output)
+
+
+def _comparable(config: ConfigFile) -> dict[str, Any]:
+    """Field values as YAML gives them back, with paths resolved."""
+    values = yaml.safe_load(yaml.safe_dump(config.to_dict(), sort_keys=False))
+    for name in PATH_FIELDS:
+        if values.get(name):
+            values[name] = str(Path(values[name]).resolve())
+    return values
+
+
+def stored_config(output: Path, config_class: type[ConfigT]) -> ConfigT:
+    """The run's ``config.yaml`` with the changes of earlier resumes applied."""
+    path = output / "config.yaml"
+    if not path.is_file():
+        raise OutputError(f"cannot resume: {path} not found")
+    values = yaml.safe_load(path.read_text())
+    changes_file = output / CHANGES_FILE
+    if changes_file.is_file():
+        for entry in yaml.safe_load(changes_file.read_text()) or []:
+            values.update({name: given for name, (_, given) in entry["changes"].items()})
+    return config_class(**values)
+
+
+def check_resume(output: Path, given: ConfigFile) -> dict[str, list[Any]]:
+    """Refuse a resume whose options differ from the stored run, in one line naming each field
+    with its stored and given values. Returns the allowed changes, ``{field: [stored, given]}``."""
+    old, new = _comparable(stored_config(output, type(given))), _comparable(given)
+    differing = [name for name in old if old[name] != new.get(name)]
+    refused = [n for n in differing if n not in RESUMABLE_CHANGES]
+    if "epochs" in differing and new["epochs"] < old["epochs"]:
+        refused.append("epochs")
+    if refused:
+        described = "; ".join(f"{n} (stored {old[n]!r}, given {new.get(n)!r})" for n in refused)
+        raise OutputError(
+            f"cannot resume {output} with other settings: {described}. Resume with the stored "
+            "settings (only a larger --epochs, --clip-grad, --device and --num-workers may change), "
+            "or start a new run in another --output"
+        )
+    return {n: [old[n], new[n]] for n in differing}
+
+
+def record_resume_changes(output: Path, changes: dict[str, list[Any]], completed_epochs: int) -> None:
+    """Append allowed changes to ``resume_changes.yaml`` (later resumes apply them) and say so."""
+    if not changes:
+        return
+    path = output / CHANGES_FILE
+    entries = (yaml.safe_load(path.read_text()) or []) if path.is_file() else []
+    entries.append({"after_epoch": completed_epochs, "changes": changes})
+    path.write_text(yaml.safe_dump(entries, sort_keys=False))
+    described = ", ".join(f"{n} {a!r} -> {b!r}" for n, (a, b) in changes.items())
+    print(f"resuming {output} after epoch {completed_epochs} with {described} (recorded in {CHANGES_FILE})",
+          flush=True)  # fmt: skip
+
+
+def write_new_run(output: Path, config: ConfigFile, split: dict[str, list[str]]) -> None:
+    """The files that define a new run; a resume never rewrites them."""
+    config.save(output / "config.yaml")
+    (output / "split.json").write_text(json.dumps(split, indent=1))
+    (output / CHANGES_FILE).unlink(missing_ok=True)  # left by an overwritten run
+
+
+def stored_split(output: Path) -> dict[str, list[str]]:
+    return json.loads((output / "split.json").read_text())

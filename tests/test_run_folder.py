@@ -1,0 +1,84 @@
+"""Resume continues exactly the stored run: other settings are refused, nothing is rewritten."""
+
+import hashlib
+
+import pytest
+import yaml
+from helpers import run_until_crash
+
+from hrmedseg.cli import main as cli_main
+from hrmedseg.data.synthetic import make_synthetic_dataset
+from hrmedseg.training.config import TrainConfig
+from hrmedseg.training.engine import train
+
+TINY = {"model": "hrmedseg_t", "img_size": 64, "batch_size": 4, "num_workers": 0}
+DEFINING = ("config.yaml", "split.json")
+
+
+@pytest.fixture(scope="module")
+def datasets(tmp_path_factory):
+    root = tmp_path_factory.mktemp("resume")
+    first = make_synthetic_dataset(root / "a", num_images=16, size_range=(60, 90), with_split=False)
+    other = make_synthetic_dataset(root / "b", num_images=10, size_range=(60, 90), seed=1, with_split=False)
+    return first, other
+
+
+def fingerprint(run, names=DEFINING + ("log.csv", "last.pt")):
+    return {n: hashlib.sha256((run / n).read_bytes()).hexdigest() for n in names}
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory, datasets):
+    run = tmp_path_factory.mktemp("finished") / "run"
+    train(TrainConfig(data=str(datasets[0]), output=str(run), epochs=2, **TINY), progress=False)
+    return run
+
+
+def test_other_settings_are_refused_with_stored_and_given_values(finished_run, datasets, capsys):
+    before = fingerprint(finished_run)
+    code = cli_main(["train", "--resume", "--output", str(finished_run), "--data", str(datasets[1]),
+                     "--lr", "0.5", "--img-size", "128", "--quiet"])  # fmt: skip
+    assert code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert f"cannot resume {finished_run} with other settings" in err
+    assert f"data (stored '{datasets[0].resolve()}', given '{datasets[1].resolve()}')" in err
+    assert "lr (stored 0.001, given 0.5)" in err and "img_size (stored 64, given 128)" in err
+    assert fingerprint(finished_run) == before
+
+
+def test_a_finished_run_resumed_as_stored_changes_nothing(finished_run, capsys):
+    before = fingerprint(finished_run)
+    assert cli_main(["train", "--resume", "--output", str(finished_run), "--quiet"]) == 0
+    assert "has finished its 2 epochs; nothing to do" in capsys.readouterr().out
+    assert fingerprint(finished_run) == before
+    assert cli_main(["train", "--resume", "--output", str(finished_run), "--epochs", "1", "--quiet"]) == 2
+    assert "epochs (stored 2, given 1)" in capsys.readouterr().err
+
+
+def test_an_interrupted_run_may_only_grow_and_keeps_its_files(tmp_path, datasets, capsys):
+    run = tmp_path / "run"
+    config = TrainConfig(data=str(datasets[0]), output=str(run), epochs=3, **TINY)
+    run_until_crash(train, config, progress=False)
+    defining = fingerprint(run, DEFINING)
+
+    assert cli_main(["train", "--resume", "--output", str(run), "--seed", "7", "--quiet"]) == 2
+    assert "seed (stored 0, given 7)" in capsys.readouterr().err
+    assert cli_main(["train", "--resume", "--output", str(run), "--epochs", "4", "--quiet"]) == 0
+    assert "resuming" in capsys.readouterr().out
+    changes = yaml.safe_load((run / "resume_changes.yaml").read_text())
+    assert changes == [{"after_epoch": 1, "changes": {"epochs": [3, 4]}}]
+    assert fingerprint(run, DEFINING) == defining  # config.yaml still says 3 epochs
+    assert len((run / "log.csv").read_text().splitlines()) == 1 + 4
+    # a later resume applies the recorded extension
+    assert cli_main(["train", "--resume", "--output", str(run), "--quiet"]) == 0
+    assert "has finished its 4 epochs" in capsys.readouterr().out
+
+
+def test_a_run_killed_in_its_first_epoch_says_to_start_over(tmp_path, datasets, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    TrainConfig(data=str(datasets[0]), output=str(run), **TINY).save(run / "config.yaml")
+    assert cli_main(["train", "--resume", "--output", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert "completed no epoch (no last.pt)" in err and "--overwrite" in err
