@@ -82,3 +82,10 @@ def test_a_run_killed_in_its_first_epoch_says_to_start_over(tmp_path, datasets, 
     assert cli_main(["train", "--resume", "--output", str(run)]) == 2
     err = capsys.readouterr().err
     assert "completed no epoch (no last.pt)" in err and "--overwrite" in err
+
+
+def test_the_next_run_removes_temporaries_of_an_interrupted_write(finished_run, capsys):
+    stale = finished_run / ".last.safetensors.k2j4h1.tmp"  # a kill between write and rename
+    stale.write_bytes(b"")
+    assert cli_main(["train", "--resume", "--output", str(finished_run), "--quiet"]) == 0
+    assert not stale.exists() and (finished_run / "last.safetensors").is_file()

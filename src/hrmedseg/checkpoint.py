@@ -68,6 +68,11 @@ def save_model(model: nn.Module, path: str | os.PathLike, encoder_only: bool = F
     return atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
 
 
+def _is_zip(path: Path) -> bool:
+    with path.open("rb") as f:
+        return f.read(4) == b"PK\x03\x04"
+
+
 def _read_metadata(path: str | os.PathLike) -> dict[str, str]:
     path = Path(path)
     if not path.is_file():
@@ -76,7 +81,12 @@ def _read_metadata(path: str | os.PathLike) -> dict[str, str]:
         with safe_open(str(path), framework="pt") as f:
             metadata = f.metadata() or {}
     except Exception as err:  # safetensors raises its own error types for corrupt headers
-        raise ValueError(f"{path} is not a readable safetensors file: {err}") from err
+        if _is_zip(path):  # torch.save's format: last.pt holds a run's state for --resume
+            raise ValueError(
+                f"{path} is training state (torch.save, for --resume), not a model file; use "
+                f"{path.with_name('best.safetensors')} or last.safetensors from the same run"
+            ) from None
+        raise ValueError(f"{path} is not a readable safetensors file: {err}") from None
     if metadata.get("format") != FORMAT_NAME or "config" not in metadata:
         raise ValueError(f"{path} is a safetensors file but not an hrmedseg model file (no model config)")
     return metadata

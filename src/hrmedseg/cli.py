@@ -10,7 +10,8 @@ from pathlib import Path
 
 from .build import create_model, list_models
 from .complexity import SAM_VIT_H_PARAMS, count_flops, count_parameters
-from .data.io import DataError
+from .data.io import DEFAULT_MAX_PIXELS, DataError, pixel_limit
+from .output import FAILURES_FILE
 from .training.guards import TrainingDivergedError
 
 
@@ -105,7 +106,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     )  # fmt: skip
     print(Path(args.output, "summary.md").read_text())
     print(f"{summary['cases']} cases; per-case metrics, summary.json and summary.md in {args.output}")
-    return 0
+    return _report_failures(summary["failures"], args.output)
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
@@ -120,18 +121,29 @@ def _cmd_predict(args: argparse.Namespace) -> int:
                 "an HRMedSegSAM model needs prompts: --prompts FOLDER of <stem>.json files (or one file)"
             )
         segmenter = PromptedSegmenter.from_checkpoint(args.checkpoint, args.device)
-        written = predict_prompted_to_folder(
+        report = predict_prompted_to_folder(
             segmenter, args.input, args.prompts, args.output, args.overlays, progress=not args.quiet
         )
     else:
         if args.prompts is not None:
             raise ValueError("--prompts is for HRMedSegSAM models; this model segments without prompts")
         segmenter = Segmenter.from_checkpoint(args.checkpoint, args.device, args.batch_size)
-        written = predict_to_folder(
+        report = predict_to_folder(
             segmenter, args.input, args.output, args.probabilities, args.overlays, progress=not args.quiet
         )
-    print(f"{len(written)} mask(s) written to {args.output}")
-    return 0
+    print(f"{len(report.written)} mask(s) written to {args.output}")
+    return _report_failures(report.failures, args.output)
+
+
+def _report_failures(failures: list[str], output: str) -> int:
+    """Name every input that could not be used (also in failures.txt); exit status 1 if any."""
+    if not failures:
+        return 0
+    print(f"hrmedseg: {len(failures)} input(s) could not be used (listed in {Path(output, FAILURES_FILE)}):",
+          file=sys.stderr)  # fmt: skip
+    for failure in failures:
+        print(f"  {failure}", file=sys.stderr)
+    return 1
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -151,10 +163,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def add(name: str, help_text: str, func) -> argparse.ArgumentParser:
+    def add(name: str, help_text: str, func, reads_images: bool = True) -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=help_text, description=help_text)
         sub.set_defaults(func=func)
         sub.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
+        if reads_images:
+            sub.add_argument(
+                "--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, metavar="N",
+                help=f"largest image read, in pixels (default {DEFAULT_MAX_PIXELS:,}: 8000 x 8000; "
+                "0: no limit); larger ones are reported, to be tiled or allowed",
+            )  # fmt: skip
         return sub
 
     train = add("train", "fine-tune a model on a folder of images and masks", _cmd_train)
@@ -259,7 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--output", default="hrmedseg_demo", help="folder for the demo's data and results")
 
-    models = add("models", "list registered models with parameter counts (and FLOPs)", _cmd_models)
+    models = add("models", "list registered models with parameter counts (and FLOPs)", _cmd_models, False)
     models.add_argument("pattern", nargs="?", default="*", help="shell-style name filter, e.g. '*sam*'")
     models.add_argument("--flops", action="store_true", help="also count forward FLOPs (2 per multiply-add)")
     models.add_argument("--img-size", type=int, default=1024, help="square input size for --flops")
@@ -269,7 +287,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return args.func(args)
+        with pixel_limit(getattr(args, "max_pixels", DEFAULT_MAX_PIXELS) or None):
+            return args.func(args)
     except (DataError, ValueError, FileNotFoundError, ImportError, TrainingDivergedError) as err:
         print(f"hrmedseg {args.command}: error: {err}", file=sys.stderr)
         return 2

@@ -1,10 +1,13 @@
-"""Output folders: created with a clear error when they cannot be, and cleared of the temporary
-files that an interrupted atomic write (:func:`hrmedseg.checkpoint.atomic_write`) leaves behind."""
+"""Output folders: created with a clear error when they cannot be, cleared of the temporary files
+that an interrupted atomic write (:func:`hrmedseg.checkpoint.atomic_write`) leaves behind, and
+the list of inputs a folder run could not use."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+
+from .data.io import DataError
 
 TEMPORARY_PATTERN = ".*.tmp"  # atomic_write's ".<name>.<random>.tmp"
 
@@ -33,3 +36,27 @@ def remove_interrupted_writes(folder: str | os.PathLike) -> list[Path]:
     for path in stale:
         path.unlink(missing_ok=True)
     return stale
+
+
+FAILURES_FILE = "failures.txt"
+
+
+def write_failures(folder: Path, failures: list[str]) -> Path | None:
+    """``failures.txt`` in ``folder``, one problem per line; removed when there is none (a rerun
+    that fixed every input leaves no stale list)."""
+    path = Path(folder) / FAILURES_FILE
+    if not failures:
+        path.unlink(missing_ok=True)
+        return None
+    path.write_text("\n".join(failures) + "\n")
+    return path
+
+
+def raise_if_nothing_done(done: int, failures: list[str], what: str) -> None:
+    """A folder run that could use none of its inputs is a user error: raise it, in one line when
+    there was one input."""
+    if done or not failures:
+        return
+    if len(failures) == 1:
+        raise DataError(failures[0])
+    raise DataError(f"none of the {len(failures)} {what} could be used:\n  " + "\n  ".join(failures))

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .io import IMAGE_SUFFIXES, DataError, read_image, read_mask
+from .io import IMAGE_SUFFIXES, DataError, current_pixel_limit, pixel_limit, read_image, read_mask
 from .transforms import AugmentConfig, augment, build_augmentation, image_to_tensor, mask_to_tensor, normalize
 
 SPLITS = ("train", "val", "test")
@@ -136,6 +136,8 @@ def find_dataset(root: str | Path, require_masks: bool = True) -> DatasetIndex:
         problems += [
             f"{masks[s]}: no image with stem '{s}' in {image_dir}" for s in sorted(set(masks) - set(images))
         ]
+    if len(problems) == 1:
+        raise DataError(problems[0])
     if problems:
         raise DataError(f"problems in dataset {root}:\n  " + "\n  ".join(problems))
 
@@ -168,35 +170,38 @@ def make_split(
     }
 
 
-def check_samples(samples: list[Sample], num_classes: int) -> None:
-    """Decode every image and mask once; raise :class:`DataError` listing each bad file.
+def sample_problems(sample: Sample, num_classes: int) -> list[str]:
+    """What is wrong with one image/mask pair, each problem naming its file (empty: usable).
 
     Checks: readable and complete files, mask size equal to image size, and (multi-class)
-    mask values below ``num_classes``.
+    mask values below ``num_classes``. Decodes both files.
     """
+    try:
+        image_hw = read_image(sample.image).shape[:2]
+        mask = None if sample.mask is None else read_mask(sample.mask)
+    except DataError as err:
+        return [str(err)]
     problems = []
-    for sample in samples:
-        try:
-            image_hw = read_image(sample.image).shape[:2]
-        except DataError as err:
-            problems.append(str(err))
-            continue
-        if sample.mask is None:
-            continue
-        try:
-            mask = read_mask(sample.mask)
-        except DataError as err:
-            problems.append(str(err))
-            continue
-        if mask.shape != image_hw:
-            problems.append(f"{sample.mask}: mask is {mask.shape[1]}x{mask.shape[0]} but its image is "
-                            f"{image_hw[1]}x{image_hw[0]} (W x H)")  # fmt: skip
-        if num_classes > 1 and (mask.max(initial=0) >= num_classes or mask.min(initial=0) < 0):
-            bad = sorted(int(v) for v in np.unique(mask) if v < 0 or v >= num_classes)
-            problems.append(
-                f"{sample.mask}: mask values {bad[:8]} outside 0..{num_classes - 1} "
-                f"(num_classes={num_classes})"
-            )
+    if mask is not None and mask.shape != image_hw:
+        problems.append(f"{sample.mask}: mask is {mask.shape[1]}x{mask.shape[0]} but its image is "
+                        f"{image_hw[1]}x{image_hw[0]} (W x H)")  # fmt: skip
+    if (
+        mask is not None
+        and num_classes > 1
+        and (mask.max(initial=0) >= num_classes or mask.min(initial=0) < 0)
+    ):
+        bad = sorted(int(v) for v in np.unique(mask) if v < 0 or v >= num_classes)
+        problems.append(
+            f"{sample.mask}: mask values {bad[:8]} outside 0..{num_classes - 1} (num_classes={num_classes})"
+        )
+    return problems
+
+
+def check_samples(samples: list[Sample], num_classes: int) -> None:
+    """Decode every image and mask once; raise :class:`DataError` listing each bad file."""
+    problems = [problem for sample in samples for problem in sample_problems(sample, num_classes)]
+    if len(problems) == 1:
+        raise DataError(problems[0])
     if problems:
         raise DataError(f"{len(problems)} problem(s) in the data:\n  " + "\n  ".join(problems))
 
@@ -232,6 +237,7 @@ class SegmentationDataset(Dataset):
         self.transform = build_augmentation(augmentation, self.size) if augmentation else None
         self.seed = seed
         self.epoch = 0
+        self.max_pixels = current_pixel_limit()  # loader workers may not inherit the caller's
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -241,8 +247,9 @@ class SegmentationDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor | int]:
         sample = self.samples[index]
-        image = image_to_tensor(read_image(sample.image), self.size)
-        mask = mask_to_tensor(read_mask(sample.mask), self.size)
+        with pixel_limit(self.max_pixels):
+            image = image_to_tensor(read_image(sample.image), self.size)
+            mask = mask_to_tensor(read_mask(sample.mask), self.size)
         if self.num_classes == 1:
             mask = (mask > 0).long()
         if self.transform is not None:

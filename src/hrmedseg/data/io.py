@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -14,17 +16,58 @@ class DataError(ValueError):
     """Bad input data. The message names each offending file and the problem."""
 
 
+# Pixel limit for reading an image. 64 megapixels (8000 x 8000) leaves 5x headroom over the
+# largest dermoscopy photographs (4288 x 2848 = 12.2 MP). Prediction needs about 35 bytes per
+# pixel (decoded RGB, float copies, full-size probabilities), so peak memory stays in proportion:
+# about 2.2 GB at the limit. Larger images should be cut into tiles, or the limit raised.
+DEFAULT_MAX_PIXELS = 64_000_000
+BYTES_PER_PIXEL_PREDICT = 35
+_max_pixels: int | None = DEFAULT_MAX_PIXELS
+
+
+@contextmanager
+def pixel_limit(max_pixels: int | None) -> Iterator[None]:
+    """Read images up to ``max_pixels`` (None: any size) inside the block; the CLI's
+    ``--max-pixels``. It replaces PIL's own decompression-bomb check there, so the limit (and its
+    message) is the same whatever the size."""
+    global _max_pixels
+    previous = _max_pixels, Image.MAX_IMAGE_PIXELS
+    _max_pixels, Image.MAX_IMAGE_PIXELS = max_pixels, None
+    try:
+        yield
+    finally:
+        _max_pixels, Image.MAX_IMAGE_PIXELS = previous
+
+
+def current_pixel_limit() -> int | None:
+    return _max_pixels
+
+
+def _check_pixels(path: Path, width: int, height: int) -> None:
+    if _max_pixels is None or width * height <= _max_pixels:
+        return
+    raise DataError(
+        f"{path}: {width}x{height} is {width * height / 1e6:.0f} megapixels, above the limit of "
+        f"{_max_pixels / 1e6:g} (--max-pixels); prediction would need about "
+        f"{width * height * BYTES_PER_PIXEL_PREDICT / 2**30:.1f} GB: cut it into tiles, or raise "
+        "--max-pixels if there is the memory"
+    )
+
+
 def _open(path: Path, as_image: bool) -> np.ndarray:
     """Decoded pixels. Images in palette or exotic colour modes become RGB; for masks a palette
     image yields its indices, which is how index masks are often stored."""
     try:
-        with Image.open(path) as img:
+        with pixel_limit(_max_pixels), Image.open(path) as img:
+            _check_pixels(path, img.width, img.height)  # from the header, before decoding
             img.load()  # decode now, so truncated files fail here, with their name
             if as_image and img.mode in ("P", "PA", "CMYK", "YCbCr", "HSV", "LAB"):
                 img = img.convert("RGB")
             return np.asarray(img)
     except FileNotFoundError:
         raise DataError(f"{path}: file not found") from None
+    except DataError:
+        raise
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         raise DataError(f"{path}: unreadable or truncated image ({err})") from None
 
@@ -78,7 +121,7 @@ def image_size(path: str | Path) -> tuple[int, int]:
     """(H, W) from the file header, without decoding the pixels."""
     path = Path(path)
     try:
-        with Image.open(path) as img:
+        with pixel_limit(_max_pixels), Image.open(path) as img:
             return img.height, img.width
     except (UnidentifiedImageError, OSError) as err:
         raise DataError(f"{path}: unreadable image ({err})") from None

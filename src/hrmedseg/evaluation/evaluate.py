@@ -1,7 +1,9 @@
 """Evaluate a trained model on a dataset split at each image's original resolution.
 
 Writes ``metrics.csv`` (one row per case and class), ``summary.json`` (mean, std, n per class
-and over all classes) and ``summary.md``, and optionally ``overlays/<case>.png``.
+and over all classes) and ``summary.md``, and optionally ``overlays/<case>.png``. A case whose
+files cannot be used is skipped and named in ``summary.json`` (``failures``) and
+``failures.txt``; the others are scored.
 
 HRMedSegSAM models are prompted per object: with boxes and/or points derived from the ground
 truth (``prompts="box"``, the default, ``"point"`` or ``"box+point"``), or with the prompts of
@@ -21,7 +23,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from ..checkpoint import read_model_config
-from ..data import DataError, Sample, check_samples, find_dataset, read_image, read_mask
+from ..data import DataError, Sample, find_dataset, read_image, read_mask, sample_problems
 from ..inference.overlay import overlay
 from ..inference.prompted import (
     GT_PROMPT_KINDS,
@@ -30,6 +32,7 @@ from ..inference.prompted import (
     read_prompt_file,
 )
 from ..inference.segmenter import Segmenter
+from ..output import FAILURES_FILE, ensure_output_folder, raise_if_nothing_done, write_failures
 from .metrics import METRIC_NAMES, case_metrics
 
 
@@ -114,8 +117,13 @@ def evaluate(
         )
     else:
         stems = index.split[split]
-    samples = index.subset(stems)
-    check_samples(samples, segmenter.num_classes)
+    samples, failures = [], []
+    for sample in index.subset(stems):  # every usable case is scored; the others are reported
+        problems = sample_problems(sample, segmenter.num_classes)
+        failures.extend(problems)
+        if not problems:
+            samples.append(sample)
+    raise_if_nothing_done(len(samples), failures, f"'{split}' cases of {data}")
     if prompts == "json":
         if prompt_dir is None:
             raise ValueError(
@@ -127,8 +135,7 @@ def evaluate(
             raise DataError(f"{prompt_dir}: no prompt file for {len(missing)} case(s): "
                             + ", ".join(f"{m}.json" for m in missing[:10]))  # fmt: skip
 
-    output = Path(output)
-    output.mkdir(parents=True, exist_ok=True)
+    output = ensure_output_folder(output)
     if overlays:
         (output / "overlays").mkdir(exist_ok=True)
     rows: list[dict[str, Any]] = []
@@ -157,15 +164,22 @@ def evaluate(
         "split": split,
         "prompts": prompts or "none (automatic)",
         "cases": len(samples),
+        "failures": failures,
         "mean": _summarise(rows, metric_keys),
         "per_class": {str(c): _summarise([r for r in rows if r["class"] == c], metric_keys) for c in classes},
         "conventions": "distances in pixels at original resolution (_mm: physical units); empty-mask "
         "rules in hrmedseg.evaluation.metrics",
     }
     (output / "summary.json").write_text(json.dumps(summary, indent=2))
+    write_failures(output, failures)
     lines = [
         f"Evaluation of `{checkpoint}` on `{data}` ({split}: {len(samples)} cases"
         + (f"; prompts: {prompts})" if prompts else ")"),
+        *(
+            ["", f"{len(failures)} case(s) could not be scored (listed in {FAILURES_FILE})"]
+            if failures
+            else []
+        ),
         "",
         "| class | " + " | ".join(metric_keys) + " |",
         "|---|" + "---|" * len(metric_keys),

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from ..data.io import IMAGE_SUFFIXES, DataError, image_size, read_image, write_mask
+from ..data.io import IMAGE_SUFFIXES, DataError, read_image, write_mask
+from ..output import ensure_output_folder, raise_if_nothing_done, write_failures
 from .overlay import overlay
 from .prompted import PromptedSegmenter, read_prompt_file
 from .segmenter import Segmenter
@@ -39,6 +41,27 @@ def _list_unique_images(inputs: str | Path) -> list[Path]:
     return images
 
 
+@dataclass
+class FolderReport:
+    """What a folder run produced: the files written and, per unreadable input, its problem."""
+
+    written: list[Path] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+
+
+def _readable(paths: list[Path], report: FolderReport) -> tuple[list[Path], list[np.ndarray]]:
+    """The decoded images among ``paths``; each unreadable one is recorded in ``report``."""
+    readable, arrays = [], []
+    for path in paths:
+        try:
+            arrays.append(read_image(path))
+        except DataError as err:
+            report.failures.append(str(err))
+            continue
+        readable.append(path)
+    return readable, arrays
+
+
 def predict_to_folder(
     segmenter: Segmenter,
     inputs: str | Path,
@@ -46,28 +69,33 @@ def predict_to_folder(
     probabilities: bool = False,
     overlays: bool = False,
     progress: bool = True,
-) -> list[Path]:
+) -> FolderReport:
     """Write ``<stem>.png`` per image: 0/255 for a binary model, class indices 0..K-1 otherwise.
 
     ``probabilities`` adds ``<stem>_prob.npy`` (float16, K x H x W); ``overlays`` adds
-    ``<stem>_overlay.png``. Returns the mask paths.
+    ``<stem>_overlay.png``. Every readable image is segmented; unreadable ones are skipped and
+    listed in the report and in ``failures.txt``. Images are decoded one batch at a time.
     """
     images = _list_unique_images(inputs)
-    output = Path(output)
-    output.mkdir(parents=True, exist_ok=True)
-    written = []
-    results = segmenter.iter_probabilities(images)
-    pairs = zip(images, results, strict=True)
-    for path, probs in tqdm(pairs, total=len(images), disable=not progress, desc="predict", unit="image"):
-        mask = segmenter.probabilities_to_mask(probs)
-        target = output / f"{path.stem}.png"
-        write_mask(target, mask * 255 if segmenter.num_classes == 1 else mask)
-        written.append(target)
-        if probabilities:
-            np.save(output / f"{path.stem}_prob.npy", probs.astype(np.float16))
-        if overlays:
-            Image.fromarray(overlay(read_image(path), mask)).save(output / f"{path.stem}_overlay.png")
-    return written
+    output = ensure_output_folder(output)
+    report = FolderReport()
+    bar = tqdm(total=len(images), disable=not progress, desc="predict", unit="image")
+    for start in range(0, len(images), segmenter.batch_size):
+        paths, arrays = _readable(images[start : start + segmenter.batch_size], report)
+        for path, array, probs in zip(paths, arrays, segmenter.iter_probabilities(arrays), strict=True):
+            mask = segmenter.probabilities_to_mask(probs)
+            target = output / f"{path.stem}.png"
+            write_mask(target, mask * 255 if segmenter.num_classes == 1 else mask)
+            report.written.append(target)
+            if probabilities:
+                np.save(output / f"{path.stem}_prob.npy", probs.astype(np.float16))
+            if overlays:
+                Image.fromarray(overlay(array, mask)).save(output / f"{path.stem}_overlay.png")
+        bar.update(min(segmenter.batch_size, len(images) - start))
+    bar.close()
+    write_failures(output, report.failures)
+    raise_if_nothing_done(len(report.written), report.failures, "images")
+    return report
 
 
 def prompt_files_for(images: list[Path], prompts: str | Path) -> list[Path]:
@@ -101,26 +129,33 @@ def predict_prompted_to_folder(
     Writes per image ``<stem>.png`` (the union of the objects, 0/255), ``<stem>_objects.png``
     (object k labelled k + 1 in prompt order; where objects overlap, the higher predicted IoU
     wins) and ``<stem>_scores.json`` (each object's predicted IoU); ``overlays`` adds
-    ``<stem>_overlay.png``. Returns the mask paths.
+    ``<stem>_overlay.png``. Unreadable images and prompt files are skipped and reported, as in
+    :func:`predict_to_folder`.
     """
     images = _list_unique_images(inputs)
     prompt_files = prompt_files_for(images, prompts)
-    output = Path(output)
-    output.mkdir(parents=True, exist_ok=True)
-    written = []
+    output = ensure_output_folder(output)
+    report = FolderReport()
     pairs = zip(images, prompt_files, strict=True)
     for path, prompt_file in tqdm(
         pairs, total=len(images), disable=not progress, desc="predict", unit="image"
     ):
-        objects = read_prompt_file(prompt_file, image_size(path))
-        mask, object_masks, scores = segmenter.segment(path, objects)
+        try:
+            image = read_image(path)
+            objects = read_prompt_file(prompt_file, image.shape[:2])
+        except DataError as err:
+            report.failures.append(str(err))
+            continue
+        mask, object_masks, scores = segmenter.segment(image, objects)
         labels = np.zeros(mask.shape, dtype=np.int64)
         for k in np.argsort(scores, kind="stable"):  # higher scores are painted last
             labels[object_masks[k]] = k + 1
         write_mask(output / f"{path.stem}.png", mask * 255)
         write_mask(output / f"{path.stem}_objects.png", labels)
         (output / f"{path.stem}_scores.json").write_text(json.dumps({"predicted_iou": scores.tolist()}))
-        written.append(output / f"{path.stem}.png")
+        report.written.append(output / f"{path.stem}.png")
         if overlays:
-            Image.fromarray(overlay(read_image(path), mask)).save(output / f"{path.stem}_overlay.png")
-    return written
+            Image.fromarray(overlay(image, mask)).save(output / f"{path.stem}_overlay.png")
+    write_failures(output, report.failures)
+    raise_if_nothing_done(len(report.written), report.failures, "images")
+    return report

@@ -57,7 +57,7 @@ def stored_config(output: Path, config_class: type[ConfigT]) -> ConfigT:
     """The run's ``config.yaml`` with the changes of earlier resumes applied."""
     path = output / "config.yaml"
     if not path.is_file():
-        raise OutputError(f"cannot resume: {path} not found")
+        raise OutputError(f"cannot resume: {output} holds no run (no config.yaml)")
     values = yaml.safe_load(path.read_text())
     changes_file = output / CHANGES_FILE
     if changes_file.is_file():

@@ -1,0 +1,218 @@
+"""The bad-input corpus: each case builds its fault in a temporary folder, runs the command line
+and checks the exit status and the message. Adding a case is adding one line to CASES.
+
+Exit status 2 with one line on stderr naming the path and the problem for anything the user must
+fix; 1 when predict or evaluate processed every usable input and some could not be used.
+"""
+
+import json
+import shutil
+import struct
+import zlib
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+import hrmedseg
+from hrmedseg.cli import main as cli_main
+from hrmedseg.data.synthetic import make_synthetic_dataset
+
+TRAIN = ["train", "--model", "hrmedseg_t", "--img-size", "64", "--batch-size", "4", "--epochs", "1",
+         "--num-workers", "0", "--quiet"]  # fmt: skip
+
+
+class Corpus:
+    """Everything the cases share: a small dataset, a model file and a training state."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.data = make_synthetic_dataset(root / "data", num_images=12, size_range=(60, 80))
+        self.model = hrmedseg.save_model(
+            hrmedseg.create_model("hrmedseg_t", img_size=64), root / "m.safetensors"
+        )
+        self.state = root / "run" / "last.pt"
+        self.state.parent.mkdir()
+        torch.save({"epoch": 1}, self.state)
+
+    def copy_data(self, tmp: Path) -> Path:
+        return Path(shutil.copytree(self.data, tmp / "data"))
+
+    def images(self, tmp: Path, count: int = 5) -> Path:
+        folder = tmp / "images"
+        folder.mkdir()
+        for path in sorted((self.data / "images").iterdir())[:count]:
+            shutil.copy(path, folder)
+        return folder
+
+    def a_file(self, tmp: Path) -> Path:
+        (tmp / "taken").write_text("not a folder")
+        return tmp / "taken"
+
+
+def png_header_only(path: Path, width: int, height: int) -> Path:
+    """A PNG whose header claims width x height but holds no pixels: an oversized image without
+    the memory to build one."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b""))
+    return path
+
+
+def truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: len(path.read_bytes()) // 2])
+
+
+def with_fault(c: Corpus, tmp: Path, stem: str, fault: Callable[[Path], None], kind="images") -> Path:
+    data = c.copy_data(tmp)
+    fault(data / kind / f"{stem}.png")
+    return data
+
+
+def evaluate_args(c, data, tmp):
+    return ["evaluate", "--checkpoint", str(c.model), "--data", str(data), "--split", "all",
+            "--output", str(tmp / "ev"), "--quiet"]  # fmt: skip
+
+
+def predict_args(c, inputs, output):
+    return [
+        "predict",
+        "--checkpoint",
+        str(c.model),
+        "--input",
+        str(inputs),
+        "--output",
+        str(output),
+        "--quiet",
+    ]
+
+
+def mixed_folder(c, tmp):
+    folder = c.images(tmp, 5)
+    shutil.copy(folder / sorted(p.name for p in folder.iterdir())[0], folder / "broken.png")
+    truncate(folder / "broken.png")
+    (folder / "notes.png").write_text("this is text")
+    return folder
+
+
+def huge_in_training_data(c, tmp):
+    data = c.copy_data(tmp)
+    png_header_only(data / "images" / "case_000.png", 20000, 20000)
+    return data
+
+
+CASES = {
+    # id: (argv builder (corpus, tmp) -> argv, exit status, text in stderr)
+    "train output is a file": (
+        lambda c, t: [*TRAIN, "--data", str(c.data), "--output", str(c.a_file(t))], 2, "exists and is not a folder"),
+    "evaluate output is a file": (
+        lambda c, t: [*evaluate_args(c, c.data, t)[:-3], "--output", str(c.a_file(t))], 2, "exists and is not a folder"),
+    "predict output is a file": (
+        lambda c, t: predict_args(c, c.images(t), c.a_file(t)), 2, "exists and is not a folder"),
+    "train output under a file": (
+        lambda c, t: [*TRAIN, "--data", str(c.data), "--output", str(c.a_file(t) / "run")], 2,
+        "cannot create the output folder"),
+    "predict output under a file": (
+        lambda c, t: predict_args(c, c.images(t), c.a_file(t) / "out"), 2, "cannot create the output folder"),
+    "evaluate output under a file": (
+        lambda c, t: [*evaluate_args(c, c.data, t)[:-3], "--output", str(c.a_file(t) / "ev")], 2,
+        "cannot create the output folder"),
+    "huge image in training data": (
+        lambda c, t: [*TRAIN, "--data", str(huge_in_training_data(c, t)), "--output", str(t / "run")], 2,
+        "case_000.png: 20000x20000 is 400 megapixels, above the limit of 64"),
+    "huge image to predict": (
+        lambda c, t: predict_args(c, png_header_only(t / "big.png", 20000, 20000), t / "out"), 2,
+        "big.png: 20000x20000 is 400 megapixels"),
+    "huge image to evaluate": (
+        lambda c, t: evaluate_args(c, huge_in_training_data(c, t), t), 1, "case_000.png: 20000x20000"),
+    "image above a lowered pixel limit": (
+        lambda c, t: [*predict_args(c, c.images(t, 1), t / "out"), "--max-pixels", "100"], 2,
+        "above the limit of 0.0001 (--max-pixels)"),
+    "predict folder with bad files": (
+        lambda c, t: predict_args(c, mixed_folder(c, t), t / "out"), 1, "2 input(s) could not be used"),
+    "evaluate with a truncated image": (
+        lambda c, t: evaluate_args(c, with_fault(c, t, "case_003", truncate), t), 1,
+        "case_003.png: unreadable or truncated image"),
+    "training state to evaluate": (
+        lambda c, t: [*evaluate_args(c, c.data, t)[:2], str(c.state), *evaluate_args(c, c.data, t)[3:]], 2,
+        "is training state (torch.save, for --resume), not a model file"),
+    "training state as --init-encoder": (
+        lambda c, t: [*TRAIN, "--data", str(c.data), "--output", str(t / "r"), "--init-encoder", str(c.state)], 2,
+        "is training state"),
+    "resume of a folder that holds no run": (
+        lambda c, t: ["train", "--resume", "--output", str(t)], 2, "holds no run"),
+    "resume of a run without its config": (
+        lambda c, t: ["train", "--resume", "--output", str(c.state.parent)], 2, "holds no run (no config.yaml)"),
+    "missing dataset folder": (
+        lambda c, t: [*TRAIN, "--data", str(t / "nowhere"), "--output", str(t / "r")], 2, "dataset folder not found"),
+    "image without mask": (
+        lambda c, t: [*TRAIN, "--data", str(with_fault(c, t, "case_001", Path.unlink, "masks")),
+                      "--output", str(t / "r")], 2, "case_001"),
+    "mask of another size": (
+        lambda c, t: [*TRAIN, "--data", str(with_fault(
+            c, t, "case_002", lambda p: Image.new("L", (5, 5)).save(p), "masks")), "--output", str(t / "r")], 2,
+        "mask is 5x5 but its image is"),
+    "truncated training image": (
+        lambda c, t: [*TRAIN, "--data", str(with_fault(c, t, "case_004", truncate)), "--output", str(t / "r")],
+        2, "case_004.png: unreadable or truncated image"),
+    "empty validation split": (
+        lambda c, t: [*TRAIN, "--data", str(empty_val_split(c, t)), "--output", str(t / "r")], 2,
+        "the 'val' split is empty"),
+    "unknown model": (
+        lambda c, t: ["train", "--data", str(c.data), "--output", str(t / "r"), "--model", "nope"], 2,
+        "unknown model 'nope'"),
+    "model file not found": (
+        lambda c, t: ["predict", "--checkpoint", str(t / "none.safetensors"), "--input", str(t), "--output", str(t / "o")], 2,
+        "none.safetensors"),
+    "prompts for a prompt-free model": (
+        lambda c, t: [*predict_args(c, c.images(t), t / "o"), "--prompts", str(t)], 2, "--prompts is for HRMedSegSAM"),
+}  # fmt: skip
+
+
+def empty_val_split(c, tmp):
+    data = c.copy_data(tmp)
+    split = json.loads((data / "split.json").read_text())
+    split["train"] += split.pop("val")
+    split["val"] = []
+    (data / "split.json").write_text(json.dumps(split))
+    return data
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    return Corpus(tmp_path_factory.mktemp("corpus"))
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_bad_input(case, corpus, tmp_path, capsys):
+    build, status, message = CASES[case]
+    assert cli_main(build(corpus, tmp_path)) == status
+    err = capsys.readouterr().err
+    assert message in err
+    assert "Traceback" not in err
+    if status == 2:
+        assert len(err.strip().splitlines()) == 1, err
+
+
+def test_predict_writes_every_readable_image_and_lists_the_others(corpus, tmp_path, capsys):
+    folder = mixed_folder(corpus, tmp_path)
+    assert cli_main([*predict_args(corpus, folder, tmp_path / "out"), "--batch-size", "4"]) == 1
+    written = sorted(p.name for p in (tmp_path / "out").glob("*.png"))
+    assert len(written) == 5 and "broken.png" not in written
+    listed = (tmp_path / "out" / "failures.txt").read_text().splitlines()
+    assert [Path(line.split(":")[0]).name for line in listed] == ["broken.png", "notes.png"]
+    err = capsys.readouterr().err
+    assert "broken.png" in err and "notes.png" in err
+
+
+def test_evaluate_scores_the_readable_cases_and_names_the_rest(corpus, tmp_path):
+    data = with_fault(corpus, tmp_path, "case_003", truncate)
+    assert cli_main(evaluate_args(corpus, data, tmp_path)) == 1
+    summary = json.loads((tmp_path / "ev" / "summary.json").read_text())
+    assert summary["cases"] == 11 and len(summary["failures"]) == 1 and "case_003" in summary["failures"][0]
+    assert (tmp_path / "ev" / "failures.txt").is_file()
