@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import logging
 import subprocess
 import sys
 import tempfile
@@ -34,7 +35,8 @@ from hrmedseg.evaluation.evaluate import evaluate
 from hrmedseg.inference.segmenter import Segmenter
 from hrmedseg.losses import SegmentationLoss
 from hrmedseg.training.config import TrainConfig, load_config
-from hrmedseg.training.engine import make_loaders, recipe_scheduler, resolve_split, train_one_epoch, validate
+from hrmedseg.training.engine import make_loaders, recipe_scheduler, resolve_split, validate
+from hrmedseg.training.loop import EpochLoop, Score, fit
 from hrmedseg.training.objectives import AutomaticObjective
 from hrmedseg.training.optim import build_optimizer
 
@@ -78,20 +80,21 @@ def train_and_test(name: str, data: Path, args: argparse.Namespace, epochs: int,
     objective = AutomaticObjective(
         model, SegmentationLoss(1, config.dice_weight, config.focal_weight), quality_weight, None
     )
-    best_dice, best_state, curve = -1.0, None, []
+    loop = EpochLoop(
+        objective, model, optimizer, scheduler, scaler, train_loader,
+        validate=lambda: validate(objective, val_loader, device), score=Score("val_dice"), device=device,
+        epoch_aware=(sampler, train_set), accumulate=config.accumulate, clip_grad=config.clip_grad,
+    )  # fmt: skip
+    best_state, curve = {}, []
+
+    def keep_best(epoch: int, improved: bool, best: float, rng_states: list) -> None:
+        if improved:
+            best_state.update(copy.deepcopy(model.state_dict()))
+
     started = time.perf_counter()
-    for epoch in range(config.epochs):
-        sampler.set_epoch(epoch)
-        train_set.set_epoch(epoch)
-        train_loss = train_one_epoch(
-            objective, train_loader, optimizer, scaler, config.accumulate, device, desc=f"{name} {epoch + 1}",
-            clip_grad=config.clip_grad, epoch=epoch + 1, scheduler=scheduler,
-        )  # fmt: skip
-        _, val_dice, _ = validate(objective, val_loader, device)
-        curve.append(round(val_dice, 4))
-        print(f"{name} epoch {epoch + 1}/{epochs}: loss {train_loss:.4f} val Dice {val_dice:.4f}", flush=True)
-        if val_dice > best_dice:
-            best_dice, best_state = val_dice, copy.deepcopy(model.state_dict())
+    _, best_dice = fit(
+        loop, epochs, keep_best, on_epoch_end=lambda epoch, row: curve.append(round(row["val_dice"], 4))
+    )
     minutes = (time.perf_counter() - started) / 60
     model.load_state_dict(best_state)
     summary = evaluate(
@@ -154,6 +157,7 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--output", type=Path, default=Path("runs/accuracy_vs_unet"))
     args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")  # the per-epoch lines
 
     equal_epochs, equal_time = [], []
     for data in args.data:

@@ -22,7 +22,7 @@ import torch
 from hrmedseg.evaluation.evaluate import evaluate
 from hrmedseg.training.config import load_config
 from hrmedseg.training.engine import train
-from hrmedseg.training.logging import read_log
+from hrmedseg.training.run_log import read_log
 
 
 def run_recipe(recipe: Path, args: argparse.Namespace) -> dict:

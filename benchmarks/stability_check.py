@@ -13,7 +13,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from hrmedseg.training.logging import read_log
+from hrmedseg.training.run_log import read_log
 
 
 def loss_never_climbs_above_epoch_2(rows: list[dict[str, float]]) -> tuple[bool, str]:

@@ -1,8 +1,10 @@
 """Model files round-trip; foreign and mismatching weights load or fail with named keys."""
 
+import numpy as np
 import pytest
 import torch
-from safetensors.torch import save_file
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 from segment_anything.modeling import PromptEncoder as SamPromptEncoder
 
 import hrmedseg
@@ -108,5 +110,26 @@ def test_sam_checkpoint_without_prompt_encoder_is_rejected(tmp_path):
         load_sam_prompt_encoder(create_model("hrmedseg_sam_t").prompt_encoder, path)
 
 
-def test_hrmedseg_exports():
-    assert {"create_model", "list_models", "load_model", "save_model"} <= set(hrmedseg.__all__)
+def test_the_public_names_carry_a_model_from_creation_to_masks(tmp_path):
+    # Only names exported at the package's top level and by its subpackages.
+    from hrmedseg.evaluation import evaluate
+    from hrmedseg.training import TrainConfig, train
+
+    assert callable(train) and callable(evaluate) and TrainConfig(data="d", output="o").epochs > 0
+    assert "hrmedseg_t" in hrmedseg.list_models()
+    model = hrmedseg.create_model("hrmedseg_t", img_size=64).eval()
+    loaded = hrmedseg.load_model(hrmedseg.save_model(model, tmp_path / "m.safetensors"))
+    image = np.random.default_rng(0).integers(0, 256, (50, 70, 3), dtype=np.uint8)
+    masks = [hrmedseg.Segmenter(m, device="cpu").predict(image) for m in (model, loaded)]
+    assert masks[0].shape == (50, 70)
+    np.testing.assert_array_equal(masks[0], masks[1])
+
+
+def test_a_newer_model_file_format_is_refused_naming_both_versions(tmp_path):
+    path = hrmedseg.save_model(hrmedseg.create_model("hrmedseg_t", img_size=64), tmp_path / "m.safetensors")
+    tensors = load_file(str(path))
+    with safe_open(str(path), framework="pt") as f:
+        metadata = {**f.metadata(), "format_version": "2"}
+    save_file(tensors, str(path), metadata=metadata)
+    with pytest.raises(ValueError, match="format version 2; this hrmedseg reads version 1 and earlier"):
+        hrmedseg.load_model(path)

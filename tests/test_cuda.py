@@ -25,7 +25,7 @@ import hrmedseg
 from hrmedseg.data.synthetic import make_synthetic_dataset
 from hrmedseg.training.config import TrainConfig
 from hrmedseg.training.engine import train
-from hrmedseg.training.logging import read_log
+from hrmedseg.training.run_log import read_log
 
 pytestmark = [
     pytest.mark.cuda,

@@ -1,5 +1,6 @@
 """Training: binary and multi-class runs, outputs, resume equivalence, encoder init and DDP."""
 
+import json
 import os
 import subprocess
 import sys
@@ -11,6 +12,7 @@ from safetensors.torch import load_file
 
 import hrmedseg
 from hrmedseg.cli import main as cli_main
+from hrmedseg.data import make_split
 from hrmedseg.data.synthetic import make_synthetic_dataset
 from hrmedseg.training.config import TrainConfig, load_config
 from hrmedseg.training.engine import train
@@ -53,8 +55,12 @@ def test_training_lowers_the_loss_and_writes_every_output(tmp_path, num_classes)
 def test_split_is_generated_and_written_when_the_folder_has_none(tmp_path):
     data = make_synthetic_dataset(tmp_path / "data", num_images=12, with_split=False)
     train(TrainConfig(data=str(data), output=str(tmp_path / "run"), epochs=1, **TINY), progress=False)
-    split = (tmp_path / "run" / "split.json").read_text()
-    assert '"train"' in split and '"test"' in split
+    split = json.loads((tmp_path / "run" / "split.json").read_text())
+    stems = sorted(p.stem for p in (data / "images").iterdir())
+    assert [len(split[k]) for k in ("train", "val", "test")] == [8, 1, 3]  # 70/10/20 of 12, rounded
+    assert sorted(split["train"] + split["val"] + split["test"]) == stems  # each case once
+    again = make_split(stems, seed=0)
+    assert again == split  # seeded: the same split on every run
 
 
 RECIPES = {
@@ -175,7 +181,7 @@ def test_empty_split_is_an_error_before_training(tmp_path, binary_data):
 
 def test_tensorboard_mirrors_the_log_and_a_resume_replaces_the_crashed_epochs(tmp_path):
     event_accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
-    from hrmedseg.training.logging import RunLogger, read_log
+    from hrmedseg.training.run_log import RunLogger, read_log
 
     def row(epoch, dice):
         return {"epoch": epoch, "lr": 1e-3, "train_loss": 1.0, "val_loss": 1.0, "val_dice": dice,

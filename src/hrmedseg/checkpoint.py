@@ -89,6 +89,12 @@ def _read_metadata(path: str | os.PathLike) -> dict[str, str]:
         raise ValueError(f"{path} is not a readable safetensors file: {err}") from None
     if metadata.get("format") != FORMAT_NAME or "config" not in metadata:
         raise ValueError(f"{path} is a safetensors file but not an hrmedseg model file (no model config)")
+    version = metadata.get("format_version", "?")
+    if not version.isdigit() or int(version) > int(FORMAT_VERSION):
+        raise ValueError(
+            f"{path} is a model file of format version {version}; this hrmedseg reads version "
+            f"{FORMAT_VERSION} and earlier: upgrade hrmedseg to load it"
+        )
     return metadata
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -30,15 +31,22 @@ def _cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_overrides(args: argparse.Namespace) -> dict:
+    """The options of the run parent parser (train and distill), as config fields."""
+    names = ("data", "output", "img_size", "epochs", "batch_size", "lr", "amp", "accumulate", "clip_grad",
+             "seed", "num_workers", "device")  # fmt: skip
+    return {
+        **{n: getattr(args, n) for n in names},
+        "grad_checkpointing": True if args.grad_checkpointing else None,
+    }
+
+
 def _train_config(args: argparse.Namespace):
     from .training.config import TrainConfig
 
     overrides = {
-        "data": args.data, "output": args.output, "model": args.model, "img_size": args.img_size,
-        "epochs": args.epochs, "batch_size": args.batch_size, "num_classes": args.num_classes, "lr": args.lr,
-        "amp": args.amp, "accumulate": args.accumulate, "seed": args.seed, "num_workers": args.num_workers,
-        "device": args.device, "init_encoder": args.init_encoder, "clip_grad": args.clip_grad,
-        "grad_checkpointing": True if args.grad_checkpointing else None,
+        **_run_overrides(args), "model": args.model, "num_classes": args.num_classes,
+        "init_encoder": args.init_encoder,
     }  # fmt: skip
     config = _run_config(args, TrainConfig, overrides)
     for name in ("data", "output"):
@@ -77,12 +85,8 @@ def _cmd_distill(args: argparse.Namespace) -> int:
     from .distillation import DistillConfig, distill
 
     overrides = {
-        "data": args.data, "output": args.output, "teacher": args.teacher,
-        "teacher_checkpoint": args.teacher_checkpoint, "student": args.student, "img_size": args.img_size,
-        "epochs": args.epochs, "batch_size": args.batch_size, "cache": args.cache, "lr": args.lr,
-        "amp": args.amp, "accumulate": args.accumulate, "seed": args.seed, "num_workers": args.num_workers,
-        "device": args.device, "clip_grad": args.clip_grad,
-        "grad_checkpointing": True if args.grad_checkpointing else None,
+        **_run_overrides(args), "teacher": args.teacher, "teacher_checkpoint": args.teacher_checkpoint,
+        "student": args.student, "cache": args.cache,
     }  # fmt: skip
     config = _run_config(args, DistillConfig, overrides)
     for name in ("data", "output", "teacher_checkpoint"):
@@ -163,8 +167,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def add(name: str, help_text: str, func, reads_images: bool = True) -> argparse.ArgumentParser:
-        sub = commands.add_parser(name, help=help_text, description=help_text)
+    def add(
+        name: str, help_text: str, func, reads_images: bool = True, parents: list | None = None
+    ) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help_text, description=help_text, parents=parents or [])
         sub.set_defaults(func=func)
         sub.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
         if reads_images:
@@ -175,36 +181,47 @@ def build_parser() -> argparse.ArgumentParser:
             )  # fmt: skip
         return sub
 
-    train = add("train", "fine-tune a model on a folder of images and masks", _cmd_train)
+    # The options every run shares, in one parent parser (their fields: training.config.RunConfig).
+    run_options = argparse.ArgumentParser(add_help=False)
+    run_options.add_argument("--output", help="run folder for checkpoints, logs, config and curves")
+    run_options.add_argument("--config", help="YAML config (see configs/); command-line options override it")
+    run_options.add_argument("--img-size", type=int, help="square input size the images are resized to")
+    run_options.add_argument("--epochs", type=int)
+    run_options.add_argument("--batch-size", type=int)
+    run_options.add_argument("--lr", type=float)
+    run_options.add_argument(
+        "--amp", choices=["none", "bf16", "fp16"], help="mixed precision (fp16: CUDA only)"
+    )
+    run_options.add_argument(
+        "--grad-checkpointing", action="store_true", help="recompute activations: less memory"
+    )
+    run_options.add_argument("--accumulate", type=int, help="gradient accumulation steps")
+    run_options.add_argument("--clip-grad", type=float, metavar="NORM", help=CLIP_GRAD_HELP)
+    run_options.add_argument("--seed", type=int)
+    run_options.add_argument("--num-workers", type=int, help="data-loading processes")
+    run_options.add_argument("--device", help="auto, cpu, cuda or cuda:N")
+    run_options.add_argument(
+        "--resume", action="store_true", help="continue the run in --output from its last epoch"
+    )
+    run_options.add_argument(
+        "--overwrite", action="store_true", help="start over in an --output that holds a run"
+    )
+
+    train = add(
+        "train", "fine-tune a model on a folder of images and masks", _cmd_train, parents=[run_options]
+    )
     train.add_argument(
         "--data", help="dataset folder: images/ + masks/ (+ split.json), or image_1024/ + mask_1024/"
     )
-    train.add_argument("--output", help="run folder for checkpoints, logs, config and curves")
-    train.add_argument("--config", help="YAML config (see configs/); command-line options override it")
     train.add_argument("--model", help="registered model name (hrmedseg models), default hrmedseg_b")
-    train.add_argument("--img-size", type=int, help="square input size the images are resized to")
-    train.add_argument("--epochs", type=int)
-    train.add_argument("--batch-size", type=int)
     train.add_argument(
         "--num-classes", type=int, help="1 = binary (any non-zero mask value); K = classes 0..K-1"
     )
-    train.add_argument("--lr", type=float)
-    train.add_argument("--amp", choices=["none", "bf16", "fp16"], help="mixed precision (fp16: CUDA only)")
-    train.add_argument("--grad-checkpointing", action="store_true", help="recompute activations: less memory")
-    train.add_argument("--accumulate", type=int, help="gradient accumulation steps")
-    train.add_argument("--clip-grad", type=float, metavar="NORM", help=CLIP_GRAD_HELP)
-    train.add_argument("--seed", type=int)
-    train.add_argument("--num-workers", type=int, help="data-loading processes")
-    train.add_argument("--device", help="auto, cpu, cuda or cuda:N")
     train.add_argument("--init-encoder", help="model file whose image_encoder weights initialise the encoder")
-    train.add_argument(
-        "--resume", action="store_true", help="continue the run in --output from its last epoch"
-    )
-    train.add_argument("--overwrite", action="store_true", help="start over in an --output that holds a run")
 
     distill = add(
         "distill", "pretrain an LGViT encoder to imitate a frozen SAM image encoder (feature distillation)",
-        _cmd_distill,
+        _cmd_distill, parents=[run_options],
     )  # fmt: skip
     distill.add_argument("--data", help="folder of unlabeled images (searched recursively)")
     distill.add_argument(
@@ -216,32 +233,9 @@ def build_parser() -> argparse.ArgumentParser:
     distill.add_argument(
         "--student", help="registered model whose encoder + neck is trained, default hrmedseg_b"
     )
-    distill.add_argument("--img-size", type=int, help="square input size, a multiple of 16 (default 1024)")
-    distill.add_argument("--epochs", type=int)
-    distill.add_argument("--batch-size", type=int)
-    distill.add_argument("--output", help="run folder for the encoder files, logs, config and curves")
     distill.add_argument(
         "--cache",
         help="folder for the teacher-embedding cache: the teacher runs once per image, not per epoch",
-    )
-    distill.add_argument(
-        "--config", help="YAML config (fields of DistillConfig); command-line options override it"
-    )
-    distill.add_argument("--lr", type=float)
-    distill.add_argument("--amp", choices=["none", "bf16", "fp16"], help="mixed precision (fp16: CUDA only)")
-    distill.add_argument(
-        "--grad-checkpointing", action="store_true", help="recompute activations: less memory"
-    )
-    distill.add_argument("--accumulate", type=int, help="gradient accumulation steps")
-    distill.add_argument("--clip-grad", type=float, metavar="NORM", help=CLIP_GRAD_HELP)
-    distill.add_argument("--seed", type=int)
-    distill.add_argument("--num-workers", type=int, help="data-loading processes")
-    distill.add_argument("--device", help="auto, cpu, cuda or cuda:N")
-    distill.add_argument(
-        "--resume", action="store_true", help="continue the run in --output from its last epoch"
-    )
-    distill.add_argument(
-        "--overwrite", action="store_true", help="start over in an --output that holds a run"
     )
 
     evaluate = add("evaluate", "score a model on a dataset split at original resolution", _cmd_evaluate)
@@ -284,8 +278,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _log_to_stdout() -> None:
+    """The engines report through ``logging`` (per-epoch lines, resumes); the command line shows
+    those messages on stdout. Replaces the handler of an earlier call in the same process."""
+    logger = logging.getLogger("hrmedseg")
+    for handler in [h for h in logger.handlers if getattr(h, "hrmedseg_cli", False)]:
+        logger.removeHandler(handler)
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    handler.hrmedseg_cli = True
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    _log_to_stdout()
     try:
         with pixel_limit(getattr(args, "max_pixels", DEFAULT_MAX_PIXELS) or None):
             return args.func(args)

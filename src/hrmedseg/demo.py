@@ -20,7 +20,7 @@ from .training.engine import train
 def run_demo(output: Path, progress: bool = True) -> dict[str, Path]:
     output = Path(output)
     data = make_synthetic_dataset(output / "data", num_images=80, size_range=(200, 320), seed=0)
-    print(f"[1/3] synthetic dataset (80 images, not medical data) in {data}")
+    print(f"synthetic dataset (80 images, not medical data) in {data}")
     config = TrainConfig(
         data=str(data), output=str(output / "run"), model="hrmedseg_b", img_size=256, epochs=12,
         batch_size=8, num_workers=0,

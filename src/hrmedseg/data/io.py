@@ -19,7 +19,8 @@ class DataError(ValueError):
 # Pixel limit for reading an image. 64 megapixels (8000 x 8000) leaves 5x headroom over the
 # largest dermoscopy photographs (4288 x 2848 = 12.2 MP). Prediction needs about 25 bytes per
 # pixel on top of the model (decoded RGB, float copies, full-size probabilities; 22 measured at
-# 4288 x 2848), so peak memory stays in proportion: about 1.6 GB at the limit. Larger images should be cut into tiles, or the limit raised.
+# 4288 x 2848), so peak memory stays in proportion: about 1.6 GB at the limit. Larger images
+# should be cut into tiles, or the limit raised.
 DEFAULT_MAX_PIXELS = 64_000_000
 BYTES_PER_PIXEL_PREDICT = 25
 _max_pixels: int | None = DEFAULT_MAX_PIXELS

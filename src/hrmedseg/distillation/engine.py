@@ -17,7 +17,7 @@ import json
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,21 +31,17 @@ from tqdm import tqdm
 
 from ..build import create_model, get_model_config
 from ..data.io import DataError
-from ..training.config import ConfigFile, check_clip_grad
+from ..training.config import RunConfig
 from ..training.engine import (
     Distributed,
     Optimisation,
     amp_dtype_for,
-    finish_run,
+    run_epochs,
     setup_distributed,
-    train_one_epoch,
-    write_checkpoints,
 )
-from ..training.guards import check_finite_state, divergence_advice
-from ..training.logging import RunLogger
+from ..training.loop import EpochLoop, Score
 from ..training.optim import build_optimizer, build_scheduler
-from ..training.run_folder import check_resume, prepare_output, record_resume_changes, write_new_run
-from ..training.state import all_rng_states
+from ..training.run_folder import check_resume, prepare_output
 from .cache import EmbeddingCache, file_sha256
 from .data import UnlabeledImages, find_images, split_images
 from .teacher import load_teacher, resolve_teacher
@@ -55,40 +51,26 @@ RESIZE = "stretch to img_size x img_size, bilinear, antialiased"
 
 
 @dataclass
-class DistillConfig(ConfigFile):
-    """A distillation run. Defaults follow the authors' recipe: ViT-H teacher, 1024 x 1024,
-    Adam lr 1e-3 without weight decay, ExponentialLR 0.98 per epoch, batch 4, 20 epochs."""
+class DistillConfig(RunConfig):
+    """A distillation run beyond :class:`RunConfig`. Defaults follow the authors' recipe: ViT-H
+    teacher, 1024 x 1024, Adam lr 1e-3 without weight decay, ExponentialLR 0.98 per epoch,
+    batch 4, 20 epochs. ``data`` is a folder of unlabeled images, searched recursively;
+    ``model_options`` are extra ModelConfig fields of the student."""
 
-    data: str = ""  # folder of unlabeled images, searched recursively
-    output: str = ""
+    epochs: int = 20
+    batch_size: int = 4
     teacher: str | dict[str, Any] = "vit_h"  # vit_b | vit_l | vit_h, or TeacherSpec fields
     teacher_checkpoint: str = ""  # official SAM checkpoint (.pth) with image_encoder.* keys
     student: str = "hrmedseg_b"  # registered model name; its LGViT + neck is trained
     img_size: int = 1024
-    epochs: int = 20
-    batch_size: int = 4
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    lr_gamma: float = 0.98
     val_fraction: float = 0.05
     cache: str | None = None  # folder for the teacher-embedding cache
     cache_shard_size: int = 256  # images per cache file (about 0.5 GB at 1024 x 1024)
-    amp: str = "none"  # none | bf16 | fp16 (fp16 on CUDA only); teacher and student both
-    grad_checkpointing: bool = False
-    accumulate: int = 1
-    clip_grad: float | None = None  # max total gradient norm; None: no clipping
-    seed: int = 0
-    num_workers: int = 2
-    device: str = "auto"
-    model_options: dict[str, Any] = field(default_factory=dict)  # extra ModelConfig fields of the student
 
     def __post_init__(self) -> None:
-        if self.amp not in ("none", "bf16", "fp16"):
-            raise ValueError(f"amp must be none, bf16 or fp16, got {self.amp!r}")
-        for name in ("epochs", "batch_size", "accumulate", "cache_shard_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        check_clip_grad(self.clip_grad)
+        super().__post_init__()
+        if self.cache_shard_size < 1:
+            raise ValueError(f"cache_shard_size must be >= 1, got {self.cache_shard_size}")
         if self.img_size <= 0 or self.img_size % 16:
             raise ValueError(f"img_size must be a positive multiple of 16, got {self.img_size}")
         if not 0 < self.val_fraction < 1:
@@ -155,8 +137,9 @@ def validate_distillation(
     objective: DistillationObjective,
     loader: DataLoader,
     prepare: Callable[[dict[str, torch.Tensor]], tuple[torch.Tensor, torch.Tensor]],
-) -> tuple[float, float]:
-    """Mean MSE and mean per-position cosine similarity of student and teacher embeddings."""
+) -> dict[str, float]:
+    """``val_loss``, the mean MSE, and ``val_cosine``, the mean per-position cosine similarity of
+    student and teacher embeddings."""
     objective.eval()
     total_loss, total_cosine, count = 0.0, 0.0, 0
     for batch in loader:
@@ -166,7 +149,7 @@ def validate_distillation(
         total_loss += loss.item() * len(images)
         total_cosine += cosine.sum().item()
         count += len(images)
-    return total_loss / count, total_cosine / count
+    return {"val_loss": total_loss / count, "val_cosine": total_cosine / count}
 
 
 def _resolve_split(
@@ -293,62 +276,14 @@ def distill(
     if ctx.world_size > 1:
         trained = DistributedDataParallel(objective, device_ids=[device] if device.type == "cuda" else None)
 
-    start_epoch, best_loss = 0, math.inf
-    optimisation = Optimisation(student, optimizer, scheduler, scaler)
-    if resume:
-        state = optimisation.resume(output / "last.pt", ctx)
-        start_epoch, best_loss = state["epoch"], state["best_loss"]
-    if ctx.is_main:
-        if resume:
-            record_resume_changes(output, changes, start_epoch)
-        else:
-            write_new_run(output, config, split)
-        if start_epoch >= config.epochs:
-            print(f"{output} has finished its {config.epochs} epochs; nothing to do "
-                  "(a larger --epochs extends it)", flush=True)  # fmt: skip
-    logger = RunLogger(output, completed_epochs=start_epoch, columns=LOG_COLUMNS) if ctx.is_main else None
-
-    row: dict[str, float] = {}
-    for epoch in range(start_epoch, config.epochs):
-        started = time.perf_counter()
-        sampler.set_epoch(epoch)
-        lr = scheduler.get_last_lr()[0]  # at the epoch's first step
-        with divergence_advice(output, "distill"):
-            train_loss = train_one_epoch(
-                trained, train_loader, optimizer, scaler, config.accumulate, device, prepare=prepare,
-                desc=f"epoch {epoch + 1}/{config.epochs}", show_progress=progress and ctx.is_main,
-                clip_grad=config.clip_grad, epoch=epoch + 1, scheduler=scheduler,
-            )  # fmt: skip
-            check_finite_state(student, epoch + 1)
-        if ctx.is_main:
-            val_loss, val_cosine = validate_distillation(objective, val_loader, prepare)
-        rng_states = all_rng_states()  # every rank's, after validation (its loader draws a seed)
-        if not ctx.is_main:
-            continue
-        row = {
-            "epoch": epoch + 1, "lr": lr, "train_loss": train_loss, "val_loss": val_loss,
-            "val_cosine": val_cosine, "epoch_seconds": time.perf_counter() - started,
-        }  # fmt: skip
-        logger.log(row)
-        improved = val_loss < best_loss
-        best_loss = min(best_loss, val_loss)
-        state = optimisation.state(epoch=epoch + 1, best_loss=best_loss, rng=rng_states)
-        write_checkpoints(output, model, improved, state, encoder_only=True)
-        if progress:
-            print(
-                f"epoch {epoch + 1}/{config.epochs}  MSE {train_loss:.5f}  val MSE {val_loss:.5f}  "
-                f"val cosine {val_cosine:.4f}  ({row['epoch_seconds']:.1f}s)"
-                + ("  *best*" if improved else ""),
-                flush=True,
-            )
-        if on_epoch_end is not None:
-            on_epoch_end(epoch + 1, row)
-
-    if not finish_run(ctx, logger, output):
-        return {}
-    return {
-        "last": row,
-        "best_loss": best_loss,
-        "output": str(output),
-        "best": str(output / "best.safetensors"),
-    }
+    loop = EpochLoop(
+        trained, student, optimizer, scheduler, scaler, train_loader,
+        validate=lambda: validate_distillation(objective, val_loader, prepare),
+        score=Score("val_loss", maximize=False), device=device, epoch_aware=(sampler,),
+        accumulate=config.accumulate, clip_grad=config.clip_grad, prepare=prepare,
+    )  # fmt: skip
+    return run_epochs(
+        loop, Optimisation(student, optimizer, scheduler, scaler), model, config, output, ctx, split, resume,
+        changes, command="distill", progress=progress, on_epoch_end=on_epoch_end, log_columns=LOG_COLUMNS,
+        encoder_only=True,
+    )  # fmt: skip

@@ -27,34 +27,18 @@ class ConfigFile:
 ConfigT = TypeVar("ConfigT", bound=ConfigFile)
 
 
-def check_clip_grad(clip_grad: float | None) -> None:
-    if clip_grad is not None and not clip_grad > 0:
-        raise ValueError(f"clip_grad must be a positive gradient norm (or unset), got {clip_grad}")
-
-
 @dataclass
-class TrainConfig(ConfigFile):
-    """Everything a training run depends on. Defaults follow the paper's recipe where it has one
-    (Adam, lr 1e-3, ExponentialLR 0.98 per epoch, 0.8 Dice + 0.2 focal, batch 16, 200 epochs,
-    1024 x 1024)."""
+class RunConfig(ConfigFile):
+    """The options every run shares (``hrmedseg train`` and ``hrmedseg distill``): where its data
+    and outputs are, how long and how it optimises, and how it executes."""
 
     data: str = ""
     output: str = ""
-    model: str = "hrmedseg_b"
-    num_classes: int = 1
-    img_size: int | list[int] = 1024
     epochs: int = 200
     batch_size: int = 16
-    optimizer: str = "adam"  # adam | adamw
     lr: float = 1e-3
     weight_decay: float = 0.0
-    schedule: str = "exponential"  # exponential (lr_gamma per epoch) | cosine (warm-up, then cosine)
-    lr_gamma: float = 0.98  # exponential: factor per epoch
-    warmup: float = 0.0  # cosine: fraction of all optimiser steps with a linear warm-up
-    min_lr_ratio: float = 0.0  # cosine: final learning rate as a fraction of lr
-    dice_weight: float = 0.8
-    focal_weight: float = 0.2  # focal term (binary) or cross-entropy (multi-class)
-    quality_weight: float = 1.0  # MSE of the IoU head against the achieved IoU
+    lr_gamma: float = 0.98  # exponential schedule: factor per epoch
     accumulate: int = 1  # gradient accumulation steps per optimiser step
     clip_grad: float | None = None  # max total gradient norm (e.g. 1.0); None: no clipping
     amp: str = "none"  # none | bf16 | fp16 (fp16 on CUDA only, with a gradient scaler)
@@ -62,11 +46,7 @@ class TrainConfig(ConfigFile):
     seed: int = 0
     num_workers: int = 2
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    init_encoder: str | None = None  # model file whose image_encoder.* weights start the encoder
-    split_fractions: list[float] = field(default_factory=lambda: [0.7, 0.1, 0.2])  # when no split.json
     model_options: dict[str, Any] = field(default_factory=dict)  # extra ModelConfig fields
-    augment: dict[str, Any] = field(default_factory=dict)  # AugmentConfig fields
-    prompts: dict[str, Any] = field(default_factory=dict)  # PromptConfig fields (HRMedSegSAM models)
 
     def __post_init__(self) -> None:
         if self.amp not in ("none", "bf16", "fp16"):
@@ -74,7 +54,33 @@ class TrainConfig(ConfigFile):
         for name in ("epochs", "batch_size", "accumulate"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        check_clip_grad(self.clip_grad)
+        if self.clip_grad is not None and not self.clip_grad > 0:
+            raise ValueError(f"clip_grad must be a positive gradient norm (or unset), got {self.clip_grad}")
+
+
+@dataclass
+class TrainConfig(RunConfig):
+    """Everything a training run depends on beyond :class:`RunConfig`. Defaults follow the
+    paper's recipe where it has one (Adam, lr 1e-3, ExponentialLR 0.98 per epoch, 0.8 Dice + 0.2
+    focal, batch 16, 200 epochs, 1024 x 1024)."""
+
+    model: str = "hrmedseg_b"
+    num_classes: int = 1
+    img_size: int | list[int] = 1024
+    optimizer: str = "adam"  # adam | adamw
+    schedule: str = "exponential"  # exponential (lr_gamma per epoch) | cosine (warm-up, then cosine)
+    warmup: float = 0.0  # cosine: fraction of all optimiser steps with a linear warm-up
+    min_lr_ratio: float = 0.0  # cosine: final learning rate as a fraction of lr
+    dice_weight: float = 0.8
+    focal_weight: float = 0.2  # focal term (binary) or cross-entropy (multi-class)
+    quality_weight: float = 1.0  # MSE of the IoU head against the achieved IoU
+    init_encoder: str | None = None  # model file whose image_encoder.* weights start the encoder
+    split_fractions: list[float] = field(default_factory=lambda: [0.7, 0.1, 0.2])  # when no split.json
+    augment: dict[str, Any] = field(default_factory=dict)  # AugmentConfig fields
+    prompts: dict[str, Any] = field(default_factory=dict)  # PromptConfig fields (HRMedSegSAM models)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
         if self.schedule not in SCHEDULES:

@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import math
 import os
-import time
-from collections.abc import Callable
-from contextlib import nullcontext
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +22,6 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
-from tqdm import tqdm
 
 from ..build import create_model
 from ..checkpoint import load_encoder_weights, load_state_dict_checked, save_model
@@ -34,13 +31,13 @@ from ..losses import SegmentationLoss, hard_masks, one_hot
 from ..modeling import HRMedSegSAM
 from ..runtime import resolve_device
 from .config import TrainConfig
-from .guards import check_finite_loss, check_finite_state, divergence_advice, optimizer_step
-from .logging import RunLogger, plot_curves
+from .loop import EpochLoop, Score, fit
 from .objectives import AutomaticObjective
 from .optim import build_optimizer, build_scheduler
 from .prompted import PromptConfig, PromptedObjective
-from .run_folder import check_resume, prepare_output, record_resume_changes, stored_split, write_new_run
-from .state import all_rng_states, load_training_state, restore_rng_state, save_training_state
+from .run_folder import check_resume, prepare_output, settle_run_files, stored_split
+from .run_log import COLUMNS, RunLogger, plot_curves
+from .state import load_training_state, restore_rng_state, save_training_state
 
 
 @dataclass
@@ -140,8 +137,9 @@ def per_image_dice_iou(logits: torch.Tensor, masks: torch.Tensor) -> tuple[torch
 
 
 @torch.no_grad()
-def validate(objective: nn.Module, loader: DataLoader, device: torch.device) -> tuple[float, float, float]:
-    """Mean loss, per-image Dice and IoU over ``loader`` (at the model's input resolution)."""
+def validate(objective: nn.Module, loader: DataLoader, device: torch.device) -> dict[str, float]:
+    """``val_loss`` and the mean per-image ``val_dice`` and ``val_iou`` over ``loader`` (at the
+    model's input resolution)."""
     objective.eval()
     total_loss, dices, ious = 0.0, [], []
     for batch in loader:
@@ -151,61 +149,11 @@ def validate(objective: nn.Module, loader: DataLoader, device: torch.device) -> 
         dice, iou = per_image_dice_iou(logits.float(), masks)
         dices.append(dice)
         ious.append(iou)
-    n = len(loader.dataset)
-    return total_loss / n, torch.cat(dices).mean().item(), torch.cat(ious).mean().item()
-
-
-def train_one_epoch(
-    objective: nn.Module,
-    loader: DataLoader,
-    optimizer: torch.optim.Optimizer,
-    scaler: torch.amp.GradScaler,
-    accumulate: int,
-    device: torch.device,
-    desc: str = "train",
-    show_progress: bool = True,
-    prepare: Callable[[dict[str, torch.Tensor]], tuple[torch.Tensor, torch.Tensor]] | None = None,
-    clip_grad: float | None = None,
-    epoch: int = 1,
-    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
-) -> float:
-    """One pass over ``loader`` with gradient accumulation; returns the mean training loss.
-
-    ``objective(inputs, targets)`` returns (loss, predictions); it may be wrapped in DDP.
-    ``prepare(batch)`` gives (inputs, targets) on ``device``; by default the batch's image and mask.
-    ``scheduler`` is stepped after every optimiser step (see :mod:`.optim`).
-    ``clip_grad`` caps the gradients' total norm. A non-finite loss or gradient raises
-    :class:`TrainingDivergedError` naming ``epoch`` (1-based) and the step, before the weights
-    take that step.
-    """
-    if prepare is None:
-
-        def prepare(batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-            return batch["image"].to(device), batch["mask"].to(device)
-
-    objective.train()
-    started = time.perf_counter()
-    running, seen = 0.0, 0
-    optimizer.zero_grad(set_to_none=True)
-    bar = tqdm(loader, desc=desc, unit="batch", disable=not show_progress, leave=False)
-    for step, batch in enumerate(bar):
-        images, targets = prepare(batch)
-        last_micro_step = (step + 1) % accumulate == 0 or step + 1 == len(loader)
-        # Under DDP, gradients are all-reduced only on the micro-step that updates the weights.
-        defer_sync = isinstance(objective, DistributedDataParallel) and not last_micro_step
-        with objective.no_sync() if defer_sync else nullcontext():
-            loss, _ = objective(images, targets)
-            scaler.scale(loss / accumulate).backward()
-        loss_value = loss.item()
-        check_finite_loss(loss_value, epoch, step, len(loader))
-        if last_micro_step:
-            optimizer_step(optimizer, scaler, clip_grad, epoch, step, len(loader))
-            if scheduler is not None:
-                scheduler.step()
-        running += loss_value * len(images)
-        seen += len(images)
-        bar.set_postfix(loss=f"{running / seen:.4f}", img_s=f"{seen / (time.perf_counter() - started):.1f}")
-    return running / max(seen, 1)
+    return {
+        "val_loss": total_loss / len(loader.dataset),
+        "val_dice": torch.cat(dices).mean().item(),
+        "val_iou": torch.cat(ious).mean().item(),
+    }
 
 
 def recipe_scheduler(
@@ -276,6 +224,48 @@ def finish_run(ctx: Distributed, logger: RunLogger | None, output: Path) -> bool
     return True
 
 
+def run_epochs(
+    loop: EpochLoop,
+    optimisation: Optimisation,
+    model: nn.Module,
+    config: TrainConfig | Any,
+    output: Path,
+    ctx: Distributed,
+    split: dict[str, Any],
+    resume: bool,
+    changes: dict[str, list[Any]],
+    command: str,
+    progress: bool = True,
+    on_epoch_end: Callable[[int, dict[str, float]], None] | None = None,
+    log_columns: Sequence[str] = COLUMNS,
+    encoder_only: bool = False,
+) -> dict[str, Any]:
+    """The part of a run that ``train`` and ``distill`` share once their objective is built:
+    resume the state, settle the run's files, run :func:`~.loop.fit` with logs and atomic
+    checkpoints of ``model`` (``best_<score>`` in the state), close the logs. Returns the last log row, the
+    best score under ``best_<score name without val_>`` and the paths."""
+    best_key = "best_" + loop.score.name.removeprefix("val_")
+    start_epoch, best = 0, loop.score.worst
+    if resume:
+        state = optimisation.resume(output / "last.pt", ctx)
+        start_epoch, best = state["epoch"], state[best_key]
+    if ctx.is_main:
+        settle_run_files(output, config, split, resume, changes, start_epoch)
+    logger = RunLogger(output, completed_epochs=start_epoch, columns=log_columns) if ctx.is_main else None
+
+    def save(epoch: int, improved: bool, best: float, rng_states: list[dict[str, Any]]) -> None:
+        state = optimisation.state(epoch=epoch, rng=rng_states, **{best_key: best})
+        write_checkpoints(output, model, improved, state, encoder_only)
+
+    row, best = fit(
+        loop, config.epochs, save, start_epoch=start_epoch, best=best, is_main=ctx.is_main, output=output,
+        command=command, log_row=logger.log if logger else None, progress=progress, on_epoch_end=on_epoch_end,
+    )  # fmt: skip
+    if not finish_run(ctx, logger, output):
+        return {}
+    return {"last": row, best_key: best, "output": str(output), "best": str(output / "best.safetensors")}
+
+
 def train(
     config: TrainConfig,
     resume: bool = False,
@@ -324,63 +314,13 @@ def train(
             find_unused_parameters=isinstance(model, HRMedSegSAM),
         )  # fmt: skip
 
-    start_epoch, best_dice = 0, -math.inf
-    optimisation = Optimisation(model, optimizer, scheduler, scaler)
-    if resume:
-        state = optimisation.resume(output / "last.pt", ctx)
-        start_epoch, best_dice = state["epoch"], state["best_dice"]
-    if ctx.is_main:
-        if resume:
-            record_resume_changes(output, changes, start_epoch)
-        else:
-            write_new_run(output, config, split)
-        if start_epoch >= config.epochs:
-            print(f"{output} has finished its {config.epochs} epochs; nothing to do "
-                  "(a larger --epochs extends it)", flush=True)  # fmt: skip
-    logger = RunLogger(output, completed_epochs=start_epoch) if ctx.is_main else None
-
-    row: dict[str, float] = {}
-    for epoch in range(start_epoch, config.epochs):
-        started = time.perf_counter()
-        sampler.set_epoch(epoch)
-        train_set.set_epoch(epoch)
-        lr = scheduler.get_last_lr()[0]  # at the epoch's first step
-        with divergence_advice(output, "train"):
-            train_loss = train_one_epoch(
-                trained, train_loader, optimizer, scaler, config.accumulate, device,
-                desc=f"epoch {epoch + 1}/{config.epochs}", show_progress=progress and ctx.is_main,
-                clip_grad=config.clip_grad, epoch=epoch + 1, scheduler=scheduler,
-            )  # fmt: skip
-            check_finite_state(model, epoch + 1)
-        if ctx.is_main:
-            val_loss, val_dice, val_iou = validate(objective, val_loader, device)
-        rng_states = all_rng_states()  # every rank's, after validation (its loader draws a seed)
-        if not ctx.is_main:
-            continue
-        row = {
-            "epoch": epoch + 1, "lr": lr, "train_loss": train_loss, "val_loss": val_loss,
-            "val_dice": val_dice, "val_iou": val_iou, "epoch_seconds": time.perf_counter() - started,
-        }  # fmt: skip
-        logger.log(row)  # before the state: a crash in between re-runs this epoch, whose row is then dropped
-        improved = val_dice > best_dice
-        best_dice = max(best_dice, val_dice)
-        state = optimisation.state(epoch=epoch + 1, best_dice=best_dice, rng=rng_states)
-        write_checkpoints(output, model, improved, state)
-        if progress:
-            print(
-                f"epoch {epoch + 1}/{config.epochs}  loss {row['train_loss']:.4f}  val loss {val_loss:.4f}  "
-                f"val Dice {val_dice:.4f}  IoU {val_iou:.4f}  ({row['epoch_seconds']:.1f}s)"
-                + ("  *best*" if improved else ""),
-                flush=True,
-            )
-        if on_epoch_end is not None:
-            on_epoch_end(epoch + 1, row)
-
-    if not finish_run(ctx, logger, output):
-        return {}
-    return {
-        "last": row,
-        "best_dice": best_dice,
-        "output": str(output),
-        "best": str(output / "best.safetensors"),
-    }
+    loop = EpochLoop(
+        trained, model, optimizer, scheduler, scaler, train_loader,
+        validate=lambda: validate(objective, val_loader, device), score=Score("val_dice", maximize=True),
+        device=device, epoch_aware=(sampler, train_set), accumulate=config.accumulate,
+        clip_grad=config.clip_grad,
+    )  # fmt: skip
+    return run_epochs(
+        loop, Optimisation(model, optimizer, scheduler, scaler), model, config, output, ctx, split, resume,
+        changes, command="train", progress=progress, on_epoch_end=on_epoch_end,
+    )  # fmt: skip

@@ -9,6 +9,7 @@ that continue the same run (:data:`RESUMABLE_CHANGES`), which are recorded in
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -18,6 +19,7 @@ from ..output import OutputError, ensure_output_folder, remove_interrupted_write
 from .config import ConfigFile
 
 ConfigT = TypeVar("ConfigT", bound=ConfigFile)
+log = logging.getLogger(__name__)
 
 # Options a resume may change: more epochs, gradient clipping (the remedy for a diverged run) and
 # where it executes. Everything else defines the run.
@@ -93,8 +95,8 @@ def record_resume_changes(output: Path, changes: dict[str, list[Any]], completed
     entries.append({"after_epoch": completed_epochs, "changes": changes})
     path.write_text(yaml.safe_dump(entries, sort_keys=False))
     described = ", ".join(f"{n} {a!r} -> {b!r}" for n, (a, b) in changes.items())
-    print(f"resuming {output} after epoch {completed_epochs} with {described} (recorded in {CHANGES_FILE})",
-          flush=True)  # fmt: skip
+    log.info("resuming %s after epoch %d with %s (recorded in %s)", output, completed_epochs, described,
+             CHANGES_FILE)  # fmt: skip
 
 
 def write_new_run(output: Path, config: ConfigFile, split: dict[str, list[str]]) -> None:
@@ -106,3 +108,22 @@ def write_new_run(output: Path, config: ConfigFile, split: dict[str, list[str]])
 
 def stored_split(output: Path) -> dict[str, list[str]]:
     return json.loads((output / "split.json").read_text())
+
+
+def settle_run_files(
+    output: Path,
+    config: ConfigFile,
+    split: dict[str, Any],
+    resume: bool,
+    changes: dict[str, list[Any]],
+    completed_epochs: int,
+) -> None:
+    """On the main process, once the state is loaded: a new run writes its defining files, a
+    resumed one records its allowed changes; a finished run says there is nothing to do."""
+    if resume:
+        record_resume_changes(output, changes, completed_epochs)
+    else:
+        write_new_run(output, config, split)
+    if completed_epochs >= config.epochs:
+        log.info("%s has finished its %d epochs; nothing to do (a larger --epochs extends it)",
+                 output, config.epochs)  # fmt: skip
