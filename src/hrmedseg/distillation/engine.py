@@ -13,8 +13,6 @@ With ``cache`` set, the teacher embeds every image once before the first epoch (
 
 from __future__ import annotations
 
-import json
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -34,14 +32,13 @@ from ..data.io import DataError
 from ..training.config import RunConfig
 from ..training.engine import (
     Distributed,
-    Optimisation,
     amp_dtype_for,
     run_epochs,
     setup_distributed,
 )
 from ..training.loop import EpochLoop, Score
-from ..training.optim import build_optimizer, build_scheduler
-from ..training.run_folder import check_resume, prepare_output
+from ..training.optim import build_optimizer, build_scheduler, optimizer_steps_per_epoch
+from ..training.run_folder import check_resume, prepare_output, stored_split
 from .cache import EmbeddingCache, file_sha256
 from .data import UnlabeledImages, find_images, split_images
 from .teacher import load_teacher, resolve_teacher
@@ -155,14 +152,12 @@ def validate_distillation(
 def _resolve_split(
     config: DistillConfig, files: list[str], output: Path, resume: bool
 ) -> dict[str, list[str]]:
-    saved = output / "split.json"
     if resume:
-        split = json.loads(saved.read_text())
+        split = stored_split(output)
         gone = sorted(set(split["train"] + split["val"]) - set(files))
         if gone:
-            raise DataError(
-                f"{saved}: {len(gone)} image(s) of the run are no longer in {config.data}: {gone[:5]}"
-            )
+            raise DataError(f"{output / 'split.json'}: {len(gone)} image(s) of the run are no longer "
+                            f"in {config.data}: {gone[:5]}")  # fmt: skip
         return split
     if len(files) < 2:
         raise DataError(f"{config.data}: distillation needs at least 2 images (one for validation)")
@@ -266,7 +261,7 @@ def distill(
     val_loader = DataLoader(val_set, per_rank_batch, num_workers=config.num_workers)
 
     optimizer = build_optimizer(student, "adam", config.lr, config.weight_decay)
-    steps_per_epoch = math.ceil(len(train_loader) / config.accumulate)
+    steps_per_epoch = optimizer_steps_per_epoch(len(train_loader), config.accumulate)
     scheduler = build_scheduler(
         optimizer, "exponential", steps_per_epoch, config.epochs, lr_gamma=config.lr_gamma
     )
@@ -283,7 +278,6 @@ def distill(
         accumulate=config.accumulate, clip_grad=config.clip_grad, prepare=prepare,
     )  # fmt: skip
     return run_epochs(
-        loop, Optimisation(student, optimizer, scheduler, scaler), model, config, output, ctx, split, resume,
-        changes, command="distill", progress=progress, on_epoch_end=on_epoch_end, log_columns=LOG_COLUMNS,
-        encoder_only=True,
+        loop, model, config, output, ctx, split, resume, changes, command="distill", progress=progress,
+        on_epoch_end=on_epoch_end, log_columns=LOG_COLUMNS, encoder_only=True,
     )  # fmt: skip

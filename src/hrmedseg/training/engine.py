@@ -10,7 +10,6 @@ environment variables (NCCL on CUDA, gloo on CPU).
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -33,7 +32,7 @@ from ..runtime import resolve_device
 from .config import TrainConfig
 from .loop import EpochLoop, Score, fit
 from .objectives import AutomaticObjective
-from .optim import build_optimizer, build_scheduler
+from .optim import build_optimizer, build_scheduler, optimizer_steps_per_epoch
 from .prompted import PromptConfig, PromptedObjective
 from .run_folder import check_resume, prepare_output, settle_run_files, stored_split
 from .run_log import COLUMNS, RunLogger, plot_curves
@@ -160,9 +159,9 @@ def recipe_scheduler(
     optimizer: torch.optim.Optimizer, config: TrainConfig, batches_per_epoch: int
 ) -> torch.optim.lr_scheduler.LambdaLR:
     """The config's learning-rate schedule, stepped once per optimiser step."""
-    steps_per_epoch = math.ceil(batches_per_epoch / config.accumulate)
     return build_scheduler(
-        optimizer, config.schedule, steps_per_epoch, config.epochs, lr_gamma=config.lr_gamma,
+        optimizer, config.schedule, optimizer_steps_per_epoch(batches_per_epoch, config.accumulate),
+        config.epochs, lr_gamma=config.lr_gamma,
         warmup=config.warmup, min_lr_ratio=config.min_lr_ratio,
     )  # fmt: skip
 
@@ -226,7 +225,6 @@ def finish_run(ctx: Distributed, logger: RunLogger | None, output: Path) -> bool
 
 def run_epochs(
     loop: EpochLoop,
-    optimisation: Optimisation,
     model: nn.Module,
     config: TrainConfig | Any,
     output: Path,
@@ -240,10 +238,11 @@ def run_epochs(
     log_columns: Sequence[str] = COLUMNS,
     encoder_only: bool = False,
 ) -> dict[str, Any]:
-    """The part of a run that ``train`` and ``distill`` share once their objective is built:
-    resume the state, settle the run's files, run :func:`~.loop.fit` with logs and atomic
-    checkpoints of ``model`` (``best_<score>`` in the state), close the logs. Returns the last log row, the
-    best score under ``best_<score name without val_>`` and the paths."""
+    """The part of a run that ``train`` and ``distill`` share once their loop is built: resume
+    the state of ``loop``'s optimisation, settle the run's files, run :func:`~.loop.fit` with logs
+    and atomic checkpoints of ``model`` (the score under ``best_<score name without val_>`` in the
+    state), close the logs. Returns the last log row, that best score and the paths."""
+    optimisation = Optimisation(loop.module, loop.optimizer, loop.scheduler, loop.scaler)
     best_key = "best_" + loop.score.name.removeprefix("val_")
     start_epoch, best = 0, loop.score.worst
     if resume:
@@ -321,6 +320,6 @@ def train(
         clip_grad=config.clip_grad,
     )  # fmt: skip
     return run_epochs(
-        loop, Optimisation(model, optimizer, scheduler, scaler), model, config, output, ctx, split, resume,
-        changes, command="train", progress=progress, on_epoch_end=on_epoch_end,
+        loop, model, config, output, ctx, split, resume, changes, command="train", progress=progress,
+        on_epoch_end=on_epoch_end,
     )  # fmt: skip

@@ -64,6 +64,12 @@ def lr_multiplier(
     return cosine
 
 
+def optimizer_steps_per_epoch(batches: int, accumulate: int) -> int:
+    """Optimiser steps in an epoch of ``batches``: every ``accumulate`` batches, plus one for a
+    last, partial group (``train_one_epoch`` steps at the end of the loader)."""
+    return math.ceil(batches / accumulate)
+
+
 def build_scheduler(
     optimizer: torch.optim.Optimizer, schedule: str, steps_per_epoch: int, epochs: int, **options: float
 ) -> torch.optim.lr_scheduler.LambdaLR:
