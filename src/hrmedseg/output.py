@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .data.io import DataError
+from .data.io import raise_for_problems
 
 TEMPORARY_PATTERN = ".*.tmp"  # atomic_write's ".<name>.<random>.tmp"
 
@@ -55,8 +55,5 @@ def write_failures(folder: Path, failures: list[str]) -> Path | None:
 def raise_if_nothing_done(done: int, failures: list[str], what: str) -> None:
     """A folder run that could use none of its inputs is a user error: raise it, in one line when
     there was one input."""
-    if done or not failures:
-        return
-    if len(failures) == 1:
-        raise DataError(failures[0])
-    raise DataError(f"none of the {len(failures)} {what} could be used:\n  " + "\n  ".join(failures))
+    if not done:
+        raise_for_problems(failures, f"none of the {len(failures)} {what} could be used")

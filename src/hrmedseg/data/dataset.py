@@ -25,7 +25,15 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .io import IMAGE_SUFFIXES, DataError, current_pixel_limit, pixel_limit, read_image, read_mask
+from .io import (
+    IMAGE_SUFFIXES,
+    DataError,
+    current_pixel_limit,
+    pixel_limit,
+    raise_for_problems,
+    read_image,
+    read_mask,
+)
 from .transforms import AugmentConfig, augment, build_augmentation, image_to_tensor, mask_to_tensor, normalize
 
 SPLITS = ("train", "val", "test")
@@ -136,10 +144,7 @@ def find_dataset(root: str | Path, require_masks: bool = True) -> DatasetIndex:
         problems += [
             f"{masks[s]}: no image with stem '{s}' in {image_dir}" for s in sorted(set(masks) - set(images))
         ]
-    if len(problems) == 1:
-        raise DataError(problems[0])
-    if problems:
-        raise DataError(f"problems in dataset {root}:\n  " + "\n  ".join(problems))
+    raise_for_problems(problems, f"problems in dataset {root}")
 
     samples = {s: Sample(s, p, masks.get(s)) for s, p in images.items()}
     index = DatasetIndex(root, layout, samples, spacing=_read_spacing(root))
@@ -200,10 +205,7 @@ def sample_problems(sample: Sample, num_classes: int) -> list[str]:
 def check_samples(samples: list[Sample], num_classes: int) -> None:
     """Decode every image and mask once; raise :class:`DataError` listing each bad file."""
     problems = [problem for sample in samples for problem in sample_problems(sample, num_classes)]
-    if len(problems) == 1:
-        raise DataError(problems[0])
-    if problems:
-        raise DataError(f"{len(problems)} problem(s) in the data:\n  " + "\n  ".join(problems))
+    raise_for_problems(problems, f"{len(problems)} problem(s) in the data")
 
 
 def _sample_seed(*parts: object) -> int:

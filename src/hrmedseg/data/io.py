@@ -16,6 +16,15 @@ class DataError(ValueError):
     """Bad input data. The message names each offending file and the problem."""
 
 
+def raise_for_problems(problems: list[str], summary: str) -> None:
+    """Raise a :class:`DataError` for ``problems``, if any: a single problem as its own one-line
+    message, several under ``summary``, one per line."""
+    if len(problems) == 1:
+        raise DataError(problems[0])
+    if problems:
+        raise DataError(f"{summary}:\n  " + "\n  ".join(problems))
+
+
 # Pixel limit for reading an image. 64 megapixels (8000 x 8000) leaves 5x headroom over the
 # largest dermoscopy photographs (4288 x 2848 = 12.2 MP). Prediction needs about 25 bytes per
 # pixel on top of the model (decoded RGB, float copies, full-size probabilities; 22 measured at
