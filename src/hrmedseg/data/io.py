@@ -26,10 +26,10 @@ def raise_for_problems(problems: list[str], summary: str) -> None:
 
 
 # Pixel limit for reading an image. 64 megapixels (8000 x 8000) leaves 5x headroom over the
-# largest dermoscopy photographs (4288 x 2848 = 12.2 MP). Prediction needs about 25 bytes per
-# pixel on top of the model (decoded RGB, float copies, full-size probabilities; 22 measured at
-# 4288 x 2848), so peak memory stays in proportion: about 1.6 GB at the limit. Larger images
-# should be cut into tiles, or the limit raised.
+# largest dermoscopy photographs (4288 x 2848 = 12.2 MP). Prediction needs at most about 25 bytes
+# per pixel on top of the model (decoded RGB, its float copy, full-size probabilities; measured:
+# 10 at 4288 x 2848, 23 at 8000 x 8000), so peak memory stays in proportion: about 1.5 GB at the
+# limit. Larger images should be cut into tiles, or the limit raised.
 DEFAULT_MAX_PIXELS = 64_000_000
 BYTES_PER_PIXEL_PREDICT = 25
 _max_pixels: int | None = DEFAULT_MAX_PIXELS
@@ -109,7 +109,7 @@ def as_float_rgb(array: np.ndarray, name: str = "image") -> np.ndarray:
     if array.dtype == np.uint8:
         return array.astype(np.float32) / 255.0
     if array.dtype == bool or np.issubdtype(array.dtype, np.floating):
-        return array.astype(np.float32)
+        return array.astype(np.float32, copy=False)  # read_image's output passes through as is
     array = array.astype(np.float32)
     low, high = float(array.min()), float(array.max())
     return (array - low) / (high - low) if high > low else np.zeros_like(array)

@@ -31,7 +31,7 @@ def image_to_tensor(image: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
         tensor = F.interpolate(tensor[None], size=size, mode="bilinear", align_corners=False, antialias=True)[
             0
         ]
-    return tensor.clamp_(0, 1)
+    return tensor.clamp(0, 1)  # not in place: without a resize the tensor shares the caller's array
 
 
 def mask_to_tensor(mask: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
