@@ -10,21 +10,29 @@ training and evaluation code. The checkpoint with the best validation Dice is sc
 split at original resolution (Dice, IoU, HD95). Training memory per image comes from
 ``memory_speed.py`` (a fresh process per model).
 
-``--minutes M`` adds an equal-time comparison: each model trains for the number of whole epochs
-(training plus validation) that its equal-epoch run says fit in M minutes, with its schedule
-spanning exactly those epochs, from scratch. Two tables are printed: equal epochs and equal time.
+``--patience P`` trains each model until its validation Dice has not improved for P epochs
+(``--epochs`` is then the most it may run): the "trained to convergence" comparison.
+
+``--minutes M`` adds an equal-time comparison: each model gets the whole epochs (training plus
+validation) that fit in M minutes at its median epoch time. The median, not the sum, so that
+other work sharing the CPU for a few epochs does not shorten a model's budget; every epoch's
+seconds are kept in ``results.json``. When the schedule does not depend on the run's length (the
+paper's per-epoch exponential decay), a run of k epochs is the first k epochs of the longer run,
+so the equal-time result is read from it: the best validation weights among its first k epochs,
+scored on the test split. Otherwise (cosine) the model trains again from scratch for k epochs.
+Two tables are printed: equal epochs (or convergence) and equal time.
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
+import contextlib
 import json
 import logging
+import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
@@ -58,7 +66,29 @@ def device_name(device: str) -> str:
     return f"CPU ({torch.get_num_threads()} threads)"
 
 
-def train_and_test(name: str, data: Path, args: argparse.Namespace, epochs: int, output: Path) -> dict:
+class Converged(Exception):
+    """Validation Dice has not improved for ``--patience`` epochs."""
+
+
+def budget_epochs(minutes: float, epoch_seconds: list[float]) -> int:
+    """Whole epochs that fit in ``minutes`` at the median epoch time (at least one)."""
+    return max(1, int(minutes * 60 / statistics.median(epoch_seconds)))
+
+
+def test_scores(model: torch.nn.Module, data: Path, device: str, output: Path) -> dict:
+    summary = evaluate(
+        Segmenter(model, torch.device(device), batch_size=4), data, output, split="test", progress=False
+    )
+    return {k: summary["mean"][k] for k in ("dice", "iou", "hd95")}
+
+
+def train_and_test(
+    name: str, data: Path, args: argparse.Namespace, epochs: int, output: Path, patience: int | None = None
+) -> dict:
+    """Train ``name`` for ``epochs`` (or until ``patience`` epochs pass without a better validation
+    Dice), score its best weights on the test split. With ``args.minutes`` and a schedule that does
+    not depend on the run's length, the result also holds ``"budget"``: the same for the best
+    weights within the epochs that fit in that time."""
     config = load_config(
         args.recipe, data=str(data), output=str(output), model=name, img_size=args.img_size,
         epochs=epochs, batch_size=args.batch_size, num_workers=args.num_workers, seed=args.seed,
@@ -85,32 +115,54 @@ def train_and_test(name: str, data: Path, args: argparse.Namespace, epochs: int,
         validate=lambda: validate(objective, val_loader, device), score=Score("val_dice"), device=device,
         epoch_aware=(sampler, train_set), accumulate=config.accumulate, clip_grad=config.clip_grad,
     )  # fmt: skip
-    best_state, curve = {}, []
+    # The best weights as they stood after each improvement: the best within any first k epochs.
+    improvements: dict[int, tuple[float, dict]] = {}
+    curve, epoch_seconds = [], []
 
     def keep_best(epoch: int, improved: bool, best: float, rng_states: list) -> None:
         if improved:
-            best_state.update(copy.deepcopy(model.state_dict()))
+            state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+            improvements[epoch] = (best, state)
 
-    started = time.perf_counter()
-    _, best_dice = fit(
-        loop, epochs, keep_best, on_epoch_end=lambda epoch, row: curve.append(round(row["val_dice"], 4))
-    )
-    minutes = (time.perf_counter() - started) / 60
-    model.load_state_dict(best_state)
-    summary = evaluate(
-        Segmenter(model, device, batch_size=4), data, output / "test", split="test", progress=False
-    )
-    return {
+    def record(epoch: int, row: dict) -> None:
+        curve.append(round(row["val_dice"], 4))
+        epoch_seconds.append(round(row["epoch_seconds"], 1))
+        if patience is not None and epoch - max(improvements) >= patience:
+            raise Converged
+
+    with contextlib.suppress(Converged):
+        fit(loop, epochs, keep_best, on_epoch_end=record)
+    best_epoch = max(improvements)
+    model.load_state_dict(improvements[best_epoch][1])
+    result = {
         "model": name,
         "data": data.name,
-        "epochs": epochs,
+        "epochs": len(curve),
+        "best_epoch": best_epoch,
         "params_m": sum(p.numel() for p in model.parameters()) / 1e6,
-        "best_val_dice": best_dice,
+        "best_val_dice": improvements[best_epoch][0],
         "val_dice": curve,
-        "test": {k: summary["mean"][k] for k in ("dice", "iou", "hd95")},
-        "minutes": minutes,
+        "epoch_seconds": epoch_seconds,
+        "test": test_scores(model, data, args.device, output / "test"),
+        "minutes": sum(epoch_seconds) / 60,
         "device": device_name(args.device),
     }
+    if args.minutes and length_independent(config):
+        fits = budget_epochs(args.minutes, epoch_seconds)
+        within = max(e for e in improvements if e <= fits)
+        model.load_state_dict(improvements[within][1])
+        result["budget"] = {
+            **result, "epochs": min(fits, len(curve)), "best_epoch": within,
+            "best_val_dice": improvements[within][0], "val_dice": curve[:fits],
+            "epoch_seconds": epoch_seconds[:fits], "minutes": sum(epoch_seconds[:fits]) / 60,
+            "test": test_scores(model, data, args.device, output / "test_budget"),
+        }  # fmt: skip
+    return result
+
+
+def length_independent(config: TrainConfig) -> bool:
+    """Whether the learning rate at an epoch is the same however many epochs the run has."""
+    return config.schedule == "exponential"
 
 
 def training_memory_per_image(name: str, img_size: int, device: str) -> float:
@@ -127,13 +179,14 @@ def training_memory_per_image(name: str, img_size: int, device: str) -> float:
 
 def print_table(title: str, rows: list[dict]) -> None:
     print(f"\n{title}\n")
-    print("| data | model | epochs | minutes | best val Dice | test Dice | test IoU | test HD95 (px) "
+    print("| data | model | epochs | minutes | best val Dice (epoch) | test Dice | test IoU | test HD95 (px) "
           "| train GB / image | device |")  # fmt: skip
     print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         dice, iou, hd95 = (r["test"][k] for k in ("dice", "iou", "hd95"))
         print(
-            f"| {r['data']} | {r['model']} | {r['epochs']} | {r['minutes']:.1f} | {r['best_val_dice']:.4f} | "
+            f"| {r['data']} | {r['model']} | {r['epochs']} | {r['minutes']:.1f} | "
+            f"{r['best_val_dice']:.4f} ({r['best_epoch']}) | "
             f"{dice['mean']:.4f} ± {dice['std']:.4f} | {iou['mean']:.4f} | {hd95['mean']:.1f} | "
             f"{r['train_gb_per_image']:.3f} | {r['device']} |"
         )
@@ -150,6 +203,10 @@ def main() -> None:
     parser.add_argument("--recipe", type=Path, help="training config (YAML); default: hrmedseg train's")
     parser.add_argument("--img-size", type=int, default=256)
     parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument(
+        "--patience", type=int,
+        help="train until validation Dice has not improved for this many epochs (--epochs: the most)",
+    )  # fmt: skip
     parser.add_argument("--minutes", type=float, help="also compare at this equal wall-clock budget")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--num-workers", type=int, default=2)
@@ -162,22 +219,27 @@ def main() -> None:
     equal_epochs, equal_time = [], []
     for data in args.data:
         for name in args.models:
-            row = train_and_test(name, data, args, args.epochs, args.output / data.name / name)
+            output = args.output / data.name / name
+            row = train_and_test(name, data, args, args.epochs, output, args.patience)
             row["train_gb_per_image"] = training_memory_per_image(name, args.img_size, args.device)
             equal_epochs.append(row)
             if args.minutes:
-                fit = max(1, int(args.minutes / (row["minutes"] / args.epochs)))
-                timed = row if fit == args.epochs else train_and_test(
-                    name, data, args, fit, args.output / data.name / f"{name}_{args.minutes:g}min"
-                )  # fmt: skip
+                timed = row.pop("budget", None)
+                if timed is None:
+                    fits = budget_epochs(args.minutes, row["epoch_seconds"])
+                    timed = train_and_test(
+                        name, data, args, fits, output.with_name(f"{name}_{args.minutes:g}min")
+                    )
                 equal_time.append({**timed, "train_gb_per_image": row["train_gb_per_image"]})
             results = {"equal_epochs": equal_epochs, "equal_time": equal_time, "minutes": args.minutes}
             (args.output / "results.json").write_text(json.dumps(results, indent=2))
     recipe = args.recipe or "hrmedseg train's default recipe"
-    print_table(
-        f"Equal epochs: {args.img_size}², {args.epochs} epochs, batch {args.batch_size}, {recipe}",
-        equal_epochs,
+    length = (
+        f"until {args.patience} epochs without a better val Dice (at most {args.epochs})"
+        if args.patience
+        else f"{args.epochs} epochs"
     )
+    print_table(f"Equal epochs: {args.img_size}², {length}, batch {args.batch_size}, {recipe}", equal_epochs)
     if args.minutes:
         print_table(f"Equal time: {args.minutes:g} minutes of training and validation per model", equal_time)
 
