@@ -42,6 +42,7 @@ from hrmedseg.data import check_samples, find_dataset
 from hrmedseg.evaluation.evaluate import evaluate
 from hrmedseg.inference.segmenter import Segmenter
 from hrmedseg.losses import SegmentationLoss
+from hrmedseg.modeling import AutomaticSegmentationModel
 from hrmedseg.training.config import TrainConfig, load_config
 from hrmedseg.training.engine import make_loaders, recipe_scheduler, resolve_split, validate
 from hrmedseg.training.loop import EpochLoop, Score, fit
@@ -51,7 +52,7 @@ from hrmedseg.training.optim import build_optimizer
 HERE = Path(__file__).resolve().parent
 
 
-def build(name: str, config: TrainConfig) -> tuple[torch.nn.Module, float]:
+def build(name: str, config: TrainConfig) -> tuple[AutomaticSegmentationModel, float]:
     """The model and the weight of its IoU-head loss (the U-Net has none)."""
     if name == "unet_resnet34":
         from baselines import UNetBaseline

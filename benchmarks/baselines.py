@@ -2,34 +2,31 @@
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import torch
 
-from hrmedseg.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from hrmedseg.modeling import AutomaticSegmentationModel, ModelConfig
 
 
-class UNetBaseline(torch.nn.Module):
+class UNetBaseline(AutomaticSegmentationModel):
     """smp U-Net with a ResNet-34 encoder, random initialisation, one logit map.
 
-    It takes the same call as our models (``return_quality`` gives no IoU estimate) and carries the
-    attributes ``hrmedseg.Segmenter`` reads, so training and evaluation run the same code for both.
+    It meets the same contract as ``HRMedSeg`` (an :class:`AutomaticSegmentationModel` with a
+    :class:`ModelConfig`), so training, evaluation and ``hrmedseg.Segmenter`` run the same code for
+    both. Of its config only the fields the pipeline reads mean anything: the name, ``img_size``,
+    ``num_classes``, ``in_chans``, the pixel normalisation and ``patch_size``, here the encoder's
+    output stride 32 (the input's sides must be multiples of it). It has no IoU head, so
+    ``return_quality`` gives None.
     """
 
-    num_classes = 1
-
     def __init__(self, img_size: int) -> None:
-        super().__init__()
+        name = "unet_resnet34"
+        super().__init__(ModelConfig(name=name, arch=name, img_size=img_size, patch_size=32))
         import segmentation_models_pytorch as smp
 
-        self.net = smp.Unet("resnet34", encoder_weights=None, classes=1)
-        self.config = SimpleNamespace(
-            name="unet_resnet34",
-            img_size=(img_size, img_size),
-            pixel_mean=IMAGENET_MEAN,
-            pixel_std=IMAGENET_STD,
-        )
+        self.net = smp.Unet("resnet34", encoder_weights=None, classes=self.config.num_classes)
 
-    def forward(self, images: torch.Tensor, return_quality: bool = False):
+    def forward(
+        self, images: torch.Tensor, return_quality: bool = False
+    ) -> torch.Tensor | tuple[torch.Tensor, None]:
         logits = self.net(images)
         return (logits, None) if return_quality else logits

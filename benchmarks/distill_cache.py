@@ -20,13 +20,14 @@ from pathlib import Path
 
 import torch
 
+from hrmedseg import get_model_config
 from hrmedseg.distillation import SAM_TEACHERS, DistillConfig, distill
 from hrmedseg.distillation.data import find_images
 from hrmedseg.distillation.teacher import build_teacher
 
 
 def random_sam_checkpoint(teacher: str, folder: Path) -> Path:
-    encoder = build_teacher(SAM_TEACHERS[teacher], 1024)
+    encoder = build_teacher(SAM_TEACHERS[teacher], 1024, get_model_config("hrmedseg_b").patch_size)
     path = folder / f"random_sam_{teacher}.pth"
     torch.save({f"image_encoder.{k}": v for k, v in encoder.state_dict().items()}, path)
     return path

@@ -97,7 +97,9 @@ def test_sam_prompt_encoder_weights_load_and_reproduce_sam(sam_checkpoint):
             {"points": points, "boxes": boxes, "masks": masks},
         ):
             sparse_sam, dense_sam = sam(kwargs.get("points"), kwargs.get("boxes"), kwargs.get("masks"))
-            sparse, dense = ours(image_size, kwargs.get("points"), kwargs.get("boxes"), kwargs.get("masks"))
+            sparse, dense = ours(
+                image_size, grid, kwargs.get("points"), kwargs.get("boxes"), kwargs.get("masks")
+            )
             torch.testing.assert_close(sparse, sparse_sam, msg=lambda m, k=kwargs: f"{sorted(k)}: {m}")
             torch.testing.assert_close(dense, dense_sam)
         torch.testing.assert_close(ours.get_dense_pe(grid), sam.get_dense_pe())

@@ -27,6 +27,7 @@ from hrmedseg.training.guards import TrainingDivergedError
 TINY_TEACHER = {"embed_dim": 32, "depth": 2, "num_heads": 2, "global_attn_indexes": [1], "window_size": 4}
 NATIVE_SIZE = 128  # the size the tiny teacher "was trained" at; runs use 64, so tables are resized
 NUM_IMAGES = 10
+PATCH = hrmedseg.get_model_config("hrmedseg_t").patch_size  # the student's, which the teacher shares
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +35,7 @@ def sam_checkpoint(tmp_path_factory):
     """A SAM-format checkpoint: image_encoder.* (random, incl. non-zero relative positions) plus
     another SAM part that the teacher must ignore."""
     torch.manual_seed(1)
-    encoder = build_teacher(TeacherSpec(**TINY_TEACHER), NATIVE_SIZE)
+    encoder = build_teacher(TeacherSpec(**TINY_TEACHER), NATIVE_SIZE, PATCH)
     for name, param in encoder.named_parameters():
         if "rel_pos" in name or "pos_embed" in name:
             torch.nn.init.normal_(param, std=0.02)
@@ -129,41 +130,45 @@ def test_unreadable_images_are_named(tmp_path):
 def test_teacher_loads_sam_keys_and_resizes_position_tables(sam_checkpoint):
     saved = torch.load(sam_checkpoint, weights_only=True)
     spec = TeacherSpec(**TINY_TEACHER)
-    reference = build_teacher(spec, NATIVE_SIZE).eval()
+    reference = build_teacher(spec, NATIVE_SIZE, PATCH).eval()
     reference.load_state_dict(
         {k[len("image_encoder.") :]: v for k, v in saved.items() if "image_encoder" in k}
     )
-    teacher, _ = load_teacher(TINY_TEACHER, sam_checkpoint, NATIVE_SIZE)
+    teacher, _ = load_teacher(TINY_TEACHER, sam_checkpoint, NATIVE_SIZE, PATCH)
     x = torch.randn(1, 3, NATIVE_SIZE, NATIVE_SIZE)
     torch.testing.assert_close(teacher(x), reference(x))  # same weights at the native size
     assert not any(p.requires_grad for p in teacher.parameters()) and not teacher.training
 
-    small, _ = load_teacher(TINY_TEACHER, sam_checkpoint, 64)
+    small, _ = load_teacher(TINY_TEACHER, sam_checkpoint, 64, PATCH)
     assert small(torch.randn(2, 3, 64, 64)).shape == (2, 256, 4, 4)
     assert small.pos_embed.shape == (1, 4, 4, 32)
     assert small.blocks[1].attn.rel_pos_h.shape == (7, 16)  # global block: 2 * 4 - 1 offsets
     torch.testing.assert_close(small.blocks[0].attn.rel_pos_h, reference.blocks[0].attn.rel_pos_h)  # windowed
     # Resizing to the native size changes nothing.
     weights = reference.state_dict()
-    resized = resize_position_tables(weights, spec, NATIVE_SIZE)
+    resized = resize_position_tables(weights, spec, NATIVE_SIZE // PATCH)
     assert all(torch.equal(resized[k], weights[k]) for k in weights)
 
 
 def test_teacher_checkpoint_errors_name_the_problem(sam_checkpoint, tmp_path):
     with pytest.raises(CheckpointMismatchError, match=r"width 32, depth 2.*not the requested teacher vit_b"):
-        load_teacher("vit_b", sam_checkpoint, 64)
+        load_teacher("vit_b", sam_checkpoint, 64, PATCH)
     other = tmp_path / "other.pth"
     torch.save({"mask_decoder.w": torch.zeros(2)}, other)
     with pytest.raises(CheckpointMismatchError, match="no 'image_encoder.\\*' keys"):
-        load_teacher(TINY_TEACHER, other, 64)
+        load_teacher(TINY_TEACHER, other, 64, PATCH)
     with pytest.raises(FileNotFoundError, match="teacher checkpoint not found"):
-        load_teacher(TINY_TEACHER, tmp_path / "nope.pth", 64)
+        load_teacher(TINY_TEACHER, tmp_path / "nope.pth", 64, PATCH)
     with pytest.raises(ValueError, match="unknown teacher 'vit_x'"):
-        load_teacher("vit_x", sam_checkpoint, 64)
+        load_teacher("vit_x", sam_checkpoint, 64, PATCH)
+    with pytest.raises(
+        CheckpointMismatchError, match=rf"embeds {PATCH} x {PATCH} patches, the student 8 x 8"
+    ):
+        load_teacher(TINY_TEACHER, sam_checkpoint, 64, 8)
 
 
 def test_distillation_loss_falls_over_a_few_steps(sam_checkpoint):
-    teacher, _ = load_teacher(TINY_TEACHER, sam_checkpoint, 64)
+    teacher, _ = load_teacher(TINY_TEACHER, sam_checkpoint, 64, PATCH)
     student = hrmedseg.create_model("hrmedseg_t", img_size=64).image_encoder
     objective = DistillationObjective(student, amp_dtype=None)
     optimizer = torch.optim.Adam(student.parameters(), lr=1e-3)
@@ -198,7 +203,7 @@ def test_cached_run_embeds_each_image_once_and_reuses_the_cache(
     assert manifest["header"]["embedding_shape"] == [256, 4, 4] and manifest["header"]["dtype"] == "float16"
     assert len(list(cache_dir.glob("shard_*.safetensors"))) == 4  # 10 images, 3 per shard
     cache = EmbeddingCache(cache_dir, manifest["header"], manifest["files"], manifest["shard_size"])
-    teacher, _ = load_teacher(TINY_TEACHER, sam_checkpoint, 64)
+    teacher, _ = load_teacher(TINY_TEACHER, sam_checkpoint, 64, PATCH)
     dataset = engine.UnlabeledImages(image_folder, manifest["files"], (64, 64), (0.485, 0.456, 0.406),
                                      (0.229, 0.224, 0.225))  # fmt: skip
     for i in (0, 4, 9):

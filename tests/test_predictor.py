@@ -21,9 +21,9 @@ def test_prompts_in_original_pixels_map_exactly_to_model_input(predictor, monkey
     seen = {}
     original = predictor.model.prompt_encoder.forward
 
-    def spy(image_size, points=None, boxes=None, masks=None, batch_size=1):
+    def spy(image_size, grid_size, points=None, boxes=None, masks=None, batch_size=1):
         seen.update(image_size=image_size, points=points, boxes=boxes)
-        return original(image_size, points, boxes, masks, batch_size)
+        return original(image_size, grid_size, points, boxes, masks, batch_size)
 
     monkeypatch.setattr(predictor.model.prompt_encoder, "forward", spy)
     masks, scores, low_res = predictor.predict(

@@ -12,17 +12,19 @@ from .complexity import count_flops, count_parameters
 from .inference.predictor import Predictor
 from .inference.prompted import PromptedSegmenter
 from .inference.segmenter import Segmenter
-from .modeling import HRMedSeg, HRMedSegSAM
+from .modeling import AutomaticSegmentationModel, HRMedSeg, HRMedSegSAM, SegmentationModel
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AutomaticSegmentationModel",
     "CheckpointMismatchError",
     "HRMedSeg",
     "HRMedSegSAM",
     "ModelConfig",
     "Predictor",
     "PromptedSegmenter",
+    "SegmentationModel",
     "Segmenter",
     "build_model",
     "count_flops",

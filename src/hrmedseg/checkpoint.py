@@ -19,6 +19,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from .build import ModelConfig, build_model
+from .modeling import HRMedSeg, HRMedSegSAM, SegmentationModel
 
 FORMAT_NAME = "hrmedseg-model"
 FORMAT_VERSION = "1"
@@ -44,16 +45,19 @@ def atomic_write(path: str | os.PathLike, write: callable) -> Path:
     return path
 
 
-def save_model(model: nn.Module, path: str | os.PathLike, encoder_only: bool = False) -> Path:
+def save_model(model: SegmentationModel, path: str | os.PathLike, encoder_only: bool = False) -> Path:
     """Write ``model``'s weights and config (``model.config``) to a ``.safetensors`` file.
 
     ``encoder_only`` keeps just the ``image_encoder.*`` weights (LGViT + neck), as distillation
     produces them: such a file initialises other models (:func:`load_encoder_weights`) but is not
     a complete model for :func:`load_model`.
     """
-    config = getattr(model, "config", None)
-    if not isinstance(config, ModelConfig):
-        raise ValueError("model has no ModelConfig in .config; build it with hrmedseg.create_model")
+    if not isinstance(model, SegmentationModel):
+        raise ValueError(
+            f"save_model needs an hrmedseg model (a SegmentationModel with its ModelConfig), got "
+            f"{type(model).__name__}; build it with hrmedseg.create_model"
+        )
+    config = model.config
     tensors = {
         k: v.detach().contiguous().cpu()
         for k, v in model.state_dict().items()
@@ -108,7 +112,7 @@ def is_encoder_file(path: str | os.PathLike) -> bool:
     return _read_metadata(path).get("contents") == "image_encoder"
 
 
-def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> nn.Module:
+def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> HRMedSeg | HRMedSegSAM:
     """Rebuild the model stored in ``path`` and load its weights; returned in eval mode."""
     if is_encoder_file(path):
         raise ValueError(
@@ -120,7 +124,7 @@ def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu"
     return model.to(map_location).eval()
 
 
-def load_encoder_weights(model: nn.Module, path: str | os.PathLike) -> None:
+def load_encoder_weights(model: HRMedSeg | HRMedSegSAM, path: str | os.PathLike) -> None:
     """Initialise ``model.image_encoder`` (LGViT + neck) of an HRMedSeg or HRMedSegSAM model from
     the ``image_encoder.*`` weights of a model file: a distilled encoder or an earlier model.
 
@@ -136,9 +140,10 @@ def load_encoder_weights(model: nn.Module, path: str | os.PathLike) -> None:
     try:
         load_state_dict_checked(model.image_encoder, weights, source=str(path))
     except CheckpointMismatchError as err:
-        target = getattr(model, "config", None)
         target_text = (
-            f"{target.name} (C={target.embed_dim})" if isinstance(target, ModelConfig) else "this model"
+            f"{model.config.name} (C={model.config.embed_dim})"
+            if isinstance(model, SegmentationModel)
+            else "this model"
         )
         raise CheckpointMismatchError(
             f"the encoder in {path} is a {config.name} encoder (C={config.embed_dim}); "

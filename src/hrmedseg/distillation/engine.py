@@ -1,5 +1,5 @@
 """Feature-distillation pretraining (paper section 3): LGViT + neck learns to reproduce a frozen
-SAM image encoder's embedding (256 x N/16 x N/16 for an N x N input) under an MSE loss.
+SAM image encoder's embedding (256 x N/p x N/p for an N x N input and patch size p) under an MSE loss.
 
 Outputs in ``config.output``: ``config.yaml`` (resolved), ``split.json`` (relative image paths),
 ``log.csv`` (train/val MSE and the validation cosine similarity per epoch), ``curves.png``,
@@ -68,12 +68,11 @@ class DistillConfig(RunConfig):
         super().__post_init__()
         if self.cache_shard_size < 1:
             raise ValueError(f"cache_shard_size must be >= 1, got {self.cache_shard_size}")
-        if self.img_size <= 0 or self.img_size % 16:
-            raise ValueError(f"img_size must be a positive multiple of 16, got {self.img_size}")
         if not 0 < self.val_fraction < 1:
             raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
         resolve_teacher(self.teacher)
-        get_model_config(self.student)
+        # The student's config checks img_size against its patch size.
+        get_model_config(self.student, img_size=self.img_size, **self.model_options)
 
 
 class DistillationObjective(nn.Module):
@@ -114,7 +113,7 @@ def fill_cache(
     progress: bool = True,
 ) -> int:
     """Compute this rank's share of the missing shards; returns the number of images embedded."""
-    size = (cache.embedding_shape[1] * 16, cache.embedding_shape[2] * 16)
+    size = tuple(cache.header["img_size"])
     shards = [k for k in cache.missing_shards() if k % ctx.world_size == ctx.rank]
     total = sum(len(cache.shard_files(k)) for k in shards)
     bar = tqdm(total=total, desc="teacher -> cache", unit="img", disable=not progress or not total)
@@ -201,7 +200,10 @@ def distill(
     def get_teacher() -> nn.Module:
         nonlocal teacher
         if teacher is None:
-            teacher = load_teacher(config.teacher, config.teacher_checkpoint, config.img_size)[0].to(device)
+            teacher, _ = load_teacher(
+                config.teacher, config.teacher_checkpoint, config.img_size, model.config.patch_size
+            )
+            teacher = teacher.to(device)
         return teacher
 
     cache = None
@@ -216,7 +218,7 @@ def distill(
             "pixel_std": list(std),
             "value_range": [0.0, 1.0],
             "amp": config.amp,
-            "embedding_shape": [spec.out_chans, size[0] // 16, size[1] // 16],
+            "embedding_shape": [spec.out_chans, *model.config.grid_size],
             "dtype": "float16",
         }
         if ctx.is_main:

@@ -1,13 +1,16 @@
 """The frozen SAM image encoder that distillation imitates.
 
 The teacher is ``segment_anything``'s ``ImageEncoderViT`` (ViT-B, ViT-L or ViT-H with SAM's neck,
-256 output channels, 1/16 resolution), built locally and filled from an official SAM checkpoint
+256 output channels), built locally and filled from an official SAM checkpoint
 (``sam_vit_h_4b8939.pth`` and friends; keys ``image_encoder.*``) read with ``weights_only=True``.
+It is built with the student's patch size (the student's ``ModelConfig.patch_size``, which is
+SAM's for every registered model), so both embed an image on the same grid.
 
 SAM was trained at 1024 x 1024, so its absolute position embedding is a 64 x 64 grid and its
 global-attention blocks hold relative-position tables for 64 positions. For another input size
 both are resized on loading (bicubic over the grid, linear over the relative offsets), so the
-teacher's embedding always has the student's grid: 256 x N/16 x N/16 for an N x N input.
+teacher's embedding always has the student's grid: 256 x N/p x N/p for an N x N input and
+patch size p.
 """
 
 from __future__ import annotations
@@ -25,12 +28,10 @@ from torch import nn
 
 from ..checkpoint import ENCODER_PREFIX, CheckpointMismatchError, load_state_dict_checked
 
-PATCH_SIZE = 16
-
 
 @dataclass(frozen=True)
 class TeacherSpec:
-    """The shape of a SAM ViT image encoder (all use 16 x 16 patches and a 256-channel neck)."""
+    """The shape of a SAM ViT image encoder (all end in a 256-channel neck)."""
 
     embed_dim: int
     depth: int
@@ -69,8 +70,9 @@ def resolve_teacher(teacher: str | Mapping[str, Any]) -> tuple[str, TeacherSpec]
     return "custom", TeacherSpec(**teacher)
 
 
-def build_teacher(spec: TeacherSpec, img_size: int) -> nn.Module:
-    """An untrained SAM image encoder for square ``img_size`` inputs (a multiple of 16)."""
+def build_teacher(spec: TeacherSpec, img_size: int, patch_size: int) -> nn.Module:
+    """An untrained SAM image encoder with ``patch_size`` patches for square ``img_size`` inputs
+    (a multiple of ``patch_size``)."""
     try:
         from segment_anything.modeling import ImageEncoderViT
     except ImportError:
@@ -78,11 +80,11 @@ def build_teacher(spec: TeacherSpec, img_size: int) -> nn.Module:
             "distillation needs the SAM teacher from the segment-anything package: "
             "pip install 'hrmedseg[distill]' (or pip install segment-anything)"
         ) from None
-    if img_size % PATCH_SIZE:
-        raise ValueError(f"the teacher's input size must be a multiple of {PATCH_SIZE}, got {img_size}")
+    if img_size % patch_size:
+        raise ValueError(f"the teacher's input size must be a multiple of {patch_size}, got {img_size}")
     return ImageEncoderViT(
         img_size=img_size,
-        patch_size=PATCH_SIZE,
+        patch_size=patch_size,
         embed_dim=spec.embed_dim,
         depth=spec.depth,
         num_heads=spec.num_heads,
@@ -122,11 +124,10 @@ def _describe(weights: Mapping[str, torch.Tensor]) -> str:
 
 
 def resize_position_tables(
-    weights: Mapping[str, torch.Tensor], spec: TeacherSpec, img_size: int
+    weights: Mapping[str, torch.Tensor], spec: TeacherSpec, grid: int
 ) -> dict[str, torch.Tensor]:
     """Fit the absolute position embedding and the global blocks' relative-position tables of a
-    checkpoint to an ``img_size`` input; windowed blocks are size-independent and kept."""
-    grid = img_size // PATCH_SIZE
+    checkpoint to a ``grid`` x ``grid`` patch grid; windowed blocks are size-independent and kept."""
     out = dict(weights)
     pos = out.get("pos_embed")
     if pos is not None and pos.shape[1:3] != (grid, grid):
@@ -143,15 +144,22 @@ def resize_position_tables(
 
 
 def load_teacher(
-    teacher: str | Mapping[str, Any], checkpoint: str | os.PathLike, img_size: int
+    teacher: str | Mapping[str, Any], checkpoint: str | os.PathLike, img_size: int, patch_size: int
 ) -> tuple[nn.Module, TeacherSpec]:
-    """The frozen teacher (eval mode, no gradients) for ``img_size`` inputs, from a SAM checkpoint."""
+    """The frozen teacher (eval mode, no gradients) for ``img_size`` inputs, from a SAM checkpoint
+    whose patches must be ``patch_size`` wide (the student's)."""
     name, spec = resolve_teacher(teacher)
     weights = read_sam_encoder_weights(checkpoint)
-    model = build_teacher(spec, img_size)
+    patch_weight = weights.get("patch_embed.proj.weight")
+    if patch_weight is not None and tuple(patch_weight.shape[-2:]) != (patch_size, patch_size):
+        raise CheckpointMismatchError(
+            f"{checkpoint} embeds {patch_weight.shape[-1]} x {patch_weight.shape[-2]} patches, the student "
+            f"{patch_size} x {patch_size}: their embeddings would not share a grid"
+        )
+    model = build_teacher(spec, img_size, patch_size)
     try:
         load_state_dict_checked(
-            model, resize_position_tables(weights, spec, img_size), source=str(checkpoint)
+            model, resize_position_tables(weights, spec, img_size // patch_size), source=str(checkpoint)
         )
     except CheckpointMismatchError as err:
         raise CheckpointMismatchError(

@@ -66,7 +66,7 @@ class Predictor:
         self.features = self.model.image_encoder(tensor[None].to(self.device))
 
     def get_image_embedding(self) -> torch.Tensor:
-        """The current embedding (1, 256, H_in/16, W_in/16)."""
+        """The current embedding (1, D, h, w): D = 256 and (h, w) = ``model.config.grid_size``."""
         self._require_image()
         return self.features
 

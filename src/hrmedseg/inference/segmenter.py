@@ -8,18 +8,19 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from ..checkpoint import load_model
 from ..data.io import as_float_rgb, read_image
 from ..data.transforms import image_to_tensor, normalize
+from ..modeling import AutomaticSegmentationModel
 from ..runtime import resolve_device
 
 ImageInput = str | Path | np.ndarray
 
 
 class Segmenter:
-    """Wraps an ``HRMedSeg`` model for inference with the training pipeline's preprocessing.
+    """Inference with an automatic model (:class:`HRMedSeg`, or any
+    :class:`AutomaticSegmentationModel`) and the training pipeline's preprocessing.
 
     Images are resized to the model's ``img_size``, normalised with its pixel mean/std, segmented
     in batches, and the logits are interpolated back to each image's original size before the
@@ -31,8 +32,10 @@ class Segmenter:
         >>> masks = seg.predict([img_a, img_b])     # one mask per image, each at its own size
     """
 
-    def __init__(self, model: nn.Module, device: str | torch.device = "auto", batch_size: int = 4) -> None:
-        if not hasattr(model, "num_classes"):
+    def __init__(
+        self, model: AutomaticSegmentationModel, device: str | torch.device = "auto", batch_size: int = 4
+    ) -> None:
+        if not isinstance(model, AutomaticSegmentationModel):
             raise ValueError(
                 f"Segmenter needs an automatic HRMedSeg model, got {type(model).__name__}; "
                 "promptable HRMedSegSAM models are used through hrmedseg.Predictor"

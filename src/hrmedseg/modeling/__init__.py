@@ -1,9 +1,21 @@
 """Pure ``nn.Module`` building blocks: no file or dataset I/O here."""
 
+from .base import AutomaticSegmentationModel, SegmentationModel
+from .config import ARCHITECTURES, ModelConfig
 from .ecm_decoder import ECMDecoder
 from .hrmedseg import HRMedSeg
 from .hrmedseg_sam import HRMedSegSAM
 from .lgvit import LGViT
 from .prompt_encoder import PromptEncoder
 
-__all__ = ["ECMDecoder", "HRMedSeg", "HRMedSegSAM", "LGViT", "PromptEncoder"]
+__all__ = [
+    "ARCHITECTURES",
+    "AutomaticSegmentationModel",
+    "ECMDecoder",
+    "HRMedSeg",
+    "HRMedSegSAM",
+    "LGViT",
+    "ModelConfig",
+    "PromptEncoder",
+    "SegmentationModel",
+]

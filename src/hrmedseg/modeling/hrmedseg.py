@@ -4,32 +4,34 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
+from .base import AutomaticSegmentationModel
 from .common import PositionEmbeddingRandom
+from .config import ModelConfig
 from .ecm_decoder import ECMDecoder
 from .lgvit import LGViT
 
 
-class HRMedSeg(nn.Module):
+class HRMedSeg(AutomaticSegmentationModel):
     """LGViT (with neck) + ECM-Decoder with one mask token per output map.
 
     ``num_classes == 1`` is binary: one logit map for a sigmoid. ``num_classes == K >= 2`` gives K
     logit maps for a softmax over classes (class 0 is usually background).
 
-    Input: images (B, C_in, H, W), H and W multiples of 16, normalised as the data pipeline does.
-    Output: logits (B, num_classes, H, W) at the input resolution.
+    Input: images (B, C_in, H, W), H and W multiples of ``config.patch_size``, normalised as the
+    data pipeline does. Output: logits (B, num_classes, H, W) at the input resolution.
     """
 
-    def __init__(self, image_encoder: LGViT, mask_decoder: ECMDecoder) -> None:
-        super().__init__()
+    def __init__(self, image_encoder: LGViT, mask_decoder: ECMDecoder, config: ModelConfig) -> None:
+        super().__init__(config)
+        if mask_decoder.num_mask_tokens != config.num_classes:
+            raise ValueError(
+                f"the decoder has {mask_decoder.num_mask_tokens} mask tokens, the config "
+                f"{config.num_classes} classes"
+            )
         self.image_encoder = image_encoder
         self.pe_layer = PositionEmbeddingRandom(image_encoder.out_chans // 2)
         self.mask_decoder = mask_decoder
-
-    @property
-    def num_classes(self) -> int:
-        return self.mask_decoder.num_mask_tokens
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         """Trade compute for memory: recompute encoder blocks, neck and decoder layers in backward."""

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
+from .base import SegmentationModel
+from .config import ModelConfig
 from .ecm_decoder import ECMDecoder
 from .lgvit import LGViT
 from .prompt_encoder import PromptEncoder
 
 
-class HRMedSegSAM(nn.Module):
+class HRMedSegSAM(SegmentationModel):
     """Promptable, class-agnostic segmentation in SAM's output convention.
 
     The decoder has one single-mask token and ``num_mask_tokens - 1`` multimask tokens, plus an
@@ -21,8 +22,14 @@ class HRMedSegSAM(nn.Module):
     Coordinates are pixels of the model input (after resizing), (x, y) order; boxes are XYXY.
     """
 
-    def __init__(self, image_encoder: LGViT, prompt_encoder: PromptEncoder, mask_decoder: ECMDecoder) -> None:
-        super().__init__()
+    def __init__(
+        self,
+        image_encoder: LGViT,
+        prompt_encoder: PromptEncoder,
+        mask_decoder: ECMDecoder,
+        config: ModelConfig,
+    ) -> None:
+        super().__init__(config)
         if mask_decoder.num_mask_tokens < 2:
             raise ValueError("HRMedSegSAM needs a single-mask token plus at least one multimask token")
         self.image_encoder = image_encoder
@@ -45,7 +52,7 @@ class HRMedSegSAM(nn.Module):
         """Segment each image of the batch with its own prompts.
 
         Args:
-            images: (B, C_in, H, W), H and W multiples of 16.
+            images: (B, C_in, H, W), H and W multiples of ``config.patch_size``.
             point_coords: (B, N, 2) (x, y) pixels; point_labels: (B, N), 1 = foreground,
                 0 = background, -1 = ignore.
             boxes: (B, 4) XYXY pixels.
@@ -76,7 +83,8 @@ class HRMedSegSAM(nn.Module):
         mask_inputs: torch.Tensor | None = None,
         multimask_output: bool = True,
     ) -> dict[str, torch.Tensor]:
-        """Prompted decoding of precomputed embeddings (B or 1, 256, H/16, W/16).
+        """Prompted decoding of precomputed embeddings (B or 1, D, h, w) of an ``image_size`` (H, W)
+        input; the prompts' grid is the embeddings' (h, w) = (H, W) / ``config.patch_size``.
 
         A single embedding is shared by all prompt sets, so many boxes on one image cost one
         encoder pass.
@@ -84,10 +92,11 @@ class HRMedSegSAM(nn.Module):
         if (point_coords is None) != (point_labels is None):
             raise ValueError("point_coords and point_labels must be given together")
         points = (point_coords, point_labels) if point_coords is not None else None
+        grid_size = tuple(image_embeddings.shape[-2:])
         sparse, dense = self.prompt_encoder(
-            image_size, points, boxes, mask_inputs, batch_size=image_embeddings.shape[0]
+            image_size, grid_size, points, boxes, mask_inputs, batch_size=image_embeddings.shape[0]
         )
-        image_pe = self.prompt_encoder.get_dense_pe(image_embeddings.shape[-2:])
+        image_pe = self.prompt_encoder.get_dense_pe(grid_size)
         low_res, iou = self.mask_decoder(image_embeddings, image_pe, sparse, dense)
         selected = slice(1, None) if multimask_output else slice(0, 1)
         low_res, iou = low_res[:, selected], iou[:, selected]

@@ -1,8 +1,9 @@
 """Prompt encoder for points, boxes and low-resolution masks, compatible with SAM's weights.
 
 Parameter and buffer names follow SAM's ``prompt_encoder.*`` keys, so the prompt encoder of an
-official SAM checkpoint loads unchanged. Unlike SAM's, the image size is given per call, so
-prompts work for any input height and width.
+official SAM checkpoint loads unchanged. Unlike SAM's, the image size and the image embedding's
+grid are given per call (SAM fixes both at construction), so prompts work for any input height
+and width.
 
 Coordinate convention: pixels of the model input, (x, y) order, boxes as XYXY. A pixel's centre
 is at +0.5, as in SAM.
@@ -24,10 +25,11 @@ class PromptEncoder(nn.Module):
 
     Args:
         embed_dim: token width D (256 for SAM).
-        mask_in_chans: hidden channels of the mask-downscaling convolutions (16 for SAM).
+        mask_in_chans: hidden channels of the mask-downscaling convolutions (``ModelConfig``'s
+            default is SAM's).
     """
 
-    def __init__(self, embed_dim: int = 256, mask_in_chans: int = 16) -> None:
+    def __init__(self, embed_dim: int, mask_in_chans: int) -> None:
         super().__init__()
         self.embed_dim = embed_dim
         self.pe_layer = PositionEmbeddingRandom(embed_dim // 2)
@@ -80,22 +82,24 @@ class PromptEncoder(nn.Module):
     def forward(
         self,
         image_size: tuple[int, int],
+        grid_size: tuple[int, int],
         points: tuple[torch.Tensor, torch.Tensor] | None = None,
         boxes: torch.Tensor | None = None,
         masks: torch.Tensor | None = None,
         batch_size: int = 1,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Embed any combination of prompts for a model input of ``image_size`` (H, W).
+        """Embed any combination of prompts for a model input of ``image_size`` (H, W) whose image
+        embedding is a ``grid_size`` (h, w) grid.
 
         Args:
             points: coordinates (B, N, 2) and labels (B, N).
             boxes: (B, 4) XYXY.
-            masks: (B, 1, H/4, W/4) mask logits, e.g. a previous low-resolution prediction.
+            masks: (B, 1, 4h, 4w) mask logits, e.g. a previous low-resolution prediction.
             batch_size: used only when no prompt is given.
         Returns:
-            sparse (B, T, D) tokens, T = N (+1 pad) + 2 per box; dense (B, D, H/16, W/16).
+            sparse (B, T, D) tokens, T = N (+1 pad) + 2 per box; dense (B, D, h, w).
         """
-        grid_size = (image_size[0] // 16, image_size[1] // 16)
+        grid_size = tuple(grid_size)
         for prompt in (points[0] if points is not None else None, boxes, masks):
             if prompt is not None:
                 batch_size = prompt.shape[0]

@@ -1,0 +1,83 @@
+"""The description of a model: everything needed to rebuild it and to feed it."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD
+
+ARCHITECTURES = ("hrmedseg", "hrmedseg_sam")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Everything needed to rebuild a model and feed it.
+
+    ``img_size`` is the (H, W) the data pipeline resizes to, and ``pixel_mean``/``pixel_std``
+    normalise RGB values in [0, 1]. ``patch_size`` is the encoder's stride: the image embedding
+    is an (H / patch_size, W / patch_size) grid, and the network accepts any input whose sides
+    are multiples of it. ``arch`` names the class that :func:`hrmedseg.build_model` builds
+    (``ARCHITECTURES``); the fields from ``embed_dim`` to ``num_multimask_outputs`` are that
+    architecture's hyper-parameters.
+    """
+
+    name: str
+    arch: str = "hrmedseg"
+    num_classes: int = 1
+    img_size: tuple[int, int] = (1024, 1024)
+    in_chans: int = 3
+    patch_size: int = 16
+    embed_dim: int = 96
+    num_mbconv: int = 2
+    depths: tuple[int, ...] = (2, 6, 2)
+    num_heads: tuple[int, ...] = (6, 12, 24)
+    mlp_ratio: float = 2.0
+    drop_path_rate: float = 0.1
+    decoder_dim: int = 256
+    decoder_depth: int = 2
+    decoder_heads: int = 8
+    decoder_mlp_dim: int = 256
+    pool_sizes: tuple[int, ...] = (5, 9, 13)
+    num_multimask_outputs: int = 3
+    mask_in_chans: int = 16  # hidden channels of the prompt encoder's mask downscaling (SAM's)
+    pixel_mean: tuple[float, ...] = IMAGENET_MEAN
+    pixel_std: tuple[float, ...] = IMAGENET_STD
+
+    def __post_init__(self) -> None:
+        if self.patch_size < 1:
+            raise ValueError(f"patch_size must be >= 1, got {self.patch_size}")
+        size = self.img_size
+        size = (size, size) if isinstance(size, int) else tuple(int(s) for s in size)
+        if len(size) != 2 or any(s <= 0 or s % self.patch_size for s in size):
+            raise ValueError(
+                f"img_size must be positive multiples of {self.patch_size} (the patch size), "
+                f"got {self.img_size}"
+            )
+        object.__setattr__(self, "img_size", size)
+        for name in ("depths", "num_heads", "pool_sizes", "pixel_mean", "pixel_std"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+        if self.num_classes < 1:
+            raise ValueError(f"num_classes must be >= 1, got {self.num_classes}")
+        if self.arch == "hrmedseg_sam" and self.num_classes != 1:
+            raise ValueError(
+                "HRMedSegSAM is class-agnostic (one mask per prompt); "
+                "use num_classes=1 and one prompt per object"
+            )
+
+    @property
+    def grid_size(self) -> tuple[int, int]:
+        """The image embedding's (h, w) for an ``img_size`` input."""
+        return (self.img_size[0] // self.patch_size, self.img_size[1] // self.patch_size)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> ModelConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown model config fields {unknown}; known fields: {sorted(known)}")
+        return cls(**values)
