@@ -109,7 +109,10 @@ def train_and_test(
     scheduler = recipe_scheduler(optimizer, config, len(train_loader))
     scaler = torch.amp.GradScaler(device.type, enabled=False)
     objective = AutomaticObjective(
-        model, SegmentationLoss(1, config.dice_weight, config.focal_weight), quality_weight, None
+        model,
+        SegmentationLoss(1, config.dice_weight, config.focal_weight, config.ce_weight),
+        quality_weight,
+        None,
     )
     loop = EpochLoop(
         objective, model, optimizer, scheduler, scaler, train_loader,

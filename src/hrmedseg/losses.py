@@ -1,5 +1,6 @@
 """Training losses: the paper's Dice + focal for binary masks, Dice + cross-entropy for classes,
-and the IoU-head (quality) regression target.
+and the IoU-head (quality) regression target; with them the one overlap helper (hard Dice and
+IoU) that validation and the IoU-head targets share.
 
 All losses are computed in float32, also when the model ran under autocast.
 """
@@ -11,11 +12,33 @@ import torch.nn.functional as F
 from torch import nn
 
 
-def soft_dice(probs: torch.Tensor, target: torch.Tensor, smooth: float = 1.0) -> torch.Tensor:
-    """Soft Dice of (B, K, H, W) probabilities and one-hot targets, pooled over the batch: (K,)."""
-    dims = (0, 2, 3)
+def soft_dice(
+    probs: torch.Tensor,
+    target: torch.Tensor,
+    smooth: float = 1.0,
+    dims: tuple[int, ...] = (0, 2, 3),
+    region: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Soft Dice of (B, K, H, W) probabilities and one-hot targets, summed over ``dims``: by
+    default pooled over the batch, (K,); ``dims=(2, 3)`` gives one per map, (B, K).
+
+    ``region`` (broadcastable to ``probs``, 0/1) restricts the sums to where it is 1.
+    """
+    if region is not None:
+        probs, target = probs * region, target * region
     intersection = (probs * target).sum(dims)
     return (2 * intersection + smooth) / (probs.sum(dims) + target.sum(dims) + smooth)
+
+
+def overlap_scores(pred: torch.Tensor, truth: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Dice and IoU of boolean masks (..., H, W), broadcast against each other: two (...) tensors,
+    1 where both masks are empty."""
+    intersection = (pred & truth).sum((-2, -1)).float()
+    total = pred.sum((-2, -1)).float() + truth.sum((-2, -1)).float()
+    empty, ones = total == 0, torch.ones_like(total)
+    dice = torch.where(empty, ones, 2 * intersection / total.clamp(min=1))
+    iou = torch.where(empty, ones, intersection / (total - intersection).clamp(min=1))
+    return dice, iou
 
 
 def one_hot(target: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -57,27 +80,25 @@ def binary_loss_per_mask(
     :func:`object_windows`)."""
     logits = logits.float()
     truth = target.float().unsqueeze(1).expand_as(logits)
-    probs = torch.sigmoid(logits)
     w = torch.ones_like(truth) if weights is None else weights.float().unsqueeze(1).expand_as(logits)
-    dims = (2, 3)
-    dice = (2 * (probs * truth * w).sum(dims) + loss.smooth) / (
-        (probs * w).sum(dims) + (truth * w).sum(dims) + loss.smooth
-    )
+    dice = soft_dice(torch.sigmoid(logits), truth, loss.smooth, dims=(2, 3), region=w)
     bce = F.binary_cross_entropy_with_logits(logits, truth, reduction="none")
-    bce = (bce * w).sum(dims) / w.sum(dims).clamp(min=1)
+    bce = (bce * w).sum((2, 3)) / w.sum((2, 3)).clamp(min=1)
     focal = focal_weighting(bce, loss.focal_alpha, loss.focal_gamma)
     return loss.dice_weight * (1 - dice) + loss.focal_weight * focal
 
 
 class SegmentationLoss(nn.Module):
-    """``dice_weight * (1 - Dice) + focal_weight * Focal`` (binary) or ``... + ce_weight * CE``.
+    """``dice_weight * (1 - Dice) + focal_weight * Focal`` (binary) or
+    ``dice_weight * (1 - Dice) + ce_weight * CE`` (multi-class).
 
     Binary (one logit map): the paper's loss. Dice is pooled over the whole batch with smoothing 1;
     the focal term re-weights the batch-mean BCE as ``alpha * (1 - exp(-BCE))**gamma * BCE``
-    (alpha 0.8, gamma 2), so it grows in weight while predictions are poor.
+    (alpha 0.8, gamma 2), so it grows in weight while predictions are poor. This is the authors'
+    form, not the per-pixel focal loss of RetinaNet or MONAI's ``FocalLoss``.
 
     Multi-class (K >= 2 logit maps, softmax): Dice averaged over the foreground classes 1..K-1,
-    plus pixel-wise cross-entropy with weight ``focal_weight``.
+    plus pixel-wise cross-entropy.
 
     Targets are (B, H, W) integer maps (binary: any non-zero value is foreground).
     """
@@ -87,6 +108,7 @@ class SegmentationLoss(nn.Module):
         num_classes: int,
         dice_weight: float = 0.8,
         focal_weight: float = 0.2,
+        ce_weight: float = 0.2,
         focal_alpha: float = 0.8,
         focal_gamma: float = 2.0,
         smooth: float = 1.0,
@@ -95,6 +117,7 @@ class SegmentationLoss(nn.Module):
         self.num_classes = num_classes
         self.dice_weight = dice_weight
         self.focal_weight = focal_weight
+        self.ce_weight = ce_weight
         self.focal_alpha = focal_alpha
         self.focal_gamma = focal_gamma
         self.smooth = smooth
@@ -105,11 +128,10 @@ class SegmentationLoss(nn.Module):
             truth = one_hot(target, 1)
             dice = soft_dice(torch.sigmoid(logits), truth, self.smooth).mean()
             bce = F.binary_cross_entropy_with_logits(logits, truth)
-            second = focal_weighting(bce, self.focal_alpha, self.focal_gamma)
-        else:
-            dice = soft_dice(logits.softmax(1), one_hot(target, self.num_classes), self.smooth)[1:].mean()
-            second = F.cross_entropy(logits, target.long())
-        return self.dice_weight * (1 - dice) + self.focal_weight * second
+            focal = focal_weighting(bce, self.focal_alpha, self.focal_gamma)
+            return self.dice_weight * (1 - dice) + self.focal_weight * focal
+        dice = soft_dice(logits.softmax(1), one_hot(target, self.num_classes), self.smooth)[1:].mean()
+        return self.dice_weight * (1 - dice) + self.ce_weight * F.cross_entropy(logits, target.long())
 
 
 def hard_masks(logits: torch.Tensor) -> torch.Tensor:
@@ -122,11 +144,7 @@ def hard_masks(logits: torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def achieved_iou(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """IoU (B, K) of each predicted class mask with the truth; 1 where both are empty."""
-    pred = hard_masks(logits)
-    truth = one_hot(target, logits.shape[1]).bool()
-    intersection = (pred & truth).sum((2, 3)).float()
-    union = (pred | truth).sum((2, 3)).float()
-    return torch.where(union > 0, intersection / union.clamp(min=1), torch.ones_like(union))
+    return overlap_scores(hard_masks(logits), one_hot(target, logits.shape[1]).bool())[1]
 
 
 def quality_loss(predicted_iou: torch.Tensor, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -62,7 +62,7 @@ class RunConfig(ConfigFile):
 class TrainConfig(RunConfig):
     """Everything a training run depends on beyond :class:`RunConfig`. Defaults follow the
     paper's recipe where it has one (Adam, lr 1e-3, ExponentialLR 0.98 per epoch, 0.8 Dice + 0.2
-    focal, batch 16, 200 epochs, 1024 x 1024)."""
+    focal (binary; multi-class: 0.2 cross-entropy), batch 16, 200 epochs, 1024 x 1024)."""
 
     model: str = "hrmedseg_b"
     num_classes: int = 1
@@ -72,7 +72,8 @@ class TrainConfig(RunConfig):
     warmup: float = 0.0  # cosine: fraction of all optimiser steps with a linear warm-up
     min_lr_ratio: float = 0.0  # cosine: final learning rate as a fraction of lr
     dice_weight: float = 0.8
-    focal_weight: float = 0.2  # focal term (binary) or cross-entropy (multi-class)
+    focal_weight: float = 0.2  # focal term (binary models)
+    ce_weight: float = 0.2  # cross-entropy term (multi-class models)
     quality_weight: float = 1.0  # MSE of the IoU head against the achieved IoU
     init_encoder: str | None = None  # model file whose image_encoder.* weights start the encoder
     split_fractions: list[float] = field(default_factory=lambda: [0.7, 0.1, 0.2])  # when no split.json

@@ -26,7 +26,7 @@ from ..build import create_model
 from ..checkpoint import load_encoder_weights, load_state_dict_checked, save_model
 from ..data import Sample, SegmentationDataset, check_samples, find_dataset, make_split
 from ..data.io import DataError
-from ..losses import SegmentationLoss, hard_masks, one_hot
+from ..losses import SegmentationLoss, hard_masks, one_hot, overlap_scores
 from ..modeling import HRMedSegSAM
 from ..runtime import resolve_device
 from .config import TrainConfig
@@ -127,11 +127,7 @@ def per_image_dice_iou(logits: torch.Tensor, masks: torch.Tensor) -> tuple[torch
     truth = one_hot(masks, num_classes).bool()
     if num_classes > 1:
         pred, truth = pred[:, 1:], truth[:, 1:]
-    inter = (pred & truth).sum((2, 3)).float()
-    total = pred.sum((2, 3)).float() + truth.sum((2, 3)).float()
-    empty = total == 0
-    dice = torch.where(empty, torch.ones_like(total), 2 * inter / total.clamp(min=1))
-    iou = torch.where(empty, torch.ones_like(total), inter / (total - inter).clamp(min=1))
+    dice, iou = overlap_scores(pred, truth)
     return dice.mean(1), iou.mean(1)
 
 
@@ -303,7 +299,7 @@ def train(
     scheduler = recipe_scheduler(optimizer, config, len(train_loader))
     amp_dtype = amp_dtype_for(config.amp, device)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
-    loss_fn = SegmentationLoss(config.num_classes, config.dice_weight, config.focal_weight)
+    loss_fn = SegmentationLoss(config.num_classes, config.dice_weight, config.focal_weight, config.ce_weight)
     objective = make_objective(model, config, loss_fn, amp_dtype)
     trained = objective
     if ctx.world_size > 1:

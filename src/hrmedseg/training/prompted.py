@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from ..data.prompts import label_objects, prompts_from_mask
-from ..losses import SegmentationLoss, binary_loss_per_mask, object_windows
+from ..losses import SegmentationLoss, binary_loss_per_mask, object_windows, overlap_scores
 from ..modeling import HRMedSegSAM
 from .objectives import Objective
 
@@ -93,10 +93,7 @@ def sample_prompt_sets(masks: torch.Tensor, config: PromptConfig, training: bool
 
 def achieved_iou_per_output(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """IoU (P, C) of each output mask (logits > 0) with its object; 1 where both are empty."""
-    pred, truth = logits > 0, targets.unsqueeze(1)
-    inter = (pred & truth).sum((2, 3)).float()
-    union = (pred | truth).sum((2, 3)).float()
-    return torch.where(union > 0, inter / union.clamp(min=1), torch.ones_like(union))
+    return overlap_scores(logits > 0, targets.unsqueeze(1))[1]
 
 
 class PromptedObjective(Objective):
