@@ -17,8 +17,12 @@ import torch
 from PIL import Image
 
 import hrmedseg
+from hrmedseg import errors
 from hrmedseg.cli import main as cli_main
 from hrmedseg.data.synthetic import make_synthetic_dataset
+from hrmedseg.distillation.cache import CacheMismatchError
+from hrmedseg.inference import predict as predict_module
+from hrmedseg.training.guards import TrainingDivergedError
 
 TRAIN = ["train", "--model", "hrmedseg_t", "--img-size", "64", "--batch-size", "4", "--epochs", "1",
          "--num-workers", "0", "--quiet"]  # fmt: skip
@@ -171,6 +175,13 @@ CASES = {
         "none.safetensors"),
     "prompts for a prompt-free model": (
         lambda c, t: [*predict_args(c, c.images(t), t / "o"), "--prompts", str(t)], 2, "--prompts is for HRMedSegSAM"),
+    "device that is no device": (
+        lambda c, t: [*predict_args(c, c.images(t, 1), t / "o"), "--device", "gpu0"], 2, "--device gpu0: not a device"),
+    "CUDA device beyond those present": (
+        lambda c, t: [*predict_args(c, c.images(t, 1), t / "o"), "--device", "cuda:63"], 2, "--device cuda:63:"),
+    "image size off the patch grid": (
+        lambda c, t: [*TRAIN, "--data", str(c.data), "--output", str(t / "r"), "--img-size", "70"], 2,
+        "img_size must be positive multiples of 16 (the patch size), got (70, 70)"),
 }  # fmt: skip
 
 
@@ -216,3 +227,25 @@ def test_evaluate_scores_the_readable_cases_and_names_the_rest(corpus, tmp_path)
     summary = json.loads((tmp_path / "ev" / "summary.json").read_text())
     assert summary["cases"] == 11 and len(summary["failures"]) == 1 and "case_003" in summary["failures"][0]
     assert (tmp_path / "ev" / "failures.txt").is_file()
+
+
+def test_user_errors_share_one_base_and_keep_their_builtin_types():
+    for error, builtin in (
+        (errors.ConfigError, ValueError), (errors.UnknownOptionError, TypeError), (errors.DataError, ValueError),
+        (errors.CheckpointError, ValueError), (hrmedseg.CheckpointMismatchError, ValueError),
+        (errors.OutputError, ValueError), (errors.InputNotFoundError, FileNotFoundError),
+        (errors.MissingDependencyError, ImportError), (TrainingDivergedError, RuntimeError),
+        (CacheMismatchError, ValueError),
+    ):  # fmt: skip
+        assert issubclass(error, errors.HRMedSegError) and issubclass(error, builtin), error
+
+
+def test_a_bug_keeps_its_traceback(corpus, tmp_path, monkeypatch):
+    """Only user errors become one-line exits: an error of the code itself reaches the caller."""
+
+    def broken(*args, **kwargs):
+        raise ValueError("an internal inconsistency")
+
+    monkeypatch.setattr(predict_module, "predict_to_folder", broken)
+    with pytest.raises(ValueError, match="an internal inconsistency"):
+        cli_main(predict_args(corpus, corpus.images(tmp_path, 1), tmp_path / "o"))

@@ -9,6 +9,15 @@ from .checkpoint import (
     save_model,
 )
 from .complexity import count_flops, count_parameters
+from .errors import (
+    CheckpointError,
+    ConfigError,
+    DataError,
+    HRMedSegError,
+    InputNotFoundError,
+    MissingDependencyError,
+    OutputError,
+)
 from .inference.predictor import Predictor
 from .inference.prompted import PromptedSegmenter
 from .inference.segmenter import Segmenter
@@ -18,10 +27,17 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AutomaticSegmentationModel",
+    "CheckpointError",
     "CheckpointMismatchError",
+    "ConfigError",
+    "DataError",
     "HRMedSeg",
+    "HRMedSegError",
     "HRMedSegSAM",
+    "InputNotFoundError",
+    "MissingDependencyError",
     "ModelConfig",
+    "OutputError",
     "Predictor",
     "PromptedSegmenter",
     "SegmentationModel",

@@ -10,6 +10,7 @@ import dataclasses
 import fnmatch
 from typing import Any
 
+from .errors import ConfigError, UnknownOptionError
 from .modeling import ECMDecoder, HRMedSeg, HRMedSegSAM, LGViT, PromptEncoder
 from .modeling.config import ARCHITECTURES, ModelConfig
 
@@ -37,18 +38,18 @@ def list_models(pattern: str = "*") -> list[str]:
 
 def get_model_config(name: str, **overrides: Any) -> ModelConfig:
     if name not in _REGISTRY:
-        raise ValueError(f"unknown model {name!r}; registered models: {', '.join(list_models())}")
+        raise ConfigError(f"unknown model {name!r}; registered models: {', '.join(list_models())}")
     known = {f.name for f in dataclasses.fields(ModelConfig)} - {"name", "arch"}
     unknown = sorted(set(overrides) - known)
     if unknown:
-        raise TypeError(f"unknown option(s) {unknown} for {name}; valid options: {sorted(known)}")
+        raise UnknownOptionError(f"unknown option(s) {unknown} for {name}; valid options: {sorted(known)}")
     return dataclasses.replace(_REGISTRY[name], **overrides)
 
 
 def build_model(config: ModelConfig) -> HRMedSeg | HRMedSegSAM:
     """Instantiate the model a config describes (random initialisation)."""
     if config.arch not in ARCHITECTURES:
-        raise ValueError(f"unknown arch {config.arch!r}; expected one of {ARCHITECTURES}")
+        raise ConfigError(f"unknown arch {config.arch!r}; expected one of {ARCHITECTURES}")
     encoder = LGViT(
         in_chans=config.in_chans,
         embed_dim=config.embed_dim,

@@ -19,6 +19,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from .build import ModelConfig, build_model
+from .errors import CheckpointError, InputNotFoundError
 from .modeling import HRMedSeg, HRMedSegSAM, SegmentationModel
 
 FORMAT_NAME = "hrmedseg-model"
@@ -26,7 +27,7 @@ FORMAT_VERSION = "1"
 ENCODER_PREFIX = "image_encoder."
 
 
-class CheckpointMismatchError(ValueError):
+class CheckpointMismatchError(CheckpointError):
     """Weights that do not fit a model: names every missing, unexpected and mis-shaped key."""
 
 
@@ -80,22 +81,24 @@ def _is_zip(path: Path) -> bool:
 def _read_metadata(path: str | os.PathLike) -> dict[str, str]:
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"model file not found: {path}")
+        raise InputNotFoundError(f"model file not found: {path}")
     try:
         with safe_open(str(path), framework="pt") as f:
             metadata = f.metadata() or {}
     except Exception as err:  # safetensors raises its own error types for corrupt headers
         if _is_zip(path):  # torch.save's format: last.pt holds a run's state for --resume
-            raise ValueError(
+            raise CheckpointError(
                 f"{path} is training state (torch.save, for --resume), not a model file; use "
                 f"{path.with_name('best.safetensors')} or last.safetensors from the same run"
             ) from None
-        raise ValueError(f"{path} is not a readable safetensors file: {err}") from None
+        raise CheckpointError(f"{path} is not a readable safetensors file: {err}") from None
     if metadata.get("format") != FORMAT_NAME or "config" not in metadata:
-        raise ValueError(f"{path} is a safetensors file but not an hrmedseg model file (no model config)")
+        raise CheckpointError(
+            f"{path} is a safetensors file but not an hrmedseg model file (no model config)"
+        )
     version = metadata.get("format_version", "?")
     if not version.isdigit() or int(version) > int(FORMAT_VERSION):
-        raise ValueError(
+        raise CheckpointError(
             f"{path} is a model file of format version {version}; this hrmedseg reads version "
             f"{FORMAT_VERSION} and earlier: upgrade hrmedseg to load it"
         )
@@ -115,7 +118,7 @@ def is_encoder_file(path: str | os.PathLike) -> bool:
 def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> HRMedSeg | HRMedSegSAM:
     """Rebuild the model stored in ``path`` and load its weights; returned in eval mode."""
     if is_encoder_file(path):
-        raise ValueError(
+        raise CheckpointError(
             f"{path} holds only encoder weights (LGViT + neck, e.g. from distillation), not a whole model; "
             "start a model from it with `hrmedseg train --init-encoder` or hrmedseg.load_encoder_weights"
         )
@@ -136,7 +139,7 @@ def load_encoder_weights(model: HRMedSeg | HRMedSegSAM, path: str | os.PathLike)
         k[len(ENCODER_PREFIX) :]: v for k, v in load_file(str(path)).items() if k.startswith(ENCODER_PREFIX)
     }
     if not weights:
-        raise ValueError(f"{path} holds no {ENCODER_PREFIX}* weights")
+        raise CheckpointError(f"{path} holds no {ENCODER_PREFIX}* weights")
     try:
         load_state_dict_checked(model.image_encoder, weights, source=str(path))
     except CheckpointMismatchError as err:
@@ -182,7 +185,7 @@ def load_sam_prompt_encoder(prompt_encoder: nn.Module, path: str | os.PathLike) 
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"SAM checkpoint not found: {path}")
+        raise InputNotFoundError(f"SAM checkpoint not found: {path}")
     state = torch.load(path, map_location="cpu", weights_only=True)
     if isinstance(state, Mapping) and "model" in state and isinstance(state["model"], Mapping):
         state = state["model"]

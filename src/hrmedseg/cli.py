@@ -11,9 +11,9 @@ from pathlib import Path
 
 from .build import create_model, list_models
 from .complexity import SAM_VIT_H_PARAMS, count_flops, count_parameters
-from .data.io import DEFAULT_MAX_PIXELS, DataError, pixel_limit
+from .data.io import DEFAULT_MAX_PIXELS, pixel_limit
+from .errors import ConfigError, HRMedSegError
 from .output import FAILURES_FILE
-from .training.guards import TrainingDivergedError
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
@@ -51,7 +51,7 @@ def _train_config(args: argparse.Namespace):
     config = _run_config(args, TrainConfig, overrides)
     for name in ("data", "output"):
         if not getattr(config, name):
-            raise ValueError(f"--{name} is required (on the command line or in the config file)")
+            raise ConfigError(f"--{name} is required (on the command line or in the config file)")
     return config
 
 
@@ -75,7 +75,7 @@ def _run_config(args: argparse.Namespace, config_class: type, overrides: dict):
 
         return load_config(args.config, config_class, **given)
     if args.output is None:
-        raise ValueError("--resume needs --output (the run folder to continue)")
+        raise ConfigError("--resume needs --output (the run folder to continue)")
     from .training.run_folder import stored_config
 
     return dataclasses.replace(stored_config(Path(args.output), config_class), **given)
@@ -92,7 +92,7 @@ def _cmd_distill(args: argparse.Namespace) -> int:
     for name in ("data", "output", "teacher_checkpoint"):
         if not getattr(config, name):
             flag = name.replace("_", "-")
-            raise ValueError(f"--{flag} is required (on the command line or in the config file)")
+            raise ConfigError(f"--{flag} is required (on the command line or in the config file)")
     result = distill(config, resume=args.resume, progress=not args.quiet, overwrite=args.overwrite)
     if result:
         print(f"best validation MSE {result['best_loss']:.6f}")
@@ -121,7 +121,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
     if read_model_config(args.checkpoint).arch == "hrmedseg_sam":
         if args.prompts is None:
-            raise ValueError(
+            raise ConfigError(
                 "an HRMedSegSAM model needs prompts: --prompts FOLDER of <stem>.json files (or one file)"
             )
         segmenter = PromptedSegmenter.from_checkpoint(args.checkpoint, args.device)
@@ -130,7 +130,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         )
     else:
         if args.prompts is not None:
-            raise ValueError("--prompts is for HRMedSegSAM models; this model segments without prompts")
+            raise ConfigError("--prompts is for HRMedSegSAM models; this model segments without prompts")
         segmenter = Segmenter.from_checkpoint(args.checkpoint, args.device, args.batch_size)
         report = predict_to_folder(
             segmenter, args.input, args.output, args.probabilities, args.overlays, progress=not args.quiet
@@ -299,7 +299,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with pixel_limit(getattr(args, "max_pixels", DEFAULT_MAX_PIXELS) or None):
             return args.func(args)
-    except (DataError, ValueError, FileNotFoundError, ImportError, TrainingDivergedError) as err:
+    except HRMedSegError as err:  # the user can fix it; anything else is a bug: keep its traceback
         print(f"hrmedseg {args.command}: error: {err}", file=sys.stderr)
         return 2
 

@@ -8,12 +8,9 @@ import os
 from pathlib import Path
 
 from .data.io import raise_for_problems
+from .errors import OutputError
 
 TEMPORARY_PATTERN = ".*.tmp"  # atomic_write's ".<name>.<random>.tmp"
-
-
-class OutputError(ValueError):
-    """An output path that cannot be used; the message names it and the problem."""
 
 
 def ensure_output_folder(path: str | os.PathLike) -> Path:

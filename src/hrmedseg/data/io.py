@@ -9,11 +9,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from ..errors import DataError
+
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
-
-
-class DataError(ValueError):
-    """Bad input data. The message names each offending file and the problem."""
 
 
 def raise_for_problems(problems: list[str], summary: str) -> None:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
+from ..errors import ConfigError
+
 
 def label_objects(mask: np.ndarray) -> tuple[np.ndarray, int]:
     """Connected components (8-connected) of ``mask > 0``: a label image (1..N) and N."""
@@ -27,7 +29,7 @@ def prompts_from_mask(
     SAM-style training; ``min_area`` drops smaller components.
     """
     if not 0 <= box_jitter < 0.5:
-        raise ValueError(f"box_jitter must be in [0, 0.5) so a box cannot turn inside out, got {box_jitter}")
+        raise ConfigError(f"box_jitter must be in [0, 0.5) so a box cannot turn inside out, got {box_jitter}")
     labels, _ = label_objects(mask)
     boxes, points = [], []
     for index, region in enumerate(ndimage.find_objects(labels), start=1):

@@ -20,6 +20,8 @@ import torch.nn.functional as F
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
+from ..errors import ConfigError
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -80,7 +82,7 @@ def build_augmentation(config: AugmentConfig, size: tuple[int, int]) -> v2.Compo
         steps.append(v2.RandomVerticalFlip(config.vflip))
     if config.rot90:
         if size[0] != size[1]:
-            raise ValueError(f"rot90 augmentation needs a square input size, got {size}")
+            raise ConfigError(f"rot90 augmentation needs a square input size, got {size}")
         rotations = [v2.RandomRotation((angle, angle)) for angle in (90, 180, 270)]
         steps.append(v2.RandomApply([v2.RandomChoice(rotations)], p=config.rot90))
     if config.affine_degrees or config.affine_translate or tuple(config.affine_scale) != (1.0, 1.0):

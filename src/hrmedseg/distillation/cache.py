@@ -25,13 +25,14 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from ..checkpoint import atomic_write
+from ..errors import ConfigError, HRMedSegError, InputNotFoundError
 
 FORMAT_NAME = "hrmedseg-embedding-cache"
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 
 
-class CacheMismatchError(ValueError):
+class CacheMismatchError(HRMedSegError, ValueError):
     """An existing cache folder was made for other images, another teacher or preprocessing."""
 
 
@@ -52,7 +53,7 @@ class EmbeddingCache:
 
     def __init__(self, root: str | os.PathLike, header: dict[str, Any], files: list[str], shard_size: int):
         if shard_size < 1:
-            raise ValueError(f"shard_size must be >= 1, got {shard_size}")
+            raise ConfigError(f"shard_size must be >= 1, got {shard_size}")
         self.root = Path(root)
         self.header = header
         self.files = list(files)
@@ -139,6 +140,8 @@ class EmbeddingCache:
         shard, row = divmod(index, self.shard_size)
         path = self.shard_path(shard)
         if not path.is_file():
-            raise FileNotFoundError(f"{path} is missing; the cache is incomplete")
+            raise InputNotFoundError(
+                f"{path} is missing; the cache is incomplete (delete the cache folder to rebuild it)"
+            )
         with safe_open(str(path), framework="pt") as f:
             return f.get_slice("embeddings")[row : row + 1][0]

@@ -16,8 +16,9 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
-from ..data.io import IMAGE_SUFFIXES, DataError, image_size, read_image
+from ..data.io import IMAGE_SUFFIXES, image_size, read_image
 from ..data.transforms import image_to_tensor, normalize
+from ..errors import ConfigError, DataError
 from .cache import EmbeddingCache
 
 
@@ -60,7 +61,7 @@ def find_images(root: str | Path) -> list[str]:
 def split_images(files: list[str], seed: int, val_fraction: float) -> dict[str, list[str]]:
     """A seeded train/val split; validation gets at least one image when there are two or more."""
     if not 0 <= val_fraction < 1:
-        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+        raise ConfigError(f"val_fraction must be in [0, 1), got {val_fraction}")
     shuffled = sorted(files)
     random.Random(seed).shuffle(shuffled)
     n_val = round(val_fraction * len(shuffled))

@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
 from ..build import create_model, get_model_config
-from ..data.io import DataError
+from ..errors import ConfigError, DataError, InputNotFoundError
 from ..training.config import RunConfig
 from ..training.engine import (
     Distributed,
@@ -67,9 +67,9 @@ class DistillConfig(RunConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.cache_shard_size < 1:
-            raise ValueError(f"cache_shard_size must be >= 1, got {self.cache_shard_size}")
+            raise ConfigError(f"cache_shard_size must be >= 1, got {self.cache_shard_size}")
         if not 0 < self.val_fraction < 1:
-            raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
+            raise ConfigError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
         resolve_teacher(self.teacher)
         # The student's config checks img_size against its patch size.
         get_model_config(self.student, img_size=self.img_size, **self.model_options)
@@ -172,7 +172,7 @@ def distill(
 ) -> dict[str, Any]:
     """Run (or resume) distillation as ``config`` describes; returns the final log row and paths."""
     if not Path(config.teacher_checkpoint).is_file():
-        raise FileNotFoundError(f"teacher checkpoint not found: '{config.teacher_checkpoint}'")
+        raise InputNotFoundError(f"teacher checkpoint not found: '{config.teacher_checkpoint}'")
     ctx, device = setup_distributed(config.device)
     output = Path(config.output)
     prepare_output(output, resume, overwrite, "distill")
@@ -190,7 +190,7 @@ def distill(
     mean, std = model.config.pixel_mean, model.config.pixel_std
     teacher_name, spec = resolve_teacher(config.teacher)
     if spec.out_chans != model.config.decoder_dim:
-        raise ValueError(
+        raise ConfigError(
             f"the teacher embeds {spec.out_chans} channels but {config.student}'s neck gives "
             f"{model.config.decoder_dim}"
         )

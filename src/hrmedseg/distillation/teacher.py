@@ -27,6 +27,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..checkpoint import ENCODER_PREFIX, CheckpointMismatchError, load_state_dict_checked
+from ..errors import (
+    CheckpointError,
+    ConfigError,
+    InputNotFoundError,
+    MissingDependencyError,
+    UnknownOptionError,
+)
 
 
 @dataclass(frozen=True)
@@ -61,12 +68,12 @@ def resolve_teacher(teacher: str | Mapping[str, Any]) -> tuple[str, TeacherSpec]
     :class:`TeacherSpec` fields (for other SAM-architecture encoders, e.g. in tests)."""
     if isinstance(teacher, str):
         if teacher not in SAM_TEACHERS:
-            raise ValueError(f"unknown teacher {teacher!r}; choose one of {', '.join(SAM_TEACHERS)}")
+            raise ConfigError(f"unknown teacher {teacher!r}; choose one of {', '.join(SAM_TEACHERS)}")
         return teacher, SAM_TEACHERS[teacher]
     known = set(TeacherSpec.__dataclass_fields__)
     unknown = sorted(set(teacher) - known)
     if unknown:
-        raise ValueError(f"unknown teacher field(s) {unknown}; known: {sorted(known)}")
+        raise UnknownOptionError(f"unknown teacher field(s) {unknown}; known: {sorted(known)}")
     return "custom", TeacherSpec(**teacher)
 
 
@@ -76,12 +83,12 @@ def build_teacher(spec: TeacherSpec, img_size: int, patch_size: int) -> nn.Modul
     try:
         from segment_anything.modeling import ImageEncoderViT
     except ImportError:
-        raise ImportError(
+        raise MissingDependencyError(
             "distillation needs the SAM teacher from the segment-anything package: "
             "pip install 'hrmedseg[distill]' (or pip install segment-anything)"
         ) from None
     if img_size % patch_size:
-        raise ValueError(f"the teacher's input size must be a multiple of {patch_size}, got {img_size}")
+        raise ConfigError(f"the teacher's input size must be a multiple of {patch_size}, got {img_size}")
     return ImageEncoderViT(
         img_size=img_size,
         patch_size=patch_size,
@@ -102,11 +109,11 @@ def read_sam_encoder_weights(path: str | os.PathLike) -> dict[str, torch.Tensor]
     """The ``image_encoder.*`` tensors of a SAM checkpoint, without the prefix (no code runs)."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"teacher checkpoint not found: {path}")
+        raise InputNotFoundError(f"teacher checkpoint not found: {path}")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises several error types for damaged or foreign files
-        raise ValueError(f"{path}: not a readable PyTorch checkpoint ({err})") from err
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({err})") from err
     if isinstance(state, Mapping) and isinstance(state.get("model"), Mapping):
         state = state["model"]
     weights = {k[len(ENCODER_PREFIX) :]: v for k, v in state.items() if k.startswith(ENCODER_PREFIX)}

@@ -23,7 +23,8 @@ from PIL import Image
 from tqdm import tqdm
 
 from ..checkpoint import read_model_config
-from ..data import DataError, Sample, find_dataset, read_image, read_mask, sample_problems
+from ..data import Sample, find_dataset, read_image, read_mask, sample_problems
+from ..errors import ConfigError, DataError
 from ..inference.overlay import overlay
 from ..inference.prompted import (
     GT_PROMPT_KINDS,
@@ -56,11 +57,11 @@ def _load_segmenter(
         segmenter = Segmenter.from_checkpoint(checkpoint, device, batch_size)
     if isinstance(segmenter, Segmenter):
         if prompts is not None:
-            raise ValueError("prompts are for HRMedSegSAM models; this model segments without prompts")
+            raise ConfigError("prompts are for HRMedSegSAM models; this model segments without prompts")
         return segmenter, None
     prompts = prompts or "box"
     if prompts not in (*GT_PROMPT_KINDS, "json"):
-        raise ValueError(f"prompts must be one of {(*GT_PROMPT_KINDS, 'json')}, got {prompts!r}")
+        raise ConfigError(f"prompts must be one of {(*GT_PROMPT_KINDS, 'json')}, got {prompts!r}")
     return segmenter, prompts
 
 
@@ -126,7 +127,7 @@ def evaluate(
     raise_if_nothing_done(len(samples), failures, f"'{split}' cases of {data}")
     if prompts == "json":
         if prompt_dir is None:
-            raise ValueError(
+            raise ConfigError(
                 "prompts='json' needs prompt_dir (--prompt-dir), the folder of <case>.json files"
             )
         prompt_dir = Path(prompt_dir)

@@ -10,7 +10,8 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from ..data.io import IMAGE_SUFFIXES, DataError, read_image, write_mask
+from ..data.io import IMAGE_SUFFIXES, read_image, write_mask
+from ..errors import DataError
 from ..output import ensure_output_folder, raise_if_nothing_done, write_failures
 from .overlay import overlay
 from .prompted import PromptedSegmenter, read_prompt_file

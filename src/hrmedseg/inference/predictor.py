@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from ..checkpoint import load_model
 from ..data.io import as_float_rgb, read_image
 from ..data.transforms import image_to_tensor, normalize
+from ..errors import ConfigError
 from ..modeling import HRMedSegSAM
 from ..runtime import resolve_device
 
@@ -39,7 +40,7 @@ class Predictor:
 
     def __init__(self, model: HRMedSegSAM, device: str | torch.device = "auto") -> None:
         if not isinstance(model, HRMedSegSAM):
-            raise ValueError(f"Predictor needs an HRMedSegSAM model, got {type(model).__name__}")
+            raise ConfigError(f"Predictor needs an HRMedSegSAM model, got {type(model).__name__}")
         self.device = resolve_device(device) if isinstance(device, str) else device
         self.model = model.to(self.device).eval()
         self.input_size: tuple[int, int] = tuple(model.config.img_size)

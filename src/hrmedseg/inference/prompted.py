@@ -24,8 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data.io import DataError
 from ..data.prompts import prompts_from_mask
+from ..errors import ConfigError, DataError
 from .predictor import Predictor
 
 GT_PROMPT_KINDS = ("box", "point", "box+point")
@@ -44,7 +44,7 @@ def prompts_from_ground_truth(mask: np.ndarray, kind: str = "box") -> list[Objec
     """One prompt set per connected component of ``mask > 0``: its exact box, its interior point
     (the pixel farthest from the border), or both."""
     if kind not in GT_PROMPT_KINDS:
-        raise ValueError(f"ground-truth prompts are one of {GT_PROMPT_KINDS}, got {kind!r}")
+        raise ConfigError(f"ground-truth prompts are one of {GT_PROMPT_KINDS}, got {kind!r}")
     boxes, points = prompts_from_mask(mask)
     return [
         ObjectPrompt(

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from ..checkpoint import load_model
 from ..data.io import as_float_rgb, read_image
 from ..data.transforms import image_to_tensor, normalize
+from ..errors import ConfigError
 from ..modeling import AutomaticSegmentationModel
 from ..runtime import resolve_device
 
@@ -36,7 +37,7 @@ class Segmenter:
         self, model: AutomaticSegmentationModel, device: str | torch.device = "auto", batch_size: int = 4
     ) -> None:
         if not isinstance(model, AutomaticSegmentationModel):
-            raise ValueError(
+            raise ConfigError(
                 f"Segmenter needs an automatic HRMedSeg model, got {type(model).__name__}; "
                 "promptable HRMedSegSAM models are used through hrmedseg.Predictor"
             )

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from ..errors import ConfigError
 
 ARCHITECTURES = ("hrmedseg", "hrmedseg_sam")
 
@@ -47,11 +48,11 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         if self.patch_size < 1:
-            raise ValueError(f"patch_size must be >= 1, got {self.patch_size}")
+            raise ConfigError(f"patch_size must be >= 1, got {self.patch_size}")
         size = self.img_size
         size = (size, size) if isinstance(size, int) else tuple(int(s) for s in size)
         if len(size) != 2 or any(s <= 0 or s % self.patch_size for s in size):
-            raise ValueError(
+            raise ConfigError(
                 f"img_size must be positive multiples of {self.patch_size} (the patch size), "
                 f"got {self.img_size}"
             )
@@ -59,9 +60,9 @@ class ModelConfig:
         for name in ("depths", "num_heads", "pool_sizes", "pixel_mean", "pixel_std"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
         if self.num_classes < 1:
-            raise ValueError(f"num_classes must be >= 1, got {self.num_classes}")
+            raise ConfigError(f"num_classes must be >= 1, got {self.num_classes}")
         if self.arch == "hrmedseg_sam" and self.num_classes != 1:
-            raise ValueError(
+            raise ConfigError(
                 "HRMedSegSAM is class-agnostic (one mask per prompt); "
                 "use num_classes=1 and one prompt per object"
             )
@@ -79,5 +80,5 @@ class ModelConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
-            raise ValueError(f"unknown model config fields {unknown}; known fields: {sorted(known)}")
+            raise ConfigError(f"unknown model config fields {unknown}; known fields: {sorted(known)}")
         return cls(**values)

@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 import yaml
 
 from ..data.transforms import AugmentConfig
+from ..errors import ConfigError
 from .optim import OPTIMIZERS, SCHEDULES
 
 
@@ -50,12 +51,12 @@ class RunConfig(ConfigFile):
 
     def __post_init__(self) -> None:
         if self.amp not in ("none", "bf16", "fp16"):
-            raise ValueError(f"amp must be none, bf16 or fp16, got {self.amp!r}")
+            raise ConfigError(f"amp must be none, bf16 or fp16, got {self.amp!r}")
         for name in ("epochs", "batch_size", "accumulate"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.clip_grad is not None and not self.clip_grad > 0:
-            raise ValueError(f"clip_grad must be a positive gradient norm (or unset), got {self.clip_grad}")
+            raise ConfigError(f"clip_grad must be a positive gradient norm (or unset), got {self.clip_grad}")
 
 
 @dataclass
@@ -83,11 +84,11 @@ class TrainConfig(RunConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+            raise ConfigError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
         if self.schedule not in SCHEDULES:
-            raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+            raise ConfigError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
         if not 0 <= self.warmup < 1 or not 0 <= self.min_lr_ratio <= 1:
-            raise ValueError(
+            raise ConfigError(
                 f"warmup must be in [0, 1) and min_lr_ratio in [0, 1], got {self.warmup}, {self.min_lr_ratio}"
             )
         self.augmentation()  # fail early on unknown augmentation fields
@@ -96,7 +97,7 @@ class TrainConfig(RunConfig):
         known = {f.name for f in dataclasses.fields(AugmentConfig)}
         unknown = sorted(set(self.augment) - known)
         if unknown:
-            raise ValueError(f"unknown augment option(s) {unknown}; known: {sorted(known)}")
+            raise ConfigError(f"unknown augment option(s) {unknown}; known: {sorted(known)}")
         values = {k: tuple(v) if isinstance(v, list) else v for k, v in self.augment.items()}
         return AugmentConfig(**values)
 
@@ -117,13 +118,13 @@ def load_config(
         try:
             loaded = yaml.safe_load(path.read_text()) or {}
         except (OSError, yaml.YAMLError) as err:
-            raise ValueError(f"{path}: unreadable config ({err})") from None
+            raise ConfigError(f"{path}: unreadable config ({err})") from None
         if not isinstance(loaded, dict):
-            raise ValueError(f"{path}: a config must be a mapping of option: value")
+            raise ConfigError(f"{path}: a config must be a mapping of option: value")
         values.update(loaded)
     values.update({k: v for k, v in overrides.items() if v is not None})
     known = {f.name for f in dataclasses.fields(config_class)}
     unknown = sorted(set(values) - known)
     if unknown:
-        raise ValueError(f"unknown config option(s) {unknown}; known: {sorted(known)}")
+        raise ConfigError(f"unknown config option(s) {unknown}; known: {sorted(known)}")
     return config_class(**values)

@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from ..build import create_model
 from ..checkpoint import load_encoder_weights, load_state_dict_checked, save_model
 from ..data import Sample, SegmentationDataset, check_samples, find_dataset, make_split
-from ..data.io import DataError
+from ..errors import ConfigError, DataError
 from ..losses import SegmentationLoss, hard_masks, one_hot, overlap_scores
 from ..modeling import HRMedSegSAM
 from ..runtime import resolve_device
@@ -165,7 +165,7 @@ def recipe_scheduler(
 def amp_dtype_for(amp: str, device: torch.device) -> torch.dtype | None:
     """The autocast dtype for an ``amp`` setting (none, bf16, fp16) on ``device``."""
     if amp == "fp16" and device.type != "cuda":
-        raise ValueError("amp fp16 needs a CUDA device; use bf16 on the CPU")
+        raise ConfigError("amp fp16 needs a CUDA device; use bf16 on the CPU")
     return {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[amp]
 
 

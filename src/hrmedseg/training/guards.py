@@ -12,8 +12,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..errors import HRMedSegError
 
-class TrainingDivergedError(RuntimeError):
+
+class TrainingDivergedError(HRMedSegError, RuntimeError):
     """A loss, gradient norm or weight became NaN or infinite during ``epoch`` (1-based)."""
 
     def __init__(self, message: str, epoch: int) -> None:

@@ -17,6 +17,8 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from ..errors import ConfigError
+
 OPTIMIZERS = ("adam", "adamw")
 SCHEDULES = ("exponential", "cosine")
 
@@ -28,7 +30,7 @@ def build_optimizer(model: nn.Module, name: str, lr: float, weight_decay: float)
     decayed, as in timm: shrinking a LayerNorm gain or a bias towards 0 only fights the model.
     """
     if name not in OPTIMIZERS:
-        raise ValueError(f"unknown optimizer {name!r}; expected one of {OPTIMIZERS}")
+        raise ConfigError(f"unknown optimizer {name!r}; expected one of {OPTIMIZERS}")
     params = [p for p in model.parameters() if p.requires_grad]
     if name == "adam":
         return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
@@ -49,7 +51,7 @@ def lr_multiplier(
 ) -> Callable[[int], float]:
     """The base learning rate's factor at optimiser step ``step`` (0-based) of the run."""
     if schedule not in SCHEDULES:
-        raise ValueError(f"unknown schedule {schedule!r}; expected one of {SCHEDULES}")
+        raise ConfigError(f"unknown schedule {schedule!r}; expected one of {SCHEDULES}")
     if schedule == "exponential":
         return lambda step: lr_gamma ** (step // steps_per_epoch)
     total = max(1, steps_per_epoch * epochs)

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from ..data.prompts import label_objects, prompts_from_mask
+from ..errors import UnknownOptionError
 from ..losses import SegmentationLoss, binary_loss_per_mask, object_windows, overlap_scores
 from ..modeling import HRMedSegSAM
 from .objectives import Objective
@@ -48,7 +49,7 @@ class PromptConfig:
         known = set(cls.__dataclass_fields__)
         unknown = sorted(set(values) - known)
         if unknown:
-            raise ValueError(f"unknown prompts option(s) {unknown}; known: {sorted(known)}")
+            raise UnknownOptionError(f"unknown prompts option(s) {unknown}; known: {sorted(known)}")
         return cls(**values)
 
 

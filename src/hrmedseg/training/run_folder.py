@@ -15,7 +15,8 @@ from typing import Any, TypeVar
 
 import yaml
 
-from ..output import OutputError, ensure_output_folder, remove_interrupted_writes
+from ..errors import OutputError
+from ..output import ensure_output_folder, remove_interrupted_writes
 from .config import ConfigFile
 
 ConfigT = TypeVar("ConfigT", bound=ConfigFile)

@@ -15,6 +15,7 @@ import torch
 import torch.distributed as dist
 
 from ..checkpoint import atomic_write
+from ..errors import CheckpointError, InputNotFoundError
 
 
 def rng_state() -> dict[str, Any]:
@@ -68,8 +69,8 @@ def save_training_state(path: str | Path, state: dict[str, Any]) -> Path:
 def load_training_state(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"cannot resume: no training state at {path}")
+        raise InputNotFoundError(f"cannot resume: no training state at {path}")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises several error types for damaged files
-        raise ValueError(f"{path}: unreadable training state ({err})") from err
+        raise CheckpointError(f"{path}: unreadable training state ({err})") from err
