@@ -110,7 +110,7 @@ def test_evaluate_writes_per_case_csv_and_summaries(tmp_path, trained):
         evaluate(checkpoint, data, tmp_path / "x", split="holdout", progress=False)
 
 
-def test_predict_returns_each_original_size(tmp_path, trained):
+def test_segmenter_returns_each_image_at_its_original_size(tmp_path, trained):
     data, checkpoint = trained
     segmenter = Segmenter.from_checkpoint(checkpoint, device="cpu", batch_size=3)
     paths = sorted((data / "images").iterdir())[:5]
@@ -122,6 +122,9 @@ def test_predict_returns_each_original_size(tmp_path, trained):
     grey = (np.random.default_rng(0).random((37, 81)) * 255).astype(np.uint8)
     assert segmenter.predict(grey).shape == (37, 81)
 
+
+def test_cli_predict_writes_masks_probabilities_and_overlays_at_original_size(tmp_path, trained):
+    data, checkpoint = trained
     args = [
         "--checkpoint",
         str(checkpoint),
