@@ -1,29 +1,51 @@
-"""hrmedseg: memory-efficient high-resolution medical image segmentation (HRMedSeg / HER-Seg)."""
+"""hrmedseg: memory-efficient high-resolution medical image segmentation (HRMedSeg / HER-Seg).
 
-from .build import ModelConfig, build_model, create_model, get_model_config, list_models
-from .checkpoint import (
-    CheckpointMismatchError,
-    load_encoder_weights,
-    load_model,
-    load_sam_prompt_encoder,
-    save_model,
-)
-from .complexity import count_flops, count_parameters
-from .errors import (
-    CheckpointError,
-    ConfigError,
-    DataError,
-    HRMedSegError,
-    InputNotFoundError,
-    MissingDependencyError,
-    OutputError,
-)
-from .inference.predictor import Predictor
-from .inference.prompted import PromptedSegmenter
-from .inference.segmenter import Segmenter
-from .modeling import AutomaticSegmentationModel, HRMedSeg, HRMedSegSAM, SegmentationModel
+The public names load on first use, so that ``import hrmedseg`` and the torch-free parts (the
+ONNX predictor, image I/O) do not import PyTorch until something needs it.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
+
+# Public name -> the module that defines it.
+_EXPORTS = {
+    **dict.fromkeys(
+        ("ModelConfig", "build_model", "create_model", "get_model_config", "list_models"), ".build"
+    ),
+    **dict.fromkeys(
+        (
+            "CheckpointMismatchError",
+            "load_encoder_weights",
+            "load_model",
+            "load_sam_prompt_encoder",
+            "save_model",
+        ),
+        ".checkpoint",
+    ),
+    **dict.fromkeys(("count_flops", "count_parameters"), ".complexity"),
+    **dict.fromkeys(
+        (
+            "CheckpointError",
+            "ConfigError",
+            "DataError",
+            "HRMedSegError",
+            "InputNotFoundError",
+            "MissingDependencyError",
+            "OutputError",
+        ),
+        ".errors",
+    ),  # fmt: skip
+    "Predictor": ".inference.predictor",
+    "PromptedSegmenter": ".inference.prompted",
+    "Segmenter": ".inference.segmenter",
+    **dict.fromkeys(
+        ("AutomaticSegmentationModel", "HRMedSeg", "HRMedSegSAM", "SegmentationModel"), ".modeling"
+    ),
+}
 
 __all__ = [
     "AutomaticSegmentationModel",
@@ -52,4 +74,41 @@ __all__ = [
     "load_model",
     "load_sam_prompt_encoder",
     "save_model",
-]
+]  # the keys of _EXPORTS (a test checks)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'hrmedseg' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name], __name__), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
+
+
+if TYPE_CHECKING:  # what static analysis and IDEs see
+    from .build import ModelConfig, build_model, create_model, get_model_config, list_models
+    from .checkpoint import (
+        CheckpointMismatchError,
+        load_encoder_weights,
+        load_model,
+        load_sam_prompt_encoder,
+        save_model,
+    )
+    from .complexity import count_flops, count_parameters
+    from .errors import (
+        CheckpointError,
+        ConfigError,
+        DataError,
+        HRMedSegError,
+        InputNotFoundError,
+        MissingDependencyError,
+        OutputError,
+    )
+    from .inference.predictor import Predictor
+    from .inference.prompted import PromptedSegmenter
+    from .inference.segmenter import Segmenter
+    from .modeling import AutomaticSegmentationModel, HRMedSeg, HRMedSegSAM, SegmentationModel

@@ -9,14 +9,15 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from .build import create_model, list_models
-from .complexity import SAM_VIT_H_PARAMS, count_flops, count_parameters
 from .data.io import DEFAULT_MAX_PIXELS, pixel_limit
 from .errors import ConfigError, HRMedSegError
 from .output import FAILURES_FILE
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
+    from .build import create_model, list_models
+    from .complexity import SAM_VIT_H_PARAMS, count_flops, count_parameters
+
     header = f"{'name':<16} {'params':>10} {'% of SAM-H':>11}"
     if args.flops:
         header += f" {'GFLOPs @ ' + str(args.img_size):>16}"
@@ -114,8 +115,20 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    from .checkpoint import read_model_config
     from .inference.predict import predict_prompted_to_folder, predict_to_folder
+
+    if args.onnx is not None:  # onnxruntime only: nothing on this path imports PyTorch
+        from .deployment.onnx_segmenter import OnnxSegmenter
+
+        if args.prompts is not None:
+            raise ConfigError("--prompts needs an HRMedSegSAM --checkpoint; --onnx runs automatic models")
+        report = predict_to_folder(
+            OnnxSegmenter(args.onnx, args.batch_size), args.input, args.output, args.probabilities,
+            args.overlays, progress=not args.quiet,
+        )  # fmt: skip
+        print(f"{len(report.written)} mask(s) written to {args.output}")
+        return _report_failures(report.failures, args.output)
+    from .checkpoint import read_model_config
     from .inference.prompted import PromptedSegmenter
     from .inference.segmenter import Segmenter
 
@@ -137,6 +150,15 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         )
     print(f"{len(report.written)} mask(s) written to {args.output}")
     return _report_failures(report.failures, args.output)
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from .checkpoint import load_model
+    from .deployment.export_onnx import export_onnx
+
+    for path in export_onnx(load_model(args.checkpoint), args.output, args.opset):
+        print(f"wrote {path}")
+    return 0
 
 
 def _report_failures(failures: list[str], output: str) -> int:
@@ -253,7 +275,11 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--batch-size", type=int, default=4)
 
     predict = add("predict", "write a mask per image, each at its original size", _cmd_predict)
-    predict.add_argument("--checkpoint", required=True, help="model file (.safetensors) from train")
+    model_source = predict.add_mutually_exclusive_group(required=True)
+    model_source.add_argument("--checkpoint", help="model file (.safetensors) from train")
+    model_source.add_argument(
+        "--onnx", help="graph from `hrmedseg export` of an automatic model: onnxruntime, no PyTorch"
+    )
     predict.add_argument("--input", required=True, help="an image file or a folder of images")
     predict.add_argument("--output", required=True, help="folder for <stem>.png masks")
     predict.add_argument(
@@ -265,6 +291,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     predict.add_argument("--device", default="auto")
     predict.add_argument("--batch-size", type=int, default=4)
+
+    export = add(
+        "export", "write a model as ONNX (HRMedSegSAM: <stem>_encoder.onnx and <stem>_decoder.onnx)",
+        _cmd_export, False,
+    )  # fmt: skip
+    export.add_argument("--checkpoint", required=True, help="model file (.safetensors) from train")
+    export.add_argument("--output", required=True, help="the .onnx file to write")
+    export.add_argument("--opset", type=int, default=18, help="ONNX opset (default 18)")
 
     demo = add(
         "demo",

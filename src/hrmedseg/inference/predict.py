@@ -1,10 +1,15 @@
-"""Predict masks for a file or a folder of images, each at its original size."""
+"""Predict masks for a file or a folder of images, each at its original size.
+
+This module imports no PyTorch itself: with an :class:`~hrmedseg.deployment.onnx_segmenter.OnnxSegmenter`
+a folder is segmented by onnxruntime alone.
+"""
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
@@ -14,8 +19,11 @@ from ..data.io import IMAGE_SUFFIXES, read_image, write_mask
 from ..errors import DataError
 from ..output import ensure_output_folder, raise_if_nothing_done, write_failures
 from .overlay import overlay
-from .prompted import PromptedSegmenter, read_prompt_file
-from .segmenter import Segmenter
+
+if TYPE_CHECKING:  # imported only for the annotations, so the ONNX path runs without PyTorch
+    from ..deployment.onnx_segmenter import OnnxSegmenter
+    from .prompted import PromptedSegmenter
+    from .segmenter import Segmenter
 
 
 def list_images(path: str | Path) -> list[Path]:
@@ -64,7 +72,7 @@ def _readable(paths: list[Path], report: FolderReport) -> tuple[list[Path], list
 
 
 def predict_to_folder(
-    segmenter: Segmenter,
+    segmenter: Segmenter | OnnxSegmenter,
     inputs: str | Path,
     output: str | Path,
     probabilities: bool = False,
@@ -133,6 +141,8 @@ def predict_prompted_to_folder(
     ``<stem>_overlay.png``. Unreadable images and prompt files are skipped and reported, as in
     :func:`predict_to_folder`.
     """
+    from .prompted import read_prompt_file
+
     images = _list_unique_images(inputs)
     prompt_files = prompt_files_for(images, prompts)
     output = ensure_output_folder(output)

@@ -76,6 +76,21 @@ class PromptEncoder(nn.Module):
         )
         return corners + corner_types
 
+    def embed_labelled_points(
+        self, coords: torch.Tensor, labels: torch.Tensor, image_size: tuple[int, int]
+    ) -> torch.Tensor:
+        """SAM's ONNX prompt convention in one call: coords (B, N, 2) as (x, y) pixels with labels
+        (B, N): -1 padding, 0 background, 1 foreground, 2 and 3 a box's top-left and bottom-right
+        corner. Gives the same tokens as :meth:`embed_points` and :meth:`embed_boxes`, so a box is
+        its two corners after the points, and without a box one padding point ends the list."""
+        embedding = self.pe_layer.forward_with_coords(coords + 0.5, image_size)
+        labels = labels[..., None]
+        embedding = torch.where(labels == -1, torch.zeros_like(embedding), embedding)
+        embedding = embedding + (labels == -1) * self.not_a_point_embed.weight
+        for label in (NEGATIVE_POINT, POSITIVE_POINT, BOX_TOP_LEFT, BOX_BOTTOM_RIGHT):
+            embedding = embedding + (labels == label) * self.point_embeddings[label].weight
+        return embedding
+
     def embed_masks(self, masks: torch.Tensor) -> torch.Tensor:
         return self.mask_downscaling(masks)
 

@@ -1,0 +1,136 @@
+"""Automatic segmentation with an exported ONNX graph, on onnxruntime, without PyTorch.
+
+The preprocessing is the training pipeline's, written in NumPy and Pillow: the image is resized
+to the model's size with antialiased bilinear filtering (as ``data.transforms.image_to_tensor``;
+Pillow's filter and torch's antialiased one are the same triangle filter), normalised with the
+model's pixel mean and std; the logits are resized back to each image's original size with
+plain bilinear interpolation (half-pixel centres, as ``F.interpolate(align_corners=False)``)
+before the threshold or the argmax. Only NumPy, Pillow and onnxruntime are imported.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from ..data.io import as_float_rgb, read_image
+from ..errors import CheckpointError, InputNotFoundError, MissingDependencyError
+
+# Metadata keys of an exported graph, and its roles (written by export_onnx).
+GRAPH_KEY, CONFIG_KEY = "hrmedseg_graph", "hrmedseg_config"
+SEGMENTATION, SAM_ENCODER, SAM_DECODER = "segmentation", "sam_encoder", "sam_decoder"
+
+ImageInput = str | Path | np.ndarray
+
+
+def resize_antialiased(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """(H, W, C) float32 -> (h, w, C) with Pillow's bilinear (triangle) filter, per channel."""
+    if image.shape[:2] == tuple(size):
+        return image
+    channels = [
+        np.asarray(Image.fromarray(np.ascontiguousarray(image[..., c])).resize(size[::-1], Image.BILINEAR))
+        for c in range(image.shape[2])
+    ]
+    return np.stack(channels, axis=-1)
+
+
+def _bilinear_axis(length_in: int, length_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Source indices (low, high) and the high one's weight for each output position."""
+    position = (np.arange(length_out) + 0.5) * (length_in / length_out) - 0.5
+    position = np.clip(position, 0, length_in - 1)
+    low = np.floor(position).astype(np.int64)
+    high = np.minimum(low + 1, length_in - 1)
+    return low, high, (position - low).astype(np.float32)
+
+
+def resize_bilinear(maps: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """(K, h, w) -> (K, H, W) bilinear with half-pixel centres and no antialiasing."""
+    if maps.shape[1:] == tuple(size):
+        return maps
+    y0, y1, wy = _bilinear_axis(maps.shape[1], size[0])
+    x0, x1, wx = _bilinear_axis(maps.shape[2], size[1])
+    rows = maps[:, y0] * (1 - wy)[None, :, None] + maps[:, y1] * wy[None, :, None]
+    return rows[:, :, x0] * (1 - wx) + rows[:, :, x1] * wx
+
+
+class OnnxSegmenter:
+    """Predicts like :class:`hrmedseg.Segmenter`, from a graph written by ``hrmedseg export``.
+
+    Example:
+        >>> segmenter = OnnxSegmenter("model.onnx")
+        >>> mask = segmenter.predict("scan.png")     # (H, W) uint8 class indices at original size
+    """
+
+    def __init__(self, path: str | os.PathLike, batch_size: int = 4, threads: int | None = None) -> None:
+        try:
+            import onnxruntime
+        except ImportError:
+            raise MissingDependencyError(
+                "ONNX prediction needs onnxruntime: pip install onnxruntime"
+            ) from None
+        path = Path(path)
+        if not path.is_file():
+            raise InputNotFoundError(f"ONNX model not found: {path}")
+        options = onnxruntime.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        try:
+            self.session = onnxruntime.InferenceSession(
+                str(path), options, providers=["CPUExecutionProvider"]
+            )
+        except Exception as err:  # onnxruntime raises its own types for damaged or foreign files
+            raise CheckpointError(f"{path}: not a readable ONNX model ({err})") from None
+        metadata = self.session.get_modelmeta().custom_metadata_map
+        role = metadata.get(GRAPH_KEY)
+        if role != SEGMENTATION:
+            made_by = f"the '{role}' graph of an hrmedseg export" if role else "not exported by hrmedseg"
+            raise CheckpointError(
+                f"{path}: {made_by}; predict --onnx needs the graph of an automatic (HRMedSeg) model, "
+                "which `hrmedseg export` writes for HRMedSeg checkpoints"
+            )
+        config = json.loads(metadata[CONFIG_KEY])
+        self.size = tuple(config["img_size"])
+        self.num_classes = int(config["num_classes"])
+        self.mean = np.asarray(config["pixel_mean"], dtype=np.float32)
+        self.std = np.asarray(config["pixel_std"], dtype=np.float32)
+        self.batch_size = batch_size
+        self.input_name = self.session.get_inputs()[0].name
+
+    def _prepare(self, image: ImageInput) -> np.ndarray:
+        return read_image(image) if isinstance(image, str | Path) else as_float_rgb(image)
+
+    def logits(self, batch: np.ndarray) -> np.ndarray:
+        """(B, C, h, w) normalised float32 at the model size -> (B, K, h, w) logits."""
+        return self.session.run(None, {self.input_name: batch})[0]
+
+    def iter_probabilities(self, images: Sequence[ImageInput]) -> Iterator[np.ndarray]:
+        """Per image, class probabilities (K, H, W) float32 at the image's original size."""
+        for start in range(0, len(images), self.batch_size):
+            arrays = [self._prepare(img) for img in images[start : start + self.batch_size]]
+            resized = [np.clip(resize_antialiased(a.astype(np.float32), self.size), 0, 1) for a in arrays]
+            batch = np.stack([((r - self.mean) / self.std).transpose(2, 0, 1) for r in resized])
+            for array, item in zip(arrays, self.logits(batch.astype(np.float32)), strict=True):
+                full = resize_bilinear(item, array.shape[:2])
+                if self.num_classes == 1:
+                    yield 1 / (1 + np.exp(-full))
+                else:
+                    exp = np.exp(full - full.max(0, keepdims=True))
+                    yield exp / exp.sum(0, keepdims=True)
+
+    def probabilities_to_mask(self, probs: np.ndarray) -> np.ndarray:
+        """(K, H, W) probabilities -> (H, W) uint8 mask of class indices (binary: 0/1)."""
+        if self.num_classes == 1:
+            return (probs[0] > 0.5).astype(np.uint8)
+        return probs.argmax(0).astype(np.uint8)
+
+    def predict(self, images: ImageInput | Sequence[ImageInput]) -> np.ndarray | list[np.ndarray]:
+        """Masks at original size: one (H, W) array for one image, a list for a list."""
+        single = isinstance(images, str | Path | np.ndarray)
+        batch = [images] if single else list(images)
+        masks = [self.probabilities_to_mask(p) for p in self.iter_probabilities(batch)]
+        return masks[0] if single else masks

@@ -1,0 +1,177 @@
+"""ONNX export checked against PyTorch with onnxruntime, and prediction from ONNX without PyTorch."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+from PIL import Image
+
+import hrmedseg
+from hrmedseg.cli import main as cli_main
+from hrmedseg.data.synthetic import make_synthetic_dataset
+from hrmedseg.deployment.export_onnx import export_onnx
+
+SIZE = 64
+
+
+def session(path) -> ort.InferenceSession:
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """A binary and a 3-class HRMedSeg and an HRMedSegSAM, each saved and exported once."""
+    root = tmp_path_factory.mktemp("onnx")
+    torch.manual_seed(0)
+    out = {}
+    for name, model in (
+        ("binary", hrmedseg.create_model("hrmedseg_t", img_size=SIZE)),
+        ("classes", hrmedseg.create_model("hrmedseg_t", num_classes=3, img_size=SIZE)),
+        ("sam", hrmedseg.create_model("hrmedseg_sam_t", img_size=SIZE)),
+    ):
+        model.eval()
+        checkpoint = hrmedseg.save_model(model, root / f"{name}.safetensors")
+        out[name] = (model, checkpoint, export_onnx(model, root / f"{name}.onnx"))
+    return out
+
+
+@pytest.mark.parametrize("name", ["binary", "classes"])
+def test_hrmedseg_graph_matches_pytorch_for_any_batch(exported, name):
+    model, _, (path,) = exported[name]
+    graph = session(path)
+    for batch in (1, 3):
+        images = torch.randn(batch, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(batch))
+        (logits,) = graph.run(None, {"images": images.numpy()})
+        with torch.no_grad():
+            reference = model(images).numpy()
+        assert logits.shape == reference.shape
+        assert np.abs(logits - reference).max() < 1e-4
+        if name == "binary":
+            np.testing.assert_array_equal(logits > 0, reference > 0)
+        else:
+            np.testing.assert_array_equal(logits.argmax(1), reference.argmax(1))
+
+
+def test_sam_graphs_match_the_model_for_points_boxes_and_mask_prompts(exported):
+    model, _, (encoder_path, decoder_path) = exported["sam"]
+    encoder, decoder = session(encoder_path), session(decoder_path)
+    images = torch.randn(1, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(7))
+    (embeddings,) = encoder.run(None, {"images": images.numpy()})
+    with torch.no_grad():
+        reference_embeddings = model.image_encoder(images)
+    assert np.abs(embeddings - reference_embeddings.numpy()).max() < 1e-4
+
+    grid = model.config.grid_size
+    no_mask = {"mask_input": np.zeros((2, 1, 4 * grid[0], 4 * grid[1]), np.float32),
+               "has_mask_input": np.zeros(1, np.float32)}  # fmt: skip
+    points = torch.tensor([[[20.0, 30.0], [40.0, 10.0]], [[5.0, 50.0], [33.0, 33.0]]])
+    labels = torch.tensor([[1, 0], [1, 1]])
+    boxes = torch.tensor([[4.0, 6.0, 50.0, 60.0], [10.0, 10.0, 30.0, 40.0]])
+    previous = torch.randn(2, 1, 4 * grid[0], 4 * grid[1], generator=torch.Generator().manual_seed(8))
+    corners, corner_labels = boxes.reshape(2, 2, 2), torch.tensor([[2, 3]] * 2)
+    pad = (torch.zeros(2, 1, 2), torch.full((2, 1), -1))
+    with_mask = {"mask_input": previous.numpy(), "has_mask_input": np.ones(1, np.float32)}
+    cases = [  # (ONNX point_coords, point_labels, extra inputs) and the same prompts for model.decode
+        ((torch.cat([points, pad[0]], 1), torch.cat([labels, pad[1]], 1), no_mask),
+         {"point_coords": points, "point_labels": labels}),
+        ((torch.cat([points[:, :1], corners], 1), torch.cat([labels[:, :1], corner_labels], 1), no_mask),
+         {"point_coords": points[:, :1], "point_labels": labels[:, :1], "boxes": boxes}),
+        ((corners, corner_labels, with_mask),
+         {"boxes": boxes, "mask_inputs": previous}),
+    ]  # fmt: skip
+    for (coords, point_labels, extra), prompts in cases:
+        inputs = {"image_embeddings": embeddings, "point_coords": coords.numpy(),
+                  "point_labels": point_labels.float().numpy(), **extra}  # fmt: skip
+        masks, iou = decoder.run(None, inputs)
+        with torch.no_grad():
+            single = model.decode(reference_embeddings, (SIZE, SIZE), multimask_output=False, **prompts)
+            multi = model.decode(reference_embeddings, (SIZE, SIZE), multimask_output=True, **prompts)
+        assert masks.shape == (2, 4, SIZE, SIZE) and iou.shape == (2, 4)
+        expected = torch.cat([single["masks"], multi["masks"]], 1).numpy()
+        assert np.abs(masks - expected).max() < 1e-4
+        np.testing.assert_array_equal(masks > 0, expected > 0)
+        expected_iou = torch.cat([single["iou_predictions"], multi["iou_predictions"]], 1).numpy()
+        assert np.abs(iou - expected_iou).max() < 1e-4
+
+
+def test_graphs_are_float32_throughout_and_carry_their_role(exported):
+    low_precision = {onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16}
+    for name, role in (("binary", ["segmentation"]), ("sam", ["sam_encoder", "sam_decoder"])):
+        _, _, paths = exported[name]
+        for path, expected_role in zip(paths, role, strict=True):
+            graph = onnx.load(str(path))
+            types = [t.type.tensor_type.elem_type for t in [*graph.graph.input, *graph.graph.output,
+                                                           *graph.graph.value_info]]  # fmt: skip
+            types += [t.data_type for t in graph.graph.initializer]
+            casts = [
+                a.i for n in graph.graph.node if n.op_type == "Cast" for a in n.attribute if a.name == "to"
+            ]
+            assert not low_precision & {*types, *casts}, path.name
+            metadata = {p.key: p.value for p in graph.metadata_props}
+            assert metadata["hrmedseg_graph"] == expected_role
+            assert json.loads(metadata["hrmedseg_config"])["img_size"] == [SIZE, SIZE]
+
+
+def test_cli_export_then_predict_with_onnx_runs_without_torch(exported, tmp_path):
+    _, checkpoint, _ = exported["binary"]
+    onnx_path = tmp_path / "cli.onnx"
+    assert cli_main(["export", "--checkpoint", str(checkpoint), "--output", str(onnx_path), "--quiet"]) == 0
+    data = make_synthetic_dataset(tmp_path / "data", num_images=4, size_range=(50, 90))
+    images = data / "images"
+    script = (
+        "import sys\n"
+        "from hrmedseg.cli import main\n"
+        f"status = main(['predict', '--onnx', {str(onnx_path)!r}, '--input', {str(images)!r},"
+        f" '--output', {str(tmp_path / 'onnx_out')!r}, '--probabilities', '--quiet'])\n"
+        "assert 'torch' not in sys.modules, 'predict --onnx imported torch'\n"
+        "sys.exit(status)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    subprocess.run([sys.executable, "-c", script], check=True, env=env, timeout=120)
+    assert cli_main(["predict", "--checkpoint", str(checkpoint), "--input", str(images),
+                     "--output", str(tmp_path / "torch_out"), "--probabilities", "--quiet"]) == 0  # fmt: skip
+    for image in sorted(images.iterdir()):
+        ours = np.load(tmp_path / "onnx_out" / f"{image.stem}_prob.npy").astype(np.float32)
+        reference = np.load(tmp_path / "torch_out" / f"{image.stem}_prob.npy").astype(np.float32)
+        with Image.open(image) as img:
+            assert ours.shape == (1, img.height, img.width)
+        # Pillow's and torch's antialiased resizes round differently; nothing else differs.
+        assert np.abs(ours - reference).max() < 2e-3
+        agreement = np.mean((ours > 0.5) == (reference > 0.5))
+        assert agreement > 0.999
+
+
+def test_predict_onnx_refuses_graphs_it_cannot_run(exported, tmp_path, capsys):
+    _, _, (encoder_path, _) = exported["sam"]
+    identity = onnx.helper.make_model(onnx.helper.make_graph(
+        [onnx.helper.make_node("Identity", ["x"], ["y"])], "other",
+        [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1])],
+        [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1])],
+    ))  # fmt: skip
+    onnx.save(identity, str(tmp_path / "other.onnx"))
+    (tmp_path / "broken.onnx").write_bytes(b"not a graph")
+    Image.new("RGB", (20, 20)).save(tmp_path / "a.png")
+    for path, message in (
+        (encoder_path, "the 'sam_encoder' graph of an hrmedseg export; predict --onnx needs"),
+        (tmp_path / "other.onnx", "not exported by hrmedseg"),
+        (tmp_path / "broken.onnx", "not a readable ONNX model"),
+        (tmp_path / "missing.onnx", "ONNX model not found"),
+    ):
+        argv = [
+            "predict",
+            "--onnx",
+            str(path),
+            "--input",
+            str(tmp_path / "a.png"),
+            "--output",
+            str(tmp_path / "o"),
+        ]
+        assert cli_main(argv) == 2
+        err = capsys.readouterr().err
+        assert message in err and str(path.name) in err and len(err.strip().splitlines()) == 1, err
