@@ -102,12 +102,24 @@ def _cmd_distill(args: argparse.Namespace) -> int:
     return 0
 
 
+def _tiling(args: argparse.Namespace):
+    """The sliding-window settings of --tile, or None (resize each image to the model size)."""
+    if not args.tile:
+        if args.overlap is not None or args.blend is not None:
+            raise ConfigError("--overlap and --blend set up --tile; add --tile")
+        return None
+    from .inference.tiling import Tiling
+
+    given = {"overlap": args.overlap, "blend": args.blend}
+    return Tiling(**{k: v for k, v in given.items() if v is not None})
+
+
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from .evaluation.evaluate import evaluate
 
     summary = evaluate(
         args.checkpoint, args.data, args.output, args.split, args.overlays, args.device, args.batch_size,
-        progress=not args.quiet, prompts=args.prompts, prompt_dir=args.prompt_dir,
+        progress=not args.quiet, prompts=args.prompts, prompt_dir=args.prompt_dir, tiling=_tiling(args),
     )  # fmt: skip
     print(Path(args.output, "summary.md").read_text())
     print(f"{summary['cases']} cases; per-case metrics, summary.json and summary.md in {args.output}")
@@ -120,8 +132,10 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     if args.onnx is not None:  # onnxruntime only: nothing on this path imports PyTorch
         from .deployment.onnx_segmenter import OnnxSegmenter
 
-        if args.prompts is not None:
-            raise ConfigError("--prompts needs an HRMedSegSAM --checkpoint; --onnx runs automatic models")
+        if args.prompts is not None or args.tile:
+            raise ConfigError(
+                "--prompts and --tile need a --checkpoint; --onnx runs automatic models resized"
+            )
         report = predict_to_folder(
             OnnxSegmenter(args.onnx, args.batch_size), args.input, args.output, args.probabilities,
             args.overlays, progress=not args.quiet,
@@ -132,7 +146,10 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     from .inference.prompted import PromptedSegmenter
     from .inference.segmenter import Segmenter
 
+    tiling = _tiling(args)
     if read_model_config(args.checkpoint).arch == "hrmedseg_sam":
+        if tiling is not None:
+            raise ConfigError("--tile is for automatic models; HRMedSegSAM models segment prompts")
         if args.prompts is None:
             raise ConfigError(
                 "an HRMedSegSAM model needs prompts: --prompts FOLDER of <stem>.json files (or one file)"
@@ -144,7 +161,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     else:
         if args.prompts is not None:
             raise ConfigError("--prompts is for HRMedSegSAM models; this model segments without prompts")
-        segmenter = Segmenter.from_checkpoint(args.checkpoint, args.device, args.batch_size)
+        segmenter = Segmenter.from_checkpoint(args.checkpoint, args.device, args.batch_size, tiling)
         report = predict_to_folder(
             segmenter, args.input, args.output, args.probabilities, args.overlays, progress=not args.quiet
         )
@@ -272,7 +289,8 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     evaluate.add_argument("--prompt-dir", help="folder of <case>.json prompt files (with --prompts json)")
     evaluate.add_argument("--device", default="auto")
-    evaluate.add_argument("--batch-size", type=int, default=4)
+    evaluate.add_argument("--batch-size", type=int, default=4, help="images (with --tile: windows) per pass")
+    _add_tiling_options(evaluate)
 
     predict = add("predict", "write a mask per image, each at its original size", _cmd_predict)
     model_source = predict.add_mutually_exclusive_group(required=True)
@@ -290,7 +308,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--prompts", help="HRMedSegSAM models: folder of <stem>.json prompt files (or one file for one image)"
     )
     predict.add_argument("--device", default="auto")
-    predict.add_argument("--batch-size", type=int, default=4)
+    predict.add_argument("--batch-size", type=int, default=4, help="images (with --tile: windows) per pass")
+    _add_tiling_options(predict)
 
     export = add(
         "export", "write a model as ONNX (HRMedSegSAM: <stem>_encoder.onnx and <stem>_decoder.onnx)",
@@ -312,6 +331,21 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument("--flops", action="store_true", help="also count forward FLOPs (2 per multiply-add)")
     models.add_argument("--img-size", type=int, default=1024, help="square input size for --flops")
     return parser
+
+
+def _add_tiling_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--tile", action="store_true",
+        help="segment each image at its own resolution with overlapping windows of the model size "
+        "(detail for large images) instead of resizing it to the model size (context)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--overlap", type=float, help="with --tile: fraction of a window shared (default 0.25)"
+    )
+    parser.add_argument(
+        "--blend", choices=["gaussian", "linear", "constant"],
+        help="with --tile: weights of overlapping windows (default gaussian, MONAI's convention)",
+    )  # fmt: skip
 
 
 def _log_to_stdout() -> None:

@@ -98,7 +98,7 @@ class OnnxSegmenter:
         self.num_classes = int(config["num_classes"])
         self.mean = np.asarray(config["pixel_mean"], dtype=np.float32)
         self.std = np.asarray(config["pixel_std"], dtype=np.float32)
-        self.batch_size = batch_size
+        self.batch_size = self.images_per_batch = batch_size
         self.input_name = self.session.get_inputs()[0].name
 
     def _prepare(self, image: ImageInput) -> np.ndarray:

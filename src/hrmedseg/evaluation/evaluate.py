@@ -33,6 +33,7 @@ from ..inference.prompted import (
     read_prompt_file,
 )
 from ..inference.segmenter import Segmenter
+from ..inference.tiling import Tiling
 from ..output import FAILURES_FILE, ensure_output_folder, raise_if_nothing_done, write_failures
 from .metrics import METRIC_NAMES, case_metrics
 
@@ -46,7 +47,11 @@ def _summarise(rows: list[dict[str, Any]], keys: list[str]) -> dict[str, dict[st
 
 
 def _load_segmenter(
-    checkpoint: str | Path | Segmenter | PromptedSegmenter, device: str, batch_size: int, prompts: str | None
+    checkpoint: str | Path | Segmenter | PromptedSegmenter,
+    device: str,
+    batch_size: int,
+    prompts: str | None,
+    tiling: Tiling | None,
 ) -> tuple[Segmenter | PromptedSegmenter, str | None]:
     """The segmenter for a model file (or the one given) and the prompt kind it will use."""
     if isinstance(checkpoint, Segmenter | PromptedSegmenter):
@@ -54,7 +59,9 @@ def _load_segmenter(
     elif read_model_config(checkpoint).arch == "hrmedseg_sam":
         segmenter = PromptedSegmenter.from_checkpoint(checkpoint, device)
     else:
-        segmenter = Segmenter.from_checkpoint(checkpoint, device, batch_size)
+        segmenter = Segmenter.from_checkpoint(checkpoint, device, batch_size, tiling)
+    if tiling is not None and not isinstance(segmenter, Segmenter):
+        raise ConfigError("tiled prediction is for automatic models; HRMedSegSAM models segment prompts")
     if isinstance(segmenter, Segmenter):
         if prompts is not None:
             raise ConfigError("prompts are for HRMedSegSAM models; this model segments without prompts")
@@ -96,15 +103,17 @@ def evaluate(
     progress: bool = True,
     prompts: str | None = None,
     prompt_dir: str | Path | None = None,
+    tiling: Tiling | None = None,
 ) -> dict[str, Any]:
     """Segment the ``split`` cases of ``data`` (``"all"``: every case) and score them.
 
     ``checkpoint`` is a model file, or a ready :class:`Segmenter` / :class:`PromptedSegmenter`
-    (then ``device`` and ``batch_size`` are its own). ``prompts`` and ``prompt_dir`` apply to
-    HRMedSegSAM models (see the module docstring). Returns the summary that is also written to
-    ``summary.json``.
+    (then ``device``, ``batch_size`` and ``tiling`` are its own). ``prompts`` and ``prompt_dir``
+    apply to HRMedSegSAM models (see the module docstring). ``tiling`` segments each image at its
+    own resolution by sliding windows (automatic models; see :mod:`hrmedseg.inference.tiling`).
+    Returns the summary that is also written to ``summary.json``.
     """
-    segmenter, prompts = _load_segmenter(checkpoint, device, batch_size, prompts)
+    segmenter, prompts = _load_segmenter(checkpoint, device, batch_size, prompts, tiling)
     if not isinstance(checkpoint, str | Path):
         checkpoint = "(in-memory model)"
     index = find_dataset(data)

@@ -89,8 +89,9 @@ def predict_to_folder(
     output = ensure_output_folder(output)
     report = FolderReport()
     bar = tqdm(total=len(images), disable=not progress, desc="predict", unit="image")
-    for start in range(0, len(images), segmenter.batch_size):
-        paths, arrays = _readable(images[start : start + segmenter.batch_size], report)
+    step = segmenter.images_per_batch
+    for start in range(0, len(images), step):
+        paths, arrays = _readable(images[start : start + step], report)
         for path, array, probs in zip(paths, arrays, segmenter.iter_probabilities(arrays), strict=True):
             mask = segmenter.probabilities_to_mask(probs)
             target = output / f"{path.stem}.png"
@@ -100,7 +101,7 @@ def predict_to_folder(
                 np.save(output / f"{path.stem}_prob.npy", probs.astype(np.float16))
             if overlays:
                 Image.fromarray(overlay(array, mask)).save(output / f"{path.stem}_overlay.png")
-        bar.update(min(segmenter.batch_size, len(images) - start))
+        bar.update(min(step, len(images) - start))
     bar.close()
     write_failures(output, report.failures)
     raise_if_nothing_done(len(report.written), report.failures, "images")

@@ -15,6 +15,7 @@ from ..data.transforms import image_to_tensor, normalize
 from ..errors import ConfigError
 from ..modeling import AutomaticSegmentationModel
 from ..runtime import resolve_device
+from .tiling import Tiling, sliding_window_logits
 
 ImageInput = str | Path | np.ndarray
 
@@ -25,7 +26,9 @@ class Segmenter:
 
     Images are resized to the model's ``img_size``, normalised with its pixel mean/std, segmented
     in batches, and the logits are interpolated back to each image's original size before the
-    threshold (binary: sigmoid > 0.5) or argmax (multi-class).
+    threshold (binary: sigmoid > 0.5) or argmax (multi-class). With ``tiling``, each image is
+    instead segmented at its own resolution by overlapping windows of the model's size, blended
+    (see :mod:`.tiling`): detail for large images, at the cost of the context of a whole view.
 
     Example:
         >>> seg = Segmenter.from_checkpoint("run/best.safetensors")
@@ -34,7 +37,11 @@ class Segmenter:
     """
 
     def __init__(
-        self, model: AutomaticSegmentationModel, device: str | torch.device = "auto", batch_size: int = 4
+        self,
+        model: AutomaticSegmentationModel,
+        device: str | torch.device = "auto",
+        batch_size: int = 4,
+        tiling: Tiling | None = None,
     ) -> None:
         if not isinstance(model, AutomaticSegmentationModel):
             raise ConfigError(
@@ -46,10 +53,15 @@ class Segmenter:
         self.batch_size = batch_size
         self.size = model.config.img_size
         self.num_classes = model.num_classes
+        self.tiling = tiling
+        # Tiled, batch_size counts windows, and images are decoded one at a time.
+        self.images_per_batch = 1 if tiling is not None else batch_size
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, device: str = "auto", batch_size: int = 4) -> Segmenter:
-        return cls(load_model(path), device, batch_size)
+    def from_checkpoint(
+        cls, path: str | Path, device: str = "auto", batch_size: int = 4, tiling: Tiling | None = None
+    ) -> Segmenter:
+        return cls(load_model(path), device, batch_size, tiling)
 
     def _prepare(self, image: ImageInput) -> np.ndarray:
         return read_image(image) if isinstance(image, str | Path) else as_float_rgb(image)
@@ -59,6 +71,17 @@ class Segmenter:
         """Per image, class probabilities (K, H, W) float32 at the image's original size
         (binary: K = 1, the foreground probability)."""
         config = self.model.config
+        if self.tiling is not None:
+            for image in images:
+                array = self._prepare(image)
+                tensor = normalize(
+                    torch.from_numpy(array).permute(2, 0, 1), config.pixel_mean, config.pixel_std
+                )
+                logits = sliding_window_logits(
+                    self.model, tensor, self.size, self.tiling, self.batch_size, self.device
+                )
+                yield (logits.sigmoid() if self.num_classes == 1 else logits.softmax(0)).numpy()
+            return
         for start in range(0, len(images), self.batch_size):
             arrays = [self._prepare(img) for img in images[start : start + self.batch_size]]
             batch = torch.stack([image_to_tensor(a, self.size) for a in arrays]).to(self.device)
