@@ -114,9 +114,27 @@ def _tiling(args: argparse.Namespace):
     return Tiling(**{k: v for k, v in given.items() if v is not None})
 
 
+def _volume_options(args: argparse.Namespace, volumes: bool) -> tuple[int, tuple[float, float] | None]:
+    """--axis and --window, which only NIfTI volumes take."""
+    if not volumes and (args.axis is not None or args.window is not None):
+        raise ConfigError("--axis and --window are for NIfTI volumes (.nii, .nii.gz)")
+    return (-1 if args.axis is None else args.axis), (tuple(args.window) if args.window else None)
+
+
+def _is_volume_input(path: str) -> bool:
+    from .data.volumes import is_volume
+
+    folder = Path(path)
+    return is_volume(folder) or (folder.is_dir() and any(is_volume(p) for p in folder.iterdir()))
+
+
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from .evaluation.evaluate import evaluate
+    from .evaluation.volumes import is_volume_dataset
 
+    if is_volume_dataset(args.data):
+        return _evaluate_volumes(args)
+    _volume_options(args, volumes=False)
     summary = evaluate(
         args.checkpoint, args.data, args.output, args.split, args.overlays, args.device, args.batch_size,
         progress=not args.quiet, prompts=args.prompts, prompt_dir=args.prompt_dir, tiling=_tiling(args),
@@ -126,8 +144,39 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return _report_failures(summary["failures"], args.output)
 
 
+def _evaluate_volumes(args: argparse.Namespace) -> int:
+    from .evaluation.volumes import evaluate_volumes
+    from .inference.segmenter import Segmenter
+
+    axis, window = _volume_options(args, volumes=True)
+    if args.prompts is not None or args.overlays:
+        raise ConfigError("--prompts and --overlays are for 2-D images; volumes are segmented automatically")
+    segmenter = Segmenter.from_checkpoint(args.checkpoint, args.device, args.batch_size, _tiling(args))
+    summary = evaluate_volumes(
+        segmenter, args.data, args.output, args.split, axis, window, not args.quiet, str(args.checkpoint)
+    )
+    print(Path(args.output, "summary.md").read_text())
+    print(f"{summary['cases']} volumes; per-case metrics, summary.json and summary.md in {args.output}")
+    return _report_failures(summary["failures"], args.output)
+
+
 def _cmd_predict(args: argparse.Namespace) -> int:
     from .inference.predict import predict_prompted_to_folder, predict_to_folder
+
+    volumes = _is_volume_input(args.input)
+    axis, window = _volume_options(args, volumes)
+    if volumes:
+        from .inference.segmenter import Segmenter
+        from .inference.volumes import predict_volumes_to_folder
+
+        if args.onnx is not None or args.prompts is not None:
+            raise ConfigError(
+                "NIfTI volumes are segmented by an automatic --checkpoint (no --onnx, no --prompts)"
+            )
+        segmenter = Segmenter.from_checkpoint(args.checkpoint, args.device, args.batch_size, _tiling(args))
+        report = predict_volumes_to_folder(segmenter, args.input, args.output, axis, window, not args.quiet)
+        print(f"{len(report.written)} mask volume(s) written to {args.output}")
+        return _report_failures(report.failures, args.output)
 
     if args.onnx is not None:  # onnxruntime only: nothing on this path imports PyTorch
         from .deployment.onnx_segmenter import OnnxSegmenter
@@ -291,6 +340,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--device", default="auto")
     evaluate.add_argument("--batch-size", type=int, default=4, help="images (with --tile: windows) per pass")
     _add_tiling_options(evaluate)
+    _add_volume_options(evaluate)
 
     predict = add("predict", "write a mask per image, each at its original size", _cmd_predict)
     model_source = predict.add_mutually_exclusive_group(required=True)
@@ -298,7 +348,11 @@ def build_parser() -> argparse.ArgumentParser:
     model_source.add_argument(
         "--onnx", help="graph from `hrmedseg export` of an automatic model: onnxruntime, no PyTorch"
     )
-    predict.add_argument("--input", required=True, help="an image file or a folder of images")
+    predict.add_argument(
+        "--input",
+        required=True,
+        help="an image file or a folder of images, or NIfTI volume(s) (.nii, .nii.gz)",
+    )
     predict.add_argument("--output", required=True, help="folder for <stem>.png masks")
     predict.add_argument(
         "--probabilities", action="store_true", help="also write <stem>_prob.npy (K x H x W)"
@@ -310,6 +364,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--device", default="auto")
     predict.add_argument("--batch-size", type=int, default=4, help="images (with --tile: windows) per pass")
     _add_tiling_options(predict)
+    _add_volume_options(predict)
 
     export = add(
         "export", "write a model as ONNX (HRMedSegSAM: <stem>_encoder.onnx and <stem>_decoder.onnx)",
@@ -345,6 +400,17 @@ def _add_tiling_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--blend", choices=["gaussian", "linear", "constant"],
         help="with --tile: weights of overlapping windows (default gaussian, MONAI's convention)",
+    )  # fmt: skip
+
+
+def _add_volume_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--axis", type=int, choices=[0, 1, 2, -1, -2, -3],
+        help="NIfTI volumes: the array axis to slice along (default -1, the last)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--window", type=float, nargs=2, metavar=("LEVEL", "WIDTH"),
+        help="NIfTI volumes: intensity window, e.g. 40 400 for CT soft tissue (default: min-max per volume)",
     )  # fmt: skip
 
 

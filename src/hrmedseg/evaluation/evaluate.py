@@ -13,6 +13,7 @@ truth (``prompts="box"``, the default, ``"point"`` or ``"box+point"``), or with 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -159,8 +160,29 @@ def evaluate(
             picture = overlay(read_image(sample.image), pred, truth)
             Image.fromarray(picture).save(output / "overlays" / f"{sample.stem}.png")
 
+    description = f"`{data}` ({split}: {len(samples)} cases" + (f"; prompts: {prompts})" if prompts else ")")
+    about = {
+        "checkpoint": str(checkpoint), "data": str(data), "split": split,
+        "prompts": prompts or "none (automatic)", "cases": len(samples),
+        "tiling": dataclasses.asdict(tiling) if tiling else "none (resized to the model size)",
+    }  # fmt: skip
+    return write_reports(
+        output, rows, ["height", "width"], about, failures, f"`{checkpoint}` on {description}"
+    )
+
+
+def write_reports(
+    output: Path,
+    rows: list[dict[str, Any]],
+    size_columns: list[str],
+    about: dict[str, Any],
+    failures: list[str],
+    description: str,
+) -> dict[str, Any]:
+    """Write ``metrics.csv``, ``summary.json``, ``summary.md`` and ``failures.txt`` of scored
+    ``rows`` (one per case and class); ``about`` opens the summary. Returns the summary."""
     has_mm = any("hd95_mm" in r for r in rows)
-    columns = ["case", "class", "height", "width", *METRIC_NAMES] + (["hd95_mm", "asd_mm"] if has_mm else [])
+    columns = ["case", "class", *size_columns, *METRIC_NAMES] + (["hd95_mm", "asd_mm"] if has_mm else [])
     with (output / "metrics.csv").open("w", newline="") as f:
         writer = csv.DictWriter(f, columns, restval="")
         writer.writeheader()
@@ -169,22 +191,17 @@ def evaluate(
     metric_keys = list(METRIC_NAMES) + (["hd95_mm", "asd_mm"] if has_mm else [])
     classes = sorted({r["class"] for r in rows})
     summary = {
-        "checkpoint": str(checkpoint),
-        "data": str(data),
-        "split": split,
-        "prompts": prompts or "none (automatic)",
-        "cases": len(samples),
+        **about,
         "failures": failures,
         "mean": _summarise(rows, metric_keys),
         "per_class": {str(c): _summarise([r for r in rows if r["class"] == c], metric_keys) for c in classes},
-        "conventions": "distances in pixels at original resolution (_mm: physical units); empty-mask "
-        "rules in hrmedseg.evaluation.metrics",
+        "conventions": "distances in pixels (voxels) at original resolution (_mm: physical units); "
+        "empty-mask rules in hrmedseg.evaluation.metrics",
     }
     (output / "summary.json").write_text(json.dumps(summary, indent=2))
     write_failures(output, failures)
     lines = [
-        f"Evaluation of `{checkpoint}` on `{data}` ({split}: {len(samples)} cases"
-        + (f"; prompts: {prompts})" if prompts else ")"),
+        f"Evaluation of {description}",
         *(
             ["", f"{len(failures)} case(s) could not be scored (listed in {FAILURES_FILE})"]
             if failures

@@ -1,8 +1,10 @@
-"""Per-case segmentation metrics on binary masks: Dice, IoU, precision, recall, HD95 and ASD.
+"""Per-case segmentation metrics on binary masks (2-D images or 3-D volumes): Dice, IoU,
+precision, recall, HD95 and ASD.
 
 Surface distances follow MONAI's definitions: a mask's surface is the mask minus its erosion
-(4-connected), distances are Euclidean (scaled by the pixel spacing), HD95 is the larger of the two
-directed 95th percentiles, and ASD is the mean of all distances in both directions (symmetric).
+(4-connected in 2-D, 6-connected in 3-D), distances are Euclidean (scaled by the pixel or voxel
+spacing), HD95 is the larger of the two directed 95th percentiles, and ASD is the mean of all
+distances in both directions (symmetric).
 
 Empty masks (documented convention, so means never contain NaN):
 - a ratio whose denominator is zero (e.g. Dice of two empty masks) is 1 when prediction and truth
@@ -25,7 +27,7 @@ def _surface(mask: np.ndarray) -> np.ndarray:
     return mask & ~ndimage.binary_erosion(mask)
 
 
-def surface_distances(source: np.ndarray, target: np.ndarray, spacing: tuple[float, float]) -> np.ndarray:
+def surface_distances(source: np.ndarray, target: np.ndarray, spacing: tuple[float, ...]) -> np.ndarray:
     """Distances from each surface pixel of ``source`` to the nearest surface pixel of ``target``."""
     source_surface, target_surface = _surface(source), _surface(target)
     distance_to_target = ndimage.distance_transform_edt(~target_surface, sampling=spacing)
@@ -39,14 +41,16 @@ def _ratio(numerator: float, denominator: float, both_empty: bool) -> float:
 
 
 def distance_metrics(
-    pred: np.ndarray, truth: np.ndarray, spacing: tuple[float, float] = (1.0, 1.0)
+    pred: np.ndarray, truth: np.ndarray, spacing: tuple[float, ...] | None = None
 ) -> tuple[float, float]:
-    """(HD95, ASD) of two boolean masks, in the units of ``spacing`` (row, col)."""
+    """(HD95, ASD) of two boolean masks, in the units of ``spacing`` (one size per axis; default
+    1 per axis: pixels or voxels)."""
+    spacing = (1.0,) * pred.ndim if spacing is None else tuple(spacing)
     n_pred, n_truth = np.count_nonzero(pred), np.count_nonzero(truth)
     if n_pred == 0 and n_truth == 0:
         return 0.0, 0.0
     if n_pred == 0 or n_truth == 0:
-        diagonal = math.hypot(pred.shape[0] * spacing[0], pred.shape[1] * spacing[1])
+        diagonal = math.hypot(*(n * s for n, s in zip(pred.shape, spacing, strict=True)))
         return diagonal, diagonal
     forward = surface_distances(pred, truth, spacing)
     backward = surface_distances(truth, pred, spacing)
@@ -55,10 +59,11 @@ def distance_metrics(
 
 
 def binary_metrics(
-    pred: np.ndarray, truth: np.ndarray, spacing: tuple[float, float] | None = None
+    pred: np.ndarray, truth: np.ndarray, spacing: tuple[float, ...] | None = None
 ) -> dict[str, float]:
-    """All metrics of one (H, W) prediction against its truth. Distances are in pixels, and with
-    ``spacing`` (row, col) also in those physical units as ``hd95_mm`` and ``asd_mm``."""
+    """All metrics of one (H, W) or (X, Y, Z) prediction against its truth. Distances are in
+    pixels (voxels), and with ``spacing`` (one size per axis) also in those physical units as
+    ``hd95_mm`` and ``asd_mm``."""
     pred, truth = np.asarray(pred, dtype=bool), np.asarray(truth, dtype=bool)
     if pred.shape != truth.shape:
         raise ValueError(f"prediction {pred.shape} and truth {truth.shape} differ in shape")
@@ -78,7 +83,7 @@ def binary_metrics(
 
 
 def case_metrics(
-    pred: np.ndarray, truth: np.ndarray, num_classes: int, spacing: tuple[float, float] | None = None
+    pred: np.ndarray, truth: np.ndarray, num_classes: int, spacing: tuple[float, ...] | None = None
 ) -> list[dict[str, float | int]]:
     """Metrics per foreground class of two index masks, one row per class (``class`` = 1..K-1;
     binary: class 1 = any non-zero value)."""

@@ -1,0 +1,106 @@
+"""NIfTI volumes (``.nii``, ``.nii.gz``, read and written with nibabel): CT and MRI scans that the
+2-D models segment slice by slice.
+
+A volume keeps its voxel array as stored (no reorientation), its affine and its header, so a
+mask written with :func:`write_mask_volume` lies on exactly the scan's grid and orientation.
+Intensities become [0, 1] by a CT window (level and width, in the scan's units, e.g. Hounsfield)
+or, without one, by the volume's own minimum and maximum.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import DataError, MissingDependencyError
+
+VOLUME_SUFFIXES = (".nii.gz", ".nii")
+
+
+def is_volume(path: str | os.PathLike) -> bool:
+    return Path(path).name.lower().endswith(VOLUME_SUFFIXES)
+
+
+def volume_stem(path: str | os.PathLike) -> str:
+    """The file name without ``.nii.gz`` / ``.nii``."""
+    name = Path(path).name
+    suffix = next(s for s in VOLUME_SUFFIXES if name.lower().endswith(s))
+    return name[: -len(suffix)]
+
+
+def _nibabel() -> Any:
+    try:
+        import nibabel
+    except ImportError:
+        raise MissingDependencyError("NIfTI volumes need nibabel: pip install 'hrmedseg[nifti]'") from None
+    return nibabel
+
+
+@dataclass
+class Volume:
+    """A 3-D scan: ``data`` (X, Y, Z) float32 in the file's voxel order, with its affine and header."""
+
+    path: Path
+    data: np.ndarray
+    affine: np.ndarray
+    header: Any
+
+    @property
+    def spacing(self) -> tuple[float, float, float]:
+        """Voxel size along the three array axes (mm for most scanners)."""
+        return tuple(float(z) for z in self.header.get_zooms()[:3])
+
+
+def read_volume(path: str | os.PathLike) -> Volume:
+    """Load a 3-D NIfTI volume; a 4-D one (other than a single trailing frame), an unreadable file
+    or non-finite intensities raise :class:`DataError` naming the file."""
+    nibabel = _nibabel()
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    try:
+        image = nibabel.load(str(path))
+        shape = image.shape
+        if len(shape) == 4 and shape[3] == 1:
+            data = np.asarray(image.dataobj, dtype=np.float32)[..., 0]
+        elif len(shape) == 3:
+            data = np.asarray(image.dataobj, dtype=np.float32)
+        else:
+            raise DataError(f"{path}: a {len(shape)}-D volume of shape {shape}; a 3-D volume is expected")
+    except DataError:
+        raise
+    except Exception as err:  # nibabel raises several types for damaged or foreign files
+        raise DataError(f"{path}: unreadable NIfTI volume ({err})") from None
+    bad = int(np.count_nonzero(~np.isfinite(data)))
+    if bad:
+        raise DataError(f"{path}: {bad} non-finite intensities (NaN or infinite)")
+    return Volume(path, data, image.affine, image.header)
+
+
+def to_unit_range(data: np.ndarray, window: tuple[float, float] | None = None) -> np.ndarray:
+    """Intensities to [0, 1]: a (level, width) window clipped at its ends, or min-max over the volume."""
+    if window is not None:
+        level, width = window
+        return np.clip((data - (level - width / 2)) / width, 0, 1).astype(np.float32)
+    low, high = float(data.min()), float(data.max())
+    if high <= low:
+        return np.zeros_like(data, dtype=np.float32)
+    return ((data - low) / (high - low)).astype(np.float32)
+
+
+def write_mask_volume(path: str | os.PathLike, mask: np.ndarray, reference: Volume) -> Path:
+    """Save an integer mask of ``reference``'s shape with its affine and header (uint8, unscaled)."""
+    nibabel = _nibabel()
+    if mask.shape != reference.data.shape:
+        raise ValueError(f"mask {mask.shape} and volume {reference.data.shape} differ in shape")
+    header = reference.header.copy()
+    header.set_data_dtype(np.uint8)
+    image = nibabel.Nifti1Image(mask.astype(np.uint8), reference.affine, header)
+    image.header.set_slope_inter(1, 0)
+    path = Path(path)
+    nibabel.save(image, str(path))
+    return path

@@ -1,0 +1,105 @@
+"""Evaluate a 2-D model on NIfTI volumes: slice-by-slice prediction, 3-D metrics in the scan's
+units (Dice, IoU, HD95 and ASD over the whole volume, distances scaled by the voxel spacing).
+
+The dataset folder holds ``images/<case>.nii.gz`` and ``masks/<case>.nii.gz`` of the same shape,
+and optionally ``split.json`` as for 2-D data. A case whose files cannot be used (unreadable, not
+3-D, non-finite, a mask of another shape) is skipped and named; the others are scored.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from ..data.volumes import is_volume, read_volume, volume_stem
+from ..errors import DataError
+from ..inference.segmenter import Segmenter
+from ..inference.volumes import segment_volume
+from ..output import ensure_output_folder, raise_if_nothing_done
+from .evaluate import write_reports
+from .metrics import case_metrics
+
+
+def find_volume_pairs(data: Path) -> dict[str, tuple[Path, Path]]:
+    """Case -> (image, mask) of a volume dataset folder; unmatched files raise :class:`DataError`."""
+    found = {}
+    for kind in ("images", "masks"):
+        folder = data / kind
+        found[kind] = (
+            {volume_stem(p): p for p in sorted(folder.iterdir()) if is_volume(p)} if folder.is_dir() else {}
+        )
+    images, masks = found["images"], found["masks"]
+    problems = [
+        f"{images[c]}: no mask volume '{c}' in {data / 'masks'}" for c in sorted(set(images) - set(masks))
+    ]
+    problems += [
+        f"{masks[c]}: no image volume '{c}' in {data / 'images'}" for c in sorted(set(masks) - set(images))
+    ]
+    if problems:
+        raise DataError(f"{data}: images and masks do not pair up:\n  " + "\n  ".join(problems))
+    return {case: (images[case], masks[case]) for case in images}
+
+
+def is_volume_dataset(data: str | Path) -> bool:
+    folder = Path(data) / "images"
+    return folder.is_dir() and any(is_volume(p) for p in folder.iterdir())
+
+
+def evaluate_volumes(
+    segmenter: Segmenter,
+    data: str | Path,
+    output: str | Path,
+    split: str = "test",
+    axis: int = -1,
+    window: tuple[float, float] | None = None,
+    progress: bool = True,
+    checkpoint: str = "(in-memory model)",
+) -> dict[str, Any]:
+    """Score ``segmenter`` on the ``split`` volumes of ``data`` (``"all"``: every case); writes and
+    returns the same reports as :func:`~hrmedseg.evaluation.evaluate.evaluate`."""
+    data = Path(data)
+    pairs = find_volume_pairs(data)
+    if split != "all":
+        split_file = data / "split.json"
+        if not split_file.is_file():
+            raise DataError(
+                f"{data} has no split.json; pass split='all' (--split all) to evaluate every case"
+            )
+        try:
+            cases = json.loads(split_file.read_text()).get(split) or []
+        except (OSError, json.JSONDecodeError, AttributeError) as err:
+            raise DataError(f"{split_file}: unreadable split ({err})") from None
+        unknown = sorted(set(cases) - set(pairs))
+        if unknown:
+            raise DataError(f"{split_file}: case(s) with no volume: {', '.join(unknown[:10])}")
+        pairs = {c: pairs[c] for c in cases}
+    output = ensure_output_folder(output)
+    rows, failures = [], []
+    for case, (image_path, mask_path) in tqdm(
+        pairs.items(), disable=not progress, desc="evaluate", unit="volume"
+    ):
+        try:
+            image, mask = read_volume(image_path), read_volume(mask_path)
+            if mask.data.shape != image.data.shape:
+                raise DataError(
+                    f"{mask_path}: mask shape {mask.data.shape} differs from its image's {image.data.shape}"
+                )
+        except DataError as err:
+            failures.append(str(err))
+            continue
+        pred = segment_volume(segmenter, image, axis, window)
+        truth = np.rint(mask.data).astype(np.int64)
+        for row in case_metrics(pred, truth, segmenter.num_classes, image.spacing):
+            rows.append({"case": case, "shape": "x".join(map(str, image.data.shape)), **row})
+    scored = len({r["case"] for r in rows})
+    raise_if_nothing_done(scored, failures, f"'{split}' volumes of {data}")
+    about = {
+        "checkpoint": checkpoint, "data": str(data), "split": split, "cases": scored,
+        "slices_along_axis": axis, "window": list(window) if window else "min-max per volume",
+    }  # fmt: skip
+    description = f"`{checkpoint}` on `{data}` ({split}: {about['cases']} volumes, 3-D metrics)"
+    return write_reports(output, rows, ["shape"], about, failures, description)

@@ -1,0 +1,75 @@
+"""Segment NIfTI volumes slice by slice with a 2-D automatic model.
+
+Each slice along ``axis`` (of the voxel array as stored; default the last, the axial one for most
+CT and MRI files) becomes a grey image in [0, 1] (see :func:`hrmedseg.data.volumes.to_unit_range`)
+and goes through the :class:`~hrmedseg.Segmenter` exactly as a 2-D image would, at the slice's
+own size; the slice masks are stacked back into a volume of the scan's shape.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from ..data.volumes import (
+    VOLUME_SUFFIXES,
+    Volume,
+    is_volume,
+    read_volume,
+    to_unit_range,
+    volume_stem,
+    write_mask_volume,
+)
+from ..errors import DataError
+from ..output import ensure_output_folder, raise_if_nothing_done, write_failures
+from .predict import FolderReport
+from .segmenter import Segmenter
+
+
+def segment_volume(
+    segmenter: Segmenter, volume: Volume, axis: int = -1, window: tuple[float, float] | None = None
+) -> np.ndarray:
+    """The (X, Y, Z) uint8 mask of ``volume`` (class indices; binary 0/1), slice by slice along ``axis``."""
+    if not -3 <= axis <= 2:
+        raise DataError(f"{volume.path}: axis {axis} does not exist in a 3-D volume")
+    slices = list(np.moveaxis(to_unit_range(volume.data, window), axis, 0))
+    masks = [segmenter.probabilities_to_mask(p) for p in segmenter.iter_probabilities(slices)]
+    return np.moveaxis(np.stack(masks), 0, axis)
+
+
+def list_volumes(path: str | Path) -> list[Path]:
+    """The volume itself, or the volumes directly inside a folder (sorted)."""
+    path = Path(path)
+    if path.is_file():
+        return [path]
+    volumes = sorted(p for p in path.iterdir() if p.is_file() and is_volume(p)) if path.is_dir() else []
+    if not volumes:
+        raise DataError(f"{path}: no NIfTI volumes ({', '.join(VOLUME_SUFFIXES)})")
+    return volumes
+
+
+def predict_volumes_to_folder(
+    segmenter: Segmenter,
+    inputs: str | Path,
+    output: str | Path,
+    axis: int = -1,
+    window: tuple[float, float] | None = None,
+    progress: bool = True,
+) -> FolderReport:
+    """Write ``<stem>_mask.nii.gz`` per volume, with the scan's shape, affine and header."""
+    volumes = list_volumes(inputs)
+    output = ensure_output_folder(output)
+    report = FolderReport()
+    for path in tqdm(volumes, disable=not progress, desc="predict", unit="volume"):
+        try:
+            volume = read_volume(path)
+        except DataError as err:
+            report.failures.append(str(err))
+            continue
+        mask = segment_volume(segmenter, volume, axis, window)
+        report.written.append(write_mask_volume(output / f"{volume_stem(path)}_mask.nii.gz", mask, volume))
+    write_failures(output, report.failures)
+    raise_if_nothing_done(len(report.written), report.failures, "volumes")
+    return report

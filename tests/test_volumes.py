@@ -1,0 +1,143 @@
+"""NIfTI volumes: slice-by-slice prediction on the scan's grid, windowing, 3-D metrics against
+MONAI, and bad volumes named by file."""
+
+import json
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from monai.metrics import compute_average_surface_distance, compute_dice, compute_hausdorff_distance
+
+import hrmedseg
+from hrmedseg import ModelConfig, Segmenter
+from hrmedseg.cli import main as cli_main
+from hrmedseg.data.volumes import read_volume
+from hrmedseg.evaluation.metrics import case_metrics
+from hrmedseg.inference.volumes import segment_volume
+from hrmedseg.modeling import AutomaticSegmentationModel
+
+SHAPE, SPACING = (40, 48, 6), (0.8, 0.7, 2.5)
+
+
+class ThresholdModel(AutomaticSegmentationModel):
+    """Pointwise: the logit of a pixel is its intensity (in [0, 1]) minus 0.5; no normalisation."""
+
+    def __init__(self, size: tuple[int, int]) -> None:
+        super().__init__(ModelConfig(name="threshold", arch="threshold", img_size=size, patch_size=1,
+                                     pixel_mean=(0.0, 0.0, 0.0), pixel_std=(1.0, 1.0, 1.0)))  # fmt: skip
+
+    def forward(self, images, return_quality=False):
+        logits = images.mean(1, keepdim=True) - 0.5
+        return (logits, None) if return_quality else logits
+
+
+def oblique_affine() -> np.ndarray:
+    """Voxel spacing SPACING, axes flipped and rotated: a scan that is not in RAS order."""
+    rotation = np.array([[0.0, -1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, -1.0]])
+    affine = np.eye(4)
+    affine[:3, :3] = rotation * np.array(SPACING)
+    affine[:3, 3] = [12.0, -30.0, 55.0]
+    return affine
+
+
+def write_volume(path, data, affine=None, dtype=np.int16):
+    image = nib.Nifti1Image(np.asarray(data).astype(dtype), oblique_affine() if affine is None else affine)
+    image.header.set_qform(image.affine, code=1)
+    image.header.set_sform(image.affine, code=2)
+    nib.save(image, str(path))
+    return path
+
+
+def ct_like(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """A volume in Hounsfield-like units (-1000 .. 1000) with a bright ellipsoid, and its mask."""
+    rng = np.random.default_rng(seed)
+    x, y, z = np.meshgrid(*(np.arange(n) for n in SHAPE), indexing="ij")
+    inside = ((x - 18) / 10) ** 2 + ((y - 25) / 14) ** 2 + ((z - 3) / 3) ** 2 < 1
+    volume = np.where(inside, 300, -800) + rng.normal(0, 20, SHAPE)
+    return volume, inside.astype(np.uint8)
+
+
+@pytest.mark.parametrize("axis", [0, 1, -1])
+def test_slices_along_any_axis_with_a_ct_window(tmp_path, axis):
+    volume, _ = ct_like()
+    path = write_volume(tmp_path / "ct.nii.gz", volume)
+    loaded = read_volume(path)
+    assert loaded.spacing == pytest.approx(SPACING)
+    slice_shape = tuple(np.delete(np.array(SHAPE), axis))
+    segmenter = Segmenter(ThresholdModel(slice_shape), "cpu")
+    mask = segment_volume(segmenter, loaded, axis, window=(40.0, 400.0))  # soft tissue: -160 .. 240 HU
+    np.testing.assert_array_equal(mask, loaded.data > 40)
+    minmax = segment_volume(segmenter, loaded, axis)
+    unit = (loaded.data - loaded.data.min()) / (loaded.data.max() - loaded.data.min())
+    np.testing.assert_array_equal(minmax, unit > 0.5)
+
+
+def test_predict_writes_a_mask_on_the_scans_grid(tmp_path):
+    volume, _ = ct_like()
+    (tmp_path / "in").mkdir()
+    write_volume(tmp_path / "in" / "case_a.nii.gz", volume)
+    model = hrmedseg.save_model(hrmedseg.create_model("hrmedseg_t", img_size=32), tmp_path / "m.safetensors")
+    argv = ["predict", "--checkpoint", str(model), "--input", str(tmp_path / "in"), "--quiet",
+            "--output", str(tmp_path / "out"), "--axis", "-1", "--window", "40", "400"]  # fmt: skip
+    assert cli_main(argv) == 0
+    source = nib.load(str(tmp_path / "in" / "case_a.nii.gz"))
+    written = nib.load(str(tmp_path / "out" / "case_a_mask.nii.gz"))
+    assert written.shape == SHAPE and written.get_data_dtype() == np.uint8
+    np.testing.assert_allclose(written.affine, source.affine)
+    assert nib.aff2axcodes(written.affine) == nib.aff2axcodes(source.affine) == ("A", "L", "I")
+    assert int(written.header["qform_code"]) == 1 and int(written.header["sform_code"]) == 2
+    assert set(np.unique(np.asarray(written.dataobj))) <= {0, 1}
+
+
+def test_3d_metrics_match_monai_in_millimetres():
+    rng = np.random.default_rng(3)
+    _, truth = ct_like()
+    pred = np.roll(truth, 2, axis=0) | (rng.random(SHAPE) > 0.995)
+    (row,) = case_metrics(pred.astype(np.uint8), truth, 1, SPACING)
+
+    def one_hot(mask):
+        return torch.from_numpy(np.stack([1 - mask, mask]).astype(np.float32))[None]
+
+    p, t = one_hot(pred.astype(np.uint8)), one_hot(truth)
+    assert row["dice"] == pytest.approx(compute_dice(p, t, include_background=False).item(), rel=1e-6)
+    hd95 = compute_hausdorff_distance(p, t, percentile=95, spacing=SPACING).item()
+    asd = compute_average_surface_distance(p, t, symmetric=True, spacing=SPACING).item()
+    assert row["hd95_mm"] == pytest.approx(hd95, rel=1e-5)
+    assert row["asd_mm"] == pytest.approx(asd, rel=1e-5)
+
+
+def test_evaluate_scores_volumes_in_3d_and_names_bad_ones(tmp_path, capsys):
+    data = tmp_path / "data"
+    (data / "images").mkdir(parents=True)
+    (data / "masks").mkdir()
+    for case in ("good_1", "good_2"):
+        volume, mask = ct_like(seed=len(case))
+        write_volume(data / "images" / f"{case}.nii.gz", volume)
+        write_volume(data / "masks" / f"{case}.nii.gz", mask, dtype=np.uint8)
+    volume, mask = ct_like()
+    write_volume(data / "images" / "four_d.nii.gz", np.stack([volume, volume], -1))
+    write_volume(data / "masks" / "four_d.nii.gz", mask, dtype=np.uint8)
+    write_volume(data / "images" / "other_shape.nii.gz", volume)
+    write_volume(data / "masks" / "other_shape.nii.gz", mask[:, :, :4], dtype=np.uint8)
+    write_volume(data / "images" / "not_finite.nii.gz", np.where(mask, np.nan, volume), dtype=np.float32)
+    write_volume(data / "masks" / "not_finite.nii.gz", mask, dtype=np.uint8)
+    cases = ["good_1", "good_2", "four_d", "other_shape", "not_finite"]
+    (data / "split.json").write_text(json.dumps({"test": cases}))
+    model = hrmedseg.save_model(hrmedseg.create_model("hrmedseg_t", img_size=32), tmp_path / "m.safetensors")
+    argv = ["evaluate", "--checkpoint", str(model), "--data", str(data), "--output", str(tmp_path / "ev")]
+    assert cli_main(argv) == 1  # the good volumes are scored, the others named
+    err = capsys.readouterr().err
+    assert "four_d.nii.gz: a 4-D volume of shape (40, 48, 6, 2); a 3-D volume is expected" in err
+    assert "other_shape.nii.gz: mask shape (40, 48, 4) differs from its image's (40, 48, 6)" in err
+    assert "not_finite.nii.gz: " in err and "non-finite intensities" in err
+    summary = json.loads((tmp_path / "ev" / "summary.json").read_text())
+    assert summary["cases"] == 2 and len(summary["failures"]) == 3
+    assert {"dice", "hd95", "hd95_mm", "asd_mm"} <= set(summary["mean"])
+    rows = (tmp_path / "ev" / "metrics.csv").read_text().splitlines()
+    assert rows[0].startswith("case,class,shape,dice") and rows[1].startswith("good_1,1,40x48x6,")
+
+    predict = ["predict", "--checkpoint", str(model), "--input", str(data / "images" / "four_d.nii.gz"),
+               "--output", str(tmp_path / "p"), "--quiet"]  # fmt: skip
+    assert cli_main(predict) == 2
+    assert "a 4-D volume" in capsys.readouterr().err
