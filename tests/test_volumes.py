@@ -141,3 +141,40 @@ def test_evaluate_scores_volumes_in_3d_and_names_bad_ones(tmp_path, capsys):
                "--output", str(tmp_path / "p"), "--quiet"]  # fmt: skip
     assert cli_main(predict) == 2
     assert "a 4-D volume" in capsys.readouterr().err
+
+
+def volume_dataset(root, cases=("ct_1", "ct_2", "ct_3", "ct_4")):
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    for seed, case in enumerate(cases):
+        volume, mask = ct_like(seed)
+        write_volume(root / "images" / f"{case}.nii.gz", volume)
+        write_volume(root / "masks" / f"{case}.nii.gz", mask, dtype=np.uint8)
+    (root / "split.json").write_text(
+        json.dumps({"train": list(cases[:2]), "val": [cases[2]], "test": [cases[3]]})
+    )
+    return root
+
+
+def test_training_on_volumes_uses_their_slices_split_by_volume(tmp_path):
+    from hrmedseg.training.config import TrainConfig
+    from hrmedseg.training.engine import train
+
+    data = volume_dataset(tmp_path / "data")
+    config = TrainConfig(
+        data=str(data), output=str(tmp_path / "run"), model="hrmedseg_t", img_size=32, epochs=1, batch_size=4,
+        num_workers=0, volume_window=[40.0, 400.0], empty_slice_share=0.5,
+    )  # fmt: skip
+    train(config, progress=False)
+    slices = tmp_path / "run" / "slices"
+    split = json.loads((slices / "split.json").read_text())
+    for name, cases in (("train", ["ct_1", "ct_2"]), ("val", ["ct_3"]), ("test", ["ct_4"])):
+        assert {stem.rsplit("_s", 1)[0] for stem in split[name]} == set(cases)  # whole volumes per split
+    # Every slice with foreground (the ellipsoid spans z = 1..5 of 6) plus empty ones at half that count.
+    _, mask = ct_like(0)
+    foreground = int(mask.any((0, 1)).sum())
+    kept = [s for s in split["train"] if s.startswith("ct_1_")]
+    assert len(kept) == foreground + min(mask.shape[2] - foreground, round(0.5 * foreground))
+    manifest = json.loads((slices / "slices.json").read_text())
+    assert manifest["recipe"]["window"] == [40.0, 400.0] and manifest["volumes"] == 4
+    assert (tmp_path / "run" / "best.safetensors").is_file()

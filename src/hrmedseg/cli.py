@@ -129,8 +129,8 @@ def _is_volume_input(path: str) -> bool:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from .data.volumes import is_volume_dataset
     from .evaluation.evaluate import evaluate
-    from .evaluation.volumes import is_volume_dataset
 
     if is_volume_dataset(args.data):
         return _evaluate_volumes(args)

@@ -104,3 +104,28 @@ def write_mask_volume(path: str | os.PathLike, mask: np.ndarray, reference: Volu
     path = Path(path)
     nibabel.save(image, str(path))
     return path
+
+
+def find_volume_pairs(data: Path) -> dict[str, tuple[Path, Path]]:
+    """Case -> (image, mask) of a volume dataset folder; unmatched files raise :class:`DataError`."""
+    found = {}
+    for kind in ("images", "masks"):
+        folder = data / kind
+        found[kind] = (
+            {volume_stem(p): p for p in sorted(folder.iterdir()) if is_volume(p)} if folder.is_dir() else {}
+        )
+    images, masks = found["images"], found["masks"]
+    problems = [
+        f"{images[c]}: no mask volume '{c}' in {data / 'masks'}" for c in sorted(set(images) - set(masks))
+    ]
+    problems += [
+        f"{masks[c]}: no image volume '{c}' in {data / 'images'}" for c in sorted(set(masks) - set(images))
+    ]
+    if problems:
+        raise DataError(f"{data}: images and masks do not pair up:\n  " + "\n  ".join(problems))
+    return {case: (images[case], masks[case]) for case in images}
+
+
+def is_volume_dataset(data: str | Path) -> bool:
+    folder = Path(data) / "images"
+    return folder.is_dir() and any(is_volume(p) for p in folder.iterdir())

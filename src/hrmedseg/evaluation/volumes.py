@@ -15,38 +15,13 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from ..data.volumes import is_volume, read_volume, volume_stem
+from ..data.volumes import find_volume_pairs, read_volume
 from ..errors import DataError
 from ..inference.segmenter import Segmenter
 from ..inference.volumes import segment_volume
 from ..output import ensure_output_folder, raise_if_nothing_done
 from .evaluate import write_reports
 from .metrics import case_metrics
-
-
-def find_volume_pairs(data: Path) -> dict[str, tuple[Path, Path]]:
-    """Case -> (image, mask) of a volume dataset folder; unmatched files raise :class:`DataError`."""
-    found = {}
-    for kind in ("images", "masks"):
-        folder = data / kind
-        found[kind] = (
-            {volume_stem(p): p for p in sorted(folder.iterdir()) if is_volume(p)} if folder.is_dir() else {}
-        )
-    images, masks = found["images"], found["masks"]
-    problems = [
-        f"{images[c]}: no mask volume '{c}' in {data / 'masks'}" for c in sorted(set(images) - set(masks))
-    ]
-    problems += [
-        f"{masks[c]}: no image volume '{c}' in {data / 'images'}" for c in sorted(set(masks) - set(images))
-    ]
-    if problems:
-        raise DataError(f"{data}: images and masks do not pair up:\n  " + "\n  ".join(problems))
-    return {case: (images[case], masks[case]) for case in images}
-
-
-def is_volume_dataset(data: str | Path) -> bool:
-    folder = Path(data) / "images"
-    return folder.is_dir() and any(is_volume(p) for p in folder.iterdir())
 
 
 def evaluate_volumes(

@@ -78,6 +78,10 @@ class TrainConfig(RunConfig):
     quality_weight: float = 1.0  # MSE of the IoU head against the achieved IoU
     init_encoder: str | None = None  # model file whose image_encoder.* weights start the encoder
     split_fractions: list[float] = field(default_factory=lambda: [0.7, 0.1, 0.2])  # when no split.json
+    # A data folder of NIfTI volumes trains on their slices (hrmedseg.data.volume_slices).
+    volume_axis: int = -1  # the array axis to slice along
+    volume_window: list[float] | None = None  # [level, width] intensity window (CT); none: min-max
+    empty_slice_share: float = 0.25  # empty slices kept, as a fraction of the slices with foreground
     augment: dict[str, Any] = field(default_factory=dict)  # AugmentConfig fields
     prompts: dict[str, Any] = field(default_factory=dict)  # PromptConfig fields (HRMedSegSAM models)
 
@@ -85,6 +89,14 @@ class TrainConfig(RunConfig):
         super().__post_init__()
         if self.optimizer not in OPTIMIZERS:
             raise ConfigError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+        if self.volume_axis not in (-3, -2, -1, 0, 1, 2):
+            raise ConfigError(f"volume_axis must be an axis of a 3-D volume (-3..2), got {self.volume_axis}")
+        if self.volume_window is not None and (len(self.volume_window) != 2 or not self.volume_window[1] > 0):
+            raise ConfigError(
+                f"volume_window must be [level, width] with width > 0, got {self.volume_window}"
+            )
+        if not self.empty_slice_share >= 0:
+            raise ConfigError(f"empty_slice_share must be >= 0, got {self.empty_slice_share}")
         if self.schedule not in SCHEDULES:
             raise ConfigError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
         if not 0 <= self.warmup < 1 or not 0 <= self.min_lr_ratio <= 1:

@@ -25,6 +25,8 @@ from torch.utils.data import DataLoader, DistributedSampler
 from ..build import create_model
 from ..checkpoint import load_encoder_weights, load_state_dict_checked, save_model
 from ..data import Sample, SegmentationDataset, check_samples, find_dataset, make_split
+from ..data.volume_slices import slice_volume_dataset
+from ..data.volumes import is_volume_dataset
 from ..errors import ConfigError, DataError
 from ..losses import SegmentationLoss, hard_masks, one_hot, overlap_scores
 from ..modeling import HRMedSegSAM
@@ -63,9 +65,10 @@ def setup_distributed(device_name: str) -> tuple[Distributed, torch.device]:
     return ctx, device
 
 
-def resolve_split(config: TrainConfig) -> dict[str, list[str]]:
-    """The dataset's own split, else a new seeded split (a resumed run reads its stored one)."""
-    index = find_dataset(config.data)
+def resolve_split(config: TrainConfig, data: str | Path | None = None) -> dict[str, list[str]]:
+    """The dataset's own split, else a new seeded split (a resumed run reads its stored one).
+    ``data``: the dataset folder, if not ``config.data`` (the slices of a volume dataset)."""
+    index = find_dataset(config.data if data is None else data)
     if index.split is not None:
         split = index.split
     else:
@@ -261,6 +264,24 @@ def run_epochs(
     return {"last": row, best_key: best, "output": str(output), "best": str(output / "best.safetensors")}
 
 
+def training_data(config: TrainConfig, output: Path, ctx: Distributed) -> Path:
+    """The 2-D dataset folder to train on: ``config.data``, or for a folder of NIfTI volumes the
+    slices that the main process writes to ``<output>/slices`` (see :mod:`..data.volume_slices`)."""
+    data = Path(config.data)
+    if not is_volume_dataset(data):
+        return data
+    slices = output / "slices"
+    if ctx.is_main:
+        window = tuple(config.volume_window) if config.volume_window else None
+        slice_volume_dataset(
+            data, slices, config.volume_axis, window, config.empty_slice_share, config.seed,
+            tuple(config.split_fractions),
+        )  # fmt: skip
+    if ctx.world_size > 1:
+        dist.barrier()
+    return slices
+
+
 def train(
     config: TrainConfig,
     resume: bool = False,
@@ -280,8 +301,9 @@ def train(
     changes = check_resume(output, config) if resume else {}
     torch.manual_seed(config.seed)
 
-    split = stored_split(output) if resume else resolve_split(config)
-    index = find_dataset(config.data)
+    data = training_data(config, output, ctx)
+    split = stored_split(output) if resume else resolve_split(config, data)
+    index = find_dataset(data)
     train_samples, val_samples = index.subset(split["train"]), index.subset(split["val"])
     check_samples(train_samples + val_samples, config.num_classes)
 
