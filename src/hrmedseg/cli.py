@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .data.io import DEFAULT_MAX_PIXELS, pixel_limit
-from .errors import ConfigError, HRMedSegError
+from .errors import ConfigError, HRMedSegError, MissingDependencyError
 from .output import FAILURES_FILE
 
 
@@ -227,6 +227,23 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_serve(args: argparse.Namespace) -> int:
+    try:
+        import fastapi  # noqa: F401  (the app's framework; checked here for a clear message)
+        import uvicorn
+    except ImportError:
+        raise MissingDependencyError(
+            "hrmedseg serve needs fastapi and uvicorn: pip install 'hrmedseg[serve]'"
+        ) from None
+    from .checkpoint import load_model
+    from .serve.app import create_app
+
+    app = create_app(load_model(args.checkpoint), args.device, int(args.max_upload_mb * 2**20))
+    print(f"hrmedseg serve: http://{args.host}:{args.port} (Ctrl+C stops)")
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    return 0
+
+
 def _report_failures(failures: list[str], output: str) -> int:
     """Name every input that could not be used (also in failures.txt); exit status 1 if any."""
     if not failures:
@@ -373,6 +390,18 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--checkpoint", required=True, help="model file (.safetensors) from train")
     export.add_argument("--output", required=True, help="the .onnx file to write")
     export.add_argument("--opset", type=int, default=18, help="ONNX opset (default 18)")
+
+    serve = add(
+        "serve", "an interactive page: prompt an HRMedSegSAM model (or see an HRMedSeg mask) in the browser",
+        _cmd_serve,
+    )  # fmt: skip
+    serve.add_argument("--checkpoint", required=True, help="model file (.safetensors) from train")
+    serve.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default: this machine only)"
+    )
+    serve.add_argument("--port", type=int, default=7860)
+    serve.add_argument("--device", default="auto")
+    serve.add_argument("--max-upload-mb", type=float, default=50, help="largest upload accepted (default 50)")
 
     demo = add(
         "demo",

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -62,11 +64,12 @@ def _check_pixels(path: Path, width: int, height: int) -> None:
     )
 
 
-def _open(path: Path, as_image: bool) -> np.ndarray:
-    """Decoded pixels. Images in palette or exotic colour modes become RGB; for masks a palette
-    image yields its indices, which is how index masks are often stored."""
+def _open(path: Path, as_image: bool, content: BinaryIO | None = None) -> np.ndarray:
+    """Decoded pixels of the file ``path``, or of ``content`` (then ``path`` only names it).
+    Images in palette or exotic colour modes become RGB; for masks a palette image yields its
+    indices, which is how index masks are often stored."""
     try:
-        with pixel_limit(_max_pixels), Image.open(path) as img:
+        with pixel_limit(_max_pixels), Image.open(path if content is None else content) as img:
             _check_pixels(path, img.width, img.height)  # from the header, before decoding
             img.load()  # decode now, so truncated files fail here, with their name
             if as_image and img.mode in ("P", "PA", "CMYK", "YCbCr", "HSV", "LAB"):
@@ -76,7 +79,9 @@ def _open(path: Path, as_image: bool) -> np.ndarray:
         raise DataError(f"{path}: file not found") from None
     except DataError:
         raise
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+    except UnidentifiedImageError:
+        raise DataError(f"{path}: unreadable or truncated image (not a format Pillow can decode)") from None
+    except (OSError, SyntaxError, ValueError) as err:
         raise DataError(f"{path}: unreadable or truncated image ({err})") from None
 
 
@@ -84,6 +89,12 @@ def read_image(path: str | Path) -> np.ndarray:
     """An image file as float32 RGB in [0, 1], shape (H, W, 3); see :func:`as_float_rgb`."""
     path = Path(path)
     return as_float_rgb(_open(path, as_image=True), str(path))
+
+
+def decode_image(content: bytes, name: str) -> np.ndarray:
+    """Encoded image bytes (an upload) as float32 RGB in [0, 1], shape (H, W, 3); errors name
+    ``name``. The same checks and conversions as :func:`read_image`."""
+    return as_float_rgb(_open(Path(name), as_image=True, content=io.BytesIO(content)), name)
 
 
 def as_float_rgb(array: np.ndarray, name: str = "image") -> np.ndarray:

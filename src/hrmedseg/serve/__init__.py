@@ -1,0 +1,1 @@
+"""``hrmedseg serve``: an interactive page for prompting HRMedSegSAM or viewing HRMedSeg masks."""

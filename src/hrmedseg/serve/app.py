@@ -1,0 +1,222 @@
+"""The interactive page of ``hrmedseg serve``: a FastAPI app with a small HTTP API and one page.
+
+API (all coordinates in pixels of the original image, (x, y); masks at the original size):
+
+- ``GET /api/info``: the model's kind (``prompted`` for HRMedSegSAM, ``automatic`` for HRMedSeg),
+  name, input size and the upload limit.
+- ``POST /api/image`` with the image file as the request body: decodes it, computes the image
+  embedding once (prompted) or the automatic mask, and opens a session. Returns ``session``,
+  ``width``, ``height``, ``seconds``, ``preview`` (a base64 JPEG to show); automatic models also
+  ``masks`` (one base64 PNG).
+- ``POST /api/decode`` with JSON ``{"session", "points": [[x, y], ...], "labels": [1 | 0, ...],
+  "box": [x0, y0, x1, y1] | null, "multimask": bool}``: decodes those prompts against the cached
+  embedding. Returns ``masks`` (base64 PNGs, 0/255), ``scores`` (predicted IoU of each) and
+  ``seconds``.
+- ``GET /api/mask.png?session=S&index=K``: the session's K-th latest mask as a PNG download.
+
+Sessions live in memory (the least recently used is dropped beyond ``max_sessions``), each with
+its own embedding and masks, so concurrent users do not see each other's state; nothing is
+written to disk. Uploads above ``max_upload_bytes`` or that do not decode are refused with a
+message, and the server keeps serving.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.responses import HTMLResponse, Response
+from PIL import Image
+from pydantic import BaseModel
+
+from ..data.io import decode_image
+from ..errors import DataError
+from ..inference.predictor import Predictor
+from ..inference.segmenter import Segmenter
+from ..modeling import HRMedSegSAM
+
+PAGE = Path(__file__).with_name("page.html")
+PREVIEW_SIDE = 900  # the page's MAX_SIDE
+
+
+@dataclass
+class Session:
+    """One user's image: its predictor (holding the embedding) or automatic mask, and last masks."""
+
+    width: int
+    height: int
+    predictor: Predictor | None = None
+    masks: list[np.ndarray] = field(default_factory=list)
+
+
+def png_bytes(mask: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    # Fastest zlib level: a 0/255 mask compresses well anyway, and the click waits for it.
+    Image.fromarray(np.where(mask, 255, 0).astype(np.uint8)).save(buffer, format="PNG", compress_level=1)
+    return buffer.getvalue()
+
+
+def preview_jpeg(image: np.ndarray, max_side: int = PREVIEW_SIDE) -> bytes:
+    """The picture the page shows: 8-bit RGB, at most ``max_side`` pixels wide or high (any input
+    format the package reads, 16-bit and TIFF included, so the browser need not decode it)."""
+    picture = Image.fromarray(np.rint(image * 255).astype(np.uint8))
+    picture.thumbnail((max_side, max_side))
+    buffer = io.BytesIO()
+    picture.save(buffer, format="JPEG", quality=90)
+    return buffer.getvalue()
+
+
+class SegmentationService:
+    """The model and the sessions behind the API, independent of the web framework."""
+
+    def __init__(self, model: Any, device: str = "auto", max_sessions: int = 16) -> None:
+        self.prompted = isinstance(model, HRMedSegSAM)
+        self.model_name = model.config.name
+        self.img_size = list(model.config.img_size)
+        self.model, self.device = model, device
+        self.segmenter = None if self.prompted else Segmenter(model, device, batch_size=1)
+        self.max_sessions = max_sessions
+        self.sessions: OrderedDict[str, Session] = OrderedDict()
+        self.lock = threading.Lock()  # one model computation at a time; the sessions stay apart
+
+    def info(self) -> dict[str, Any]:
+        return {"kind": "prompted" if self.prompted else "automatic", "model": self.model_name,
+                "img_size": self.img_size}  # fmt: skip
+
+    def open(self, content: bytes, name: str) -> dict[str, Any]:
+        image = decode_image(content, name)  # DataError names the upload and the problem
+        height, width = image.shape[:2]
+        session = Session(width, height)
+        started = time.perf_counter()
+        with self.lock:
+            if self.prompted:
+                session.predictor = Predictor(self.model, self.device)  # its own embedding, one model
+                session.predictor.set_image(image)
+            else:
+                session.masks = [self.segmenter.predict(image) > 0]
+        seconds = time.perf_counter() - started
+        key = uuid.uuid4().hex
+        self.sessions[key] = session
+        while len(self.sessions) > self.max_sessions:
+            self.sessions.popitem(last=False)
+        answer = {"session": key, "width": width, "height": height, "seconds": seconds,
+                  "preview": base64.b64encode(preview_jpeg(image)).decode()}  # fmt: skip
+        if not self.prompted:
+            answer["masks"] = [base64.b64encode(png_bytes(session.masks[0])).decode()]
+        return answer
+
+    def session(self, key: str) -> Session:
+        if key not in self.sessions:
+            raise KeyError("unknown or expired session; upload the image again")
+        self.sessions.move_to_end(key)
+        return self.sessions[key]
+
+    def decode(
+        self, key: str, points: list, labels: list, box: list | None, multimask: bool
+    ) -> dict[str, Any]:
+        session = self.session(key)
+        if session.predictor is None:
+            raise ValueError("this model segments without prompts; its mask came with the upload")
+        if not points and box is None:
+            raise ValueError("give at least one point or a box")
+        if len(points) != len(labels):
+            raise ValueError("give one label per point")
+        started = time.perf_counter()
+        with self.lock:
+            masks, scores, _ = session.predictor.predict(
+                point_coords=np.asarray(points, dtype=np.float64).reshape(-1, 2) if points else None,
+                point_labels=np.asarray(labels) if points else None,
+                box=None if box is None else np.asarray(box, dtype=np.float64),
+                multimask_output=multimask,
+            )
+        session.masks = list(masks)
+        encoded = [base64.b64encode(png_bytes(m)).decode() for m in masks]
+        return {
+            "masks": encoded,
+            "scores": [float(s) for s in scores],
+            "seconds": time.perf_counter() - started,
+        }
+
+    def mask_png(self, key: str, index: int) -> bytes:
+        masks = self.session(key).masks
+        if not 0 <= index < len(masks):
+            raise ValueError(f"no mask {index}: the session holds {len(masks)}")
+        return png_bytes(masks[index])
+
+
+class Prompts(BaseModel):
+    """The body of ``POST /api/decode``."""
+
+    session: str
+    points: list[list[float]] = []
+    labels: list[int] = []
+    box: list[float] | None = None
+    multimask: bool = True
+
+
+def create_app(
+    model: Any, device: str = "auto", max_upload_bytes: int = 50 * 2**20, max_sessions: int = 16
+) -> FastAPI:
+    """The FastAPI application for ``model`` (HRMedSeg or HRMedSegSAM)."""
+    service = SegmentationService(model, device, max_sessions)
+    app = FastAPI(title="hrmedseg", docs_url=None, redoc_url=None)
+
+    @app.get("/", response_class=HTMLResponse)
+    def page() -> str:
+        return PAGE.read_text()
+
+    @app.get("/api/info")
+    def info() -> dict[str, Any]:
+        return {**service.info(), "max_upload_bytes": max_upload_bytes}
+
+    @app.post("/api/image")
+    async def image(request: Request) -> dict[str, Any]:
+        name = request.headers.get("x-filename", "upload")
+        declared = int(request.headers.get("content-length") or 0)
+        if declared > max_upload_bytes:
+            raise HTTPException(413, f"{name}: {declared / 2**20:.1f} MB is above the upload limit of "
+                                     f"{max_upload_bytes / 2**20:g} MB")  # fmt: skip
+        content = b""
+        async for chunk in request.stream():
+            content += chunk
+            if len(content) > max_upload_bytes:
+                raise HTTPException(413, f"{name}: above the upload limit of {max_upload_bytes / 2**20:g} MB")
+        if not content:
+            raise HTTPException(400, "no image in the request body")
+        try:
+            return service.open(content, name)
+        except DataError as err:
+            raise HTTPException(400, str(err)) from None
+
+    @app.post("/api/decode")
+    def decode(prompts: Prompts) -> dict[str, Any]:
+        try:
+            return service.decode(
+                prompts.session, prompts.points, prompts.labels, prompts.box, prompts.multimask
+            )
+        except KeyError as err:
+            raise HTTPException(404, err.args[0]) from None
+        except ValueError as err:
+            raise HTTPException(400, str(err)) from None
+
+    @app.get("/api/mask.png")
+    def mask(session: str, index: int = 0) -> Response:
+        try:
+            content = service.mask_png(session, index)
+        except KeyError as err:
+            raise HTTPException(404, err.args[0]) from None
+        except ValueError as err:
+            raise HTTPException(400, str(err)) from None
+        headers = {"Content-Disposition": 'attachment; filename="mask.png"'}
+        return Response(content, media_type="image/png", headers=headers)
+
+    return app

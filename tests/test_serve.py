@@ -1,0 +1,106 @@
+"""The interactive page's HTTP API (no browser): embed once, decode prompts, download, refuse bad uploads."""
+
+import base64
+import io
+import json
+import threading
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+import hrmedseg
+from hrmedseg.serve.app import create_app
+
+
+def png(width: int, height: int, mode: str = "RGB") -> bytes:
+    rng = np.random.default_rng(width)
+    shape = (height, width, 3) if mode == "RGB" else (height, width)
+    buffer = io.BytesIO()
+    Image.fromarray(rng.integers(0, 255, shape, dtype=np.uint8), mode).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def decoded(b64: str) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(b64))))
+
+
+@pytest.fixture(scope="module")
+def prompted():
+    return TestClient(
+        create_app(hrmedseg.create_model("hrmedseg_sam_t", img_size=64), "cpu", max_upload_bytes=200_000)
+    )
+
+
+def test_embed_once_then_decode_box_points_and_both_at_the_original_size(prompted, monkeypatch):
+    assert prompted.get("/api/info").json()["kind"] == "prompted"
+    opened = prompted.post("/api/image", content=png(150, 90), headers={"x-filename": "scan.png"}).json()
+    assert (opened["width"], opened["height"]) == (150, 90)
+    assert Image.open(io.BytesIO(base64.b64decode(opened["preview"]))).size == (150, 90)
+    from hrmedseg.inference.predictor import Predictor
+
+    calls = []
+    monkeypatch.setattr(Predictor, "set_image", lambda *a: calls.append(1))  # no second embedding
+    for prompts, outputs in (
+        ({"box": [10, 10, 80, 60], "multimask": False}, 1),
+        ({"points": [[40, 30], [100, 70]], "labels": [1, 0]}, 3),
+        ({"points": [[40, 30]], "labels": [1], "box": [10, 10, 80, 60], "multimask": False}, 1),
+    ):
+        answer = prompted.post("/api/decode", json={"session": opened["session"], **prompts})
+        assert answer.status_code == 200, answer.text
+        body = answer.json()
+        assert len(body["masks"]) == len(body["scores"]) == outputs
+        assert all(decoded(m).shape == (90, 150) for m in body["masks"])
+    assert not calls
+    download = prompted.get("/api/mask.png", params={"session": opened["session"], "index": 0})
+    assert download.status_code == 200 and "attachment" in download.headers["content-disposition"]
+    assert Image.open(io.BytesIO(download.content)).size == (150, 90)
+
+
+def test_bad_uploads_and_requests_are_refused_and_the_server_keeps_serving(prompted):
+    too_big = prompted.post("/api/image", content=png(400, 400), headers={"x-filename": "big.png"})
+    assert too_big.status_code == 413 and "big.png" in too_big.json()["detail"]
+    garbage = prompted.post("/api/image", content=b"not an image", headers={"x-filename": "notes.txt"})
+    assert (
+        garbage.status_code == 400 and "notes.txt: unreadable or truncated image" in garbage.json()["detail"]
+    )
+    assert prompted.post("/api/image", content=b"").status_code == 400
+    unknown = prompted.post("/api/decode", json={"session": "nope", "box": [0, 0, 5, 5]})
+    assert unknown.status_code == 404 and "upload the image again" in unknown.json()["detail"]
+    session = prompted.post("/api/image", content=png(60, 40)).json()["session"]
+    empty = prompted.post("/api/decode", json={"session": session})
+    assert empty.status_code == 400 and "at least one point or a box" in empty.json()["detail"]
+    assert prompted.post("/api/decode", json={"session": session, "box": [1, 1, 30, 30]}).status_code == 200
+
+
+def test_concurrent_users_keep_their_own_images_and_masks(prompted):
+    sizes = [(70, 50), (120, 80), (90, 130)]
+    results = {}
+
+    def user(size):
+        session = prompted.post("/api/image", content=png(*size)).json()["session"]
+        body = prompted.post(
+            "/api/decode", json={"session": session, "box": [5, 5, 40, 40], "multimask": False}
+        )
+        results[size] = (session, decoded(body.json()["masks"][0]).shape)
+
+    threads = [threading.Thread(target=user, args=(size,)) for size in sizes]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert {size: shape for size, (_, shape) in results.items()} == {s: (s[1], s[0]) for s in sizes}
+    assert len({session for session, _ in results.values()}) == 3
+
+
+def test_an_automatic_model_returns_its_mask_with_the_upload():
+    client = TestClient(create_app(hrmedseg.create_model("hrmedseg_t", img_size=64), "cpu"))
+    assert client.get("/api/info").json()["kind"] == "automatic"
+    body = client.post("/api/image", content=png(100, 70, "L")).json()
+    assert decoded(body["masks"][0]).shape == (70, 100)
+    refused = client.post("/api/decode", json={"session": body["session"], "box": [0, 0, 9, 9]})
+    assert refused.status_code == 400 and "without prompts" in refused.json()["detail"]
+    page = client.get("/")
+    assert page.status_code == 200 and 'id="canvas"' in page.text
+    assert json.loads(json.dumps(client.get("/api/info").json()))["max_upload_bytes"] == 50 * 2**20
