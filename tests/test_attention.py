@@ -5,12 +5,14 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from hrmedseg.modeling.ecm_decoder import ECMDecoder
 from hrmedseg.modeling.linear_attention import (
     GatedLinearAttention,
     apply_rope,
+    elu_plus_one,
     linear_attention,
     rope_2d_tables,
 )
@@ -272,3 +274,15 @@ def test_decoder_gradients_do_not_depend_on_the_sdpa_backend(device):
                 torch.testing.assert_close(
                     grad, ref, rtol=1e-5, atol=1e-7, msg=lambda m, b=backend: f"{b}: {m}"
                 )
+
+
+def test_the_feature_map_is_elu_plus_one_in_values_and_gradients():
+    extremes = torch.tensor([1e-300, -1e-300, 1e4, -1e4], dtype=torch.float64)
+    u = torch.cat([torch.linspace(-30.05, 30.05, 602, dtype=torch.float64), extremes])  # no exact 0
+    ours, reference = u.clone().requires_grad_(), u.clone().requires_grad_()
+    elu_plus_one(ours).sum().backward()
+    (F.elu(reference) + 1).sum().backward()
+    # F.elu goes through expm1(u) + 1, which loses the last digits of e^u far below 0.
+    torch.testing.assert_close(elu_plus_one(u), F.elu(u) + 1, rtol=1e-12, atol=1e-15)
+    torch.testing.assert_close(ours.grad, reference.grad, rtol=1e-12, atol=1e-15)
+    assert torch.isfinite(ours.grad).all()

@@ -9,7 +9,6 @@ import copy
 
 import pytest
 import torch
-import torch.nn.functional as F
 from helpers import (
     PROMPTS,
     GradientComparison,
@@ -49,32 +48,33 @@ def test_hrmedseg_sam_gradients_match_fp64(prompts):
 
 
 def test_the_comparison_catches_a_wrong_backward(monkeypatch):
-    # A pooling whose backward maps each cell to the windows of a cell ``padding`` away, as CUDA's
-    # channels-last avg_pool2d did: the loss is unchanged and the check must fail.
-    avg_pool2d = F.avg_pool2d
+    # A pooling whose backward maps each cell to the windows of a cell two cells away, as CUDA's
+    # channels-last avg_pool2d once did: the loss is unchanged and the check must fail.
+    window_means = transformer.window_means
 
     class ShiftedGradientPool(torch.autograd.Function):
         @staticmethod
-        def forward(ctx, x, kernel, padding):
+        def forward(ctx, x, sizes):
             ctx.save_for_backward(x)
-            ctx.kernel, ctx.padding = kernel, padding
-            return avg_pool2d(x, kernel, 1, padding, count_include_pad=False)
+            ctx.sizes = sizes
+            return window_means(x, sizes)
 
         @staticmethod
         def backward(ctx, grad):
             (x,) = ctx.saved_tensors
-            k, p = ctx.kernel, ctx.padding
-            exact = torch.ops.aten.avg_pool2d_backward(grad, x, [k, k], [1, 1], [p, p], False, False, None)
-            return exact.roll((p, p), (-2, -1)), None, None
+            with torch.enable_grad():
+                leaf = x.detach().requires_grad_()
+                (exact,) = torch.autograd.grad(window_means(leaf, ctx.sizes), leaf, grad)
+            return exact.roll((2, 2), (-2, -1)), None
 
-    def faulty_pool(x, kernel, stride, padding, count_include_pad):
-        return ShiftedGradientPool.apply(x, kernel, padding)
+    def faulty_pool(x, sizes):
+        return ShiftedGradientPool.apply(x, sizes)
 
     model = gradient_model("hrmedseg_b", SIZE)
     batch = gradient_batch(2, SIZE)
     reference_loss = model_loss(model, batch)
     reference = parameter_gradients(model, reference_loss)
-    monkeypatch.setattr(transformer.F, "avg_pool2d", faulty_pool)
+    monkeypatch.setattr(transformer, "window_means", faulty_pool)
     faulty_loss = model_loss(model, batch)
     assert faulty_loss.item() == reference_loss.item()
     with pytest.raises(AssertionError, match="gradients disagree|median"):

@@ -46,6 +46,16 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     return rotated.flatten(-2)
 
 
+def elu_plus_one(u: torch.Tensor) -> torch.Tensor:
+    """The feature map phi(u) = ELU(u) + 1 (u + 1 above 0, e^u below), written as
+    relu(u) + exp(min(u, 0)), which is measured faster on the CPU than ``F.elu(u) + 1`` (a
+    training step of hrmedseg_b at 1024²: 0.64 s -> 0.59 s on 2 cores). Values and gradients are
+    ELU's, except the gradient at exactly u = 0, which is 0 instead of 1 (relu's and clamp's
+    backward both exclude their bound); u comes out of a linear layer, where an exact 0 does not
+    occur in practice."""
+    return F.relu(u) + torch.exp(torch.clamp(u, max=0))
+
+
 def linear_attention(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -75,7 +85,7 @@ def linear_attention(
     batch, tokens, channels = q.shape
     head_dim = channels // num_heads
     with torch.autocast(device_type=q.device.type, enabled=False):
-        q, k, v = F.elu(q.float()) + 1, F.elu(k.float()) + 1, v.float()
+        q, k, v = elu_plus_one(q.float()), elu_plus_one(k.float()), v.float()
         q_rot, k_rot = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
 
         def split_heads(t: torch.Tensor) -> torch.Tensor:
