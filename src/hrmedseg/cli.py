@@ -35,7 +35,7 @@ def _cmd_models(args: argparse.Namespace) -> int:
 def _run_overrides(args: argparse.Namespace) -> dict:
     """The options of the run parent parser (train and distill), as config fields."""
     names = ("data", "output", "img_size", "epochs", "batch_size", "lr", "amp", "accumulate", "clip_grad",
-             "seed", "num_workers", "device")  # fmt: skip
+             "seed", "num_workers", "device", "compile")  # fmt: skip
     return {
         **{n: getattr(args, n) for n in names},
         "grad_checkpointing": True if args.grad_checkpointing else None,
@@ -138,6 +138,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     summary = evaluate(
         args.checkpoint, args.data, args.output, args.split, args.overlays, args.device, args.batch_size,
         progress=not args.quiet, prompts=args.prompts, prompt_dir=args.prompt_dir, tiling=_tiling(args),
+        compile_mode=args.compile,
     )  # fmt: skip
     print(Path(args.output, "summary.md").read_text())
     print(f"{summary['cases']} cases; per-case metrics, summary.json and summary.md in {args.output}")
@@ -151,7 +152,9 @@ def _evaluate_volumes(args: argparse.Namespace) -> int:
     axis, window = _volume_options(args, volumes=True)
     if args.prompts is not None or args.overlays:
         raise ConfigError("--prompts and --overlays are for 2-D images; volumes are segmented automatically")
-    segmenter = Segmenter.from_checkpoint(args.checkpoint, args.device, args.batch_size, _tiling(args))
+    segmenter = Segmenter.from_checkpoint(
+        args.checkpoint, args.device, args.batch_size, _tiling(args), args.compile
+    )
     summary = evaluate_volumes(
         segmenter, args.data, args.output, args.split, axis, window, not args.quiet, str(args.checkpoint)
     )
@@ -173,7 +176,9 @@ def _cmd_predict(args: argparse.Namespace) -> int:
             raise ConfigError(
                 "NIfTI volumes are segmented by an automatic --checkpoint (no --onnx, no --prompts)"
             )
-        segmenter = Segmenter.from_checkpoint(args.checkpoint, args.device, args.batch_size, _tiling(args))
+        segmenter = Segmenter.from_checkpoint(
+            args.checkpoint, args.device, args.batch_size, _tiling(args), args.compile
+        )
         report = predict_volumes_to_folder(segmenter, args.input, args.output, axis, window, not args.quiet)
         print(f"{len(report.written)} mask volume(s) written to {args.output}")
         return _report_failures(report.failures, args.output)
@@ -210,7 +215,9 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     else:
         if args.prompts is not None:
             raise ConfigError("--prompts is for HRMedSegSAM models; this model segments without prompts")
-        segmenter = Segmenter.from_checkpoint(args.checkpoint, args.device, args.batch_size, tiling)
+        segmenter = Segmenter.from_checkpoint(
+            args.checkpoint, args.device, args.batch_size, tiling, args.compile
+        )
         report = predict_to_folder(
             segmenter, args.input, args.output, args.probabilities, args.overlays, progress=not args.quiet
         )
@@ -263,6 +270,10 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 CLIP_GRAD_HELP = "clip the gradients' total norm to NORM, e.g. 1.0 (default: no clipping)"
+COMPILE_HELP = (
+    "torch.compile the model: default, reduce-overhead (CUDA graphs) or max-autotune; the first "
+    "batch of each shape compiles (minutes on a CPU)"
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -305,6 +316,7 @@ def build_parser() -> argparse.ArgumentParser:
     run_options.add_argument("--seed", type=int)
     run_options.add_argument("--num-workers", type=int, help="data-loading processes")
     run_options.add_argument("--device", help="auto, cpu, cuda or cuda:N")
+    run_options.add_argument("--compile", metavar="MODE", help=COMPILE_HELP)
     run_options.add_argument(
         "--resume", action="store_true", help="continue the run in --output from its last epoch"
     )
@@ -355,6 +367,7 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     evaluate.add_argument("--prompt-dir", help="folder of <case>.json prompt files (with --prompts json)")
     evaluate.add_argument("--device", default="auto")
+    evaluate.add_argument("--compile", metavar="MODE", default="none", help=COMPILE_HELP)
     evaluate.add_argument("--batch-size", type=int, default=4, help="images (with --tile: windows) per pass")
     _add_tiling_options(evaluate)
     _add_volume_options(evaluate)
@@ -379,6 +392,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--prompts", help="HRMedSegSAM models: folder of <stem>.json prompt files (or one file for one image)"
     )
     predict.add_argument("--device", default="auto")
+    predict.add_argument("--compile", metavar="MODE", default="none", help=COMPILE_HELP)
     predict.add_argument("--batch-size", type=int, default=4, help="images (with --tile: windows) per pass")
     _add_tiling_options(predict)
     _add_volume_options(predict)

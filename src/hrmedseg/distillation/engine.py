@@ -29,6 +29,7 @@ from tqdm import tqdm
 
 from ..build import create_model, get_model_config
 from ..errors import ConfigError, DataError, InputNotFoundError
+from ..runtime import compile_model
 from ..training.config import RunConfig
 from ..training.engine import (
     Distributed,
@@ -186,6 +187,7 @@ def distill(
     model = create_model(config.student, img_size=size, **config.model_options)
     student = model.image_encoder
     student.set_grad_checkpointing(config.grad_checkpointing)
+    compile_model(student, config.compile)
     student.to(device)
     mean, std = model.config.pixel_mean, model.config.pixel_std
     teacher_name, spec = resolve_teacher(config.teacher)

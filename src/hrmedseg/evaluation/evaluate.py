@@ -53,6 +53,7 @@ def _load_segmenter(
     batch_size: int,
     prompts: str | None,
     tiling: Tiling | None,
+    compile_mode: str = "none",
 ) -> tuple[Segmenter | PromptedSegmenter, str | None]:
     """The segmenter for a model file (or the one given) and the prompt kind it will use."""
     if isinstance(checkpoint, Segmenter | PromptedSegmenter):
@@ -60,7 +61,7 @@ def _load_segmenter(
     elif read_model_config(checkpoint).arch == "hrmedseg_sam":
         segmenter = PromptedSegmenter.from_checkpoint(checkpoint, device)
     else:
-        segmenter = Segmenter.from_checkpoint(checkpoint, device, batch_size, tiling)
+        segmenter = Segmenter.from_checkpoint(checkpoint, device, batch_size, tiling, compile_mode)
     if tiling is not None and not isinstance(segmenter, Segmenter):
         raise ConfigError("tiled prediction is for automatic models; HRMedSegSAM models segment prompts")
     if isinstance(segmenter, Segmenter):
@@ -105,16 +106,18 @@ def evaluate(
     prompts: str | None = None,
     prompt_dir: str | Path | None = None,
     tiling: Tiling | None = None,
+    compile_mode: str = "none",
 ) -> dict[str, Any]:
     """Segment the ``split`` cases of ``data`` (``"all"``: every case) and score them.
 
     ``checkpoint`` is a model file, or a ready :class:`Segmenter` / :class:`PromptedSegmenter`
     (then ``device``, ``batch_size`` and ``tiling`` are its own). ``prompts`` and ``prompt_dir``
     apply to HRMedSegSAM models (see the module docstring). ``tiling`` segments each image at its
-    own resolution by sliding windows (automatic models; see :mod:`hrmedseg.inference.tiling`).
+    own resolution by sliding windows (automatic models; see :mod:`hrmedseg.inference.tiling`);
+    ``compile_mode`` runs an automatic model through ``torch.compile`` (see ``runtime.COMPILE_MODES``).
     Returns the summary that is also written to ``summary.json``.
     """
-    segmenter, prompts = _load_segmenter(checkpoint, device, batch_size, prompts, tiling)
+    segmenter, prompts = _load_segmenter(checkpoint, device, batch_size, prompts, tiling, compile_mode)
     if not isinstance(checkpoint, str | Path):
         checkpoint = "(in-memory model)"
     index = find_dataset(data)

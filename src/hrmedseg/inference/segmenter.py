@@ -14,7 +14,7 @@ from ..data.io import as_float_rgb, read_image
 from ..data.transforms import image_to_tensor, normalize
 from ..errors import ConfigError
 from ..modeling import AutomaticSegmentationModel
-from ..runtime import resolve_device
+from ..runtime import compile_model, resolve_device
 from .tiling import Tiling, sliding_window_logits
 
 ImageInput = str | Path | np.ndarray
@@ -42,6 +42,7 @@ class Segmenter:
         device: str | torch.device = "auto",
         batch_size: int = 4,
         tiling: Tiling | None = None,
+        compile_mode: str = "none",
     ) -> None:
         if not isinstance(model, AutomaticSegmentationModel):
             raise ConfigError(
@@ -50,6 +51,7 @@ class Segmenter:
             )
         self.device = resolve_device(device) if isinstance(device, str) else device
         self.model = model.to(self.device).eval()
+        compile_model(self.model, compile_mode)
         self.batch_size = batch_size
         self.size = model.config.img_size
         self.num_classes = model.num_classes
@@ -59,9 +61,14 @@ class Segmenter:
 
     @classmethod
     def from_checkpoint(
-        cls, path: str | Path, device: str = "auto", batch_size: int = 4, tiling: Tiling | None = None
+        cls,
+        path: str | Path,
+        device: str = "auto",
+        batch_size: int = 4,
+        tiling: Tiling | None = None,
+        compile_mode: str = "none",
     ) -> Segmenter:
-        return cls(load_model(path), device, batch_size, tiling)
+        return cls(load_model(path), device, batch_size, tiling, compile_mode)
 
     def _prepare(self, image: ImageInput) -> np.ndarray:
         return read_image(image) if isinstance(image, str | Path) else as_float_rgb(image)

@@ -12,6 +12,7 @@ import yaml
 
 from ..data.transforms import AugmentConfig
 from ..errors import ConfigError
+from ..runtime import COMPILE_MODES
 from .optim import OPTIMIZERS, SCHEDULES
 
 
@@ -47,9 +48,12 @@ class RunConfig(ConfigFile):
     seed: int = 0
     num_workers: int = 2
     device: str = "auto"  # auto | cpu | cuda | cuda:N
+    compile: str = "none"  # torch.compile's mode (runtime.COMPILE_MODES); none: eager
     model_options: dict[str, Any] = field(default_factory=dict)  # extra ModelConfig fields
 
     def __post_init__(self) -> None:
+        if self.compile not in COMPILE_MODES:
+            raise ConfigError(f"compile must be one of {COMPILE_MODES}, got {self.compile!r}")
         if self.amp not in ("none", "bf16", "fp16"):
             raise ConfigError(f"amp must be none, bf16 or fp16, got {self.amp!r}")
         for name in ("epochs", "batch_size", "accumulate"):

@@ -30,7 +30,7 @@ from ..data.volumes import is_volume_dataset
 from ..errors import ConfigError, DataError
 from ..losses import SegmentationLoss, hard_masks, one_hot, overlap_scores
 from ..modeling import HRMedSegSAM
-from ..runtime import resolve_device
+from ..runtime import compile_model, resolve_device
 from .config import TrainConfig
 from .loop import EpochLoop, Score, fit
 from .objectives import AutomaticObjective
@@ -314,6 +314,7 @@ def train(
         load_encoder_weights(model, config.init_encoder)
     model.set_grad_checkpointing(config.grad_checkpointing)
     model.to(device)
+    compile_model(model, config.compile)
     train_set, sampler, train_loader, val_loader = make_loaders(
         config, train_samples, val_samples, model.config.pixel_mean, model.config.pixel_std, ctx
     )

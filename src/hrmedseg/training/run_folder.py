@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 
 # Options a resume may change: more epochs, gradient clipping (the remedy for a diverged run) and
 # where it executes. Everything else defines the run.
-RESUMABLE_CHANGES = ("epochs", "clip_grad", "device", "num_workers")
+RESUMABLE_CHANGES = ("epochs", "clip_grad", "device", "num_workers", "compile")
 PATH_FIELDS = ("data", "output", "init_encoder", "teacher_checkpoint", "cache")
 CHANGES_FILE = "resume_changes.yaml"
 
