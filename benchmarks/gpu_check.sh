@@ -6,13 +6,18 @@
 #      scaler, bf16, fp16 resume, CPU/GPU agreement of predictions;
 #   2. a stability run: hrmedseg_b on hc18 at 256², batch 16, the paper recipe, 10 epochs; from
 #      epoch 3 on the training loss must stay at most epoch 2's (benchmarks/stability_check.py);
-#   3. the memory/speed tables of benchmarks/memory_speed.py (hrmedseg_b; the U-Net too when
-#      segmentation-models-pytorch is installed).
+#   3. the same stability run under --amp bf16, to end within 0.01 Dice of fp32 (issue 14);
+#   4. the memory/speed tables of benchmarks/memory_speed.py (hrmedseg_b fp32, bf16, --compile
+#      default and reduce-overhead; the U-Net too when segmentation-models-pytorch is installed)
+#      and, when gpu_data/authors holds the authors' HRMedSeg checkout (their .py files only),
+#      the side-by-side step of benchmarks/authors_side_by_side.py at batch 16 and 1.
 #
 #   bash benchmarks/gpu_check.sh [RESULTS_DIR] [DATA]   # defaults: $OUT (else ./gpu_check), gpu_data/hc18
 #
 # The data travels as a JPEG copy made beforehand on this side (git-ignored, about 25 MiB):
 #   python benchmarks/copy_as_jpeg.py ../shared/data/hc18 gpu_data/hc18
+# and, for the side by side, the authors' Python files from a local checkout of their repository:
+#   mkdir -p gpu_data/authors && (cd AUTHORS_CHECKOUT && git ls-files '*.py' | tar -cf - -T -) | tar -xf - -C gpu_data/authors
 # Without an installed hrmedseg the script runs it from src/ (the device image has every runtime
 # dependency). Results: gpu_check.log (everything), stability_log.csv, benchmarks.md; copy the
 # numbers into docs/benchmarks.md with the card's name. Exit status: non-zero if a check failed.
@@ -42,6 +47,12 @@ if [ -d "$data" ]; then
         | tee -a "$log" || status=1
     cp "$run/log.csv" "$out/stability_log.csv" 2>/dev/null
     python benchmarks/stability_check.py "$run/log.csv" 2>&1 | tee -a "$log" || status=1
+    section "the same under --amp bf16"
+    timeout 120 python -m hrmedseg.cli train --config configs/paper.yaml --data "$data" --img-size 256 \
+        --batch-size 16 --epochs 10 --num-workers 8 --device cuda --amp bf16 --output "$run-bf16" --quiet 2>&1 \
+        | tee -a "$log" || status=1
+    cp "$run-bf16/log.csv" "$out/stability_bf16_log.csv" 2>/dev/null
+    python benchmarks/stability_check.py "$run-bf16/log.csv" 2>&1 | tee -a "$log" || status=1
 else
     echo "no data at $data: make it with benchmarks/copy_as_jpeg.py; stability run skipped" | tee -a "$log"
     status=1
@@ -58,8 +69,17 @@ bench() {  # title, then memory_speed.py arguments; skipped when the time is spe
     shift
     timeout "$left" python benchmarks/memory_speed.py --device cuda "$@" 2>&1 | tee -a "$log" "$out/benchmarks.md"
 }
-bench "hrmedseg_b fp32" --amp none --sizes 512 1024 --batches 1 16
-bench "hrmedseg_b bf16" --amp bf16 --sizes 1024 --batches 1 16
+bench "hrmedseg_b fp32" --amp none --sizes 1024 --batches 1 16
+bench "hrmedseg_b bf16" --amp bf16 --sizes 1024 --batches 16 --modes train --no-checkpointing-rows
+bench "hrmedseg_b fp32, --compile default" --compile default --sizes 1024 --batches 16 --modes train --no-checkpointing-rows
+bench "hrmedseg_b fp32, --compile reduce-overhead" --compile reduce-overhead --sizes 1024 --batches 1 --modes train --no-checkpointing-rows
+if [ -d gpu_data/authors ] && ((340 - SECONDS > 40)); then
+    for batch in 16 1; do
+        echo -e "\n### side by side with the authors' code, batch $batch\n" >>"$out/benchmarks.md"
+        timeout $((340 - SECONDS)) python benchmarks/authors_side_by_side.py --authors-repo gpu_data/authors \
+            --device cuda --batch $batch 2>&1 | tee -a "$log" "$out/benchmarks.md"
+    done
+fi
 if python -c "import segmentation_models_pytorch" 2>/dev/null; then
     bench "U-Net (resnet34) fp32" --model unet_resnet34 --amp none --sizes 512 1024 --batches 1 4
 else

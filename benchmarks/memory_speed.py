@@ -55,6 +55,10 @@ def run_single(args: argparse.Namespace) -> dict:
     else:
         model, quality_weight = hrmedseg.create_model(args.model, img_size=args.size).to(device), 1.0
         model.set_grad_checkpointing(args.checkpointing)
+    if args.compile != "none":
+        from hrmedseg.runtime import compile_model
+
+        compile_model(model, args.compile)
     images = torch.randn(args.batch, 3, args.size, args.size, device=device)
     target = torch.zeros(args.batch, args.size, args.size, dtype=torch.long, device=device)
     target[:, args.size // 4 : 3 * args.size // 4, args.size // 3 : 2 * args.size // 3] = 1
@@ -80,7 +84,8 @@ def run_single(args: argparse.Namespace) -> dict:
     else:
         idle = current_rss_bytes()
     times = []
-    for _ in range(args.repeats + 1):
+    warmup = 1 if args.compile == "none" else 3  # compilation, then CUDA-graph recording
+    for _ in range(args.repeats + warmup):
         start = time.perf_counter()
         step()
         if device.type == "cuda":
@@ -102,8 +107,9 @@ def run_single(args: argparse.Namespace) -> dict:
         "device": card,
         "peak_gb": peak / 1e9,
         "peak_gb_per_image": peak / 1e9 / args.batch,
-        "seconds": statistics.median(times[1:]),
-        "images_per_second": args.batch / statistics.median(times[1:]),
+        "compile": args.compile,
+        "seconds": statistics.median(times[warmup:]),
+        "images_per_second": args.batch / statistics.median(times[warmup:]),
     }
 
 
@@ -126,7 +132,15 @@ def main() -> None:
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 4])
     parser.add_argument("--modes", nargs="+", default=["train", "infer"], choices=["train", "infer"])
     parser.add_argument("--amp", default="none", choices=["none", "bf16", "fp16"])
-    parser.add_argument("--repeats", type=int, default=3, help="timed repeats after one warm-up")
+    parser.add_argument("--repeats", type=int, default=3, help="timed repeats after the warm-up")
+    parser.add_argument(
+        "--compile",
+        default="none",
+        help="torch.compile mode of our models (none, default, reduce-overhead, ...)",
+    )
+    parser.add_argument(
+        "--no-checkpointing-rows", action="store_true", help="skip the gradient-checkpointing rows"
+    )
     parser.add_argument("--json", help="also write all results to this JSON file")
     # Internal: run one configuration in this process.
     parser.add_argument("--single", action="store_true", help=argparse.SUPPRESS)
@@ -141,14 +155,34 @@ def main() -> None:
         return
 
     results = []
-    print("| mode | size | batch | grad ckpt | amp | peak GB | GB / image | s / step | images / s | device |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("| mode | size | batch | grad ckpt | amp | compile | peak GB | GB / image | s / step | images / s "
+          "| device |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for mode, size, batch, ckpt in itertools.product(args.modes, args.sizes, args.batches, [False, True]):
-        if ckpt and (mode == "infer" or args.model == "unet_resnet34"):
+        if ckpt and (mode == "infer" or args.model == "unet_resnet34" or args.no_checkpointing_rows):
             continue  # checkpointing only changes training, and only our models have it
-        cmd = [sys.executable, __file__, "--single", "--model", args.model, "--device", args.device,
-               "--mode", mode, "--size", str(size), "--batch", str(batch), "--amp", args.amp,
-               "--repeats", str(args.repeats)] + (["--checkpointing"] if ckpt else [])  # fmt: skip
+        cmd = [
+            sys.executable,
+            __file__,
+            "--single",
+            "--model",
+            args.model,
+            "--device",
+            args.device,
+            "--mode",
+            mode,
+            "--size",
+            str(size),
+            "--batch",
+            str(batch),
+            "--amp",
+            args.amp,
+            "--repeats",
+            str(args.repeats),
+            "--compile",
+            args.compile,
+        ]
+        cmd += ["--checkpointing"] if ckpt else []  # fmt: skip
         try:
             if args.device == "cpu":
                 r = _measure(cmd, {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"})
@@ -157,11 +191,12 @@ def main() -> None:
             else:
                 r = _measure(cmd, os.environ)
         except RuntimeError as err:
-            print(f"| {mode} | {size} | {batch} | {ckpt} | {args.amp} | failed: {err} |")
+            print(f"| {mode} | {size} | {batch} | {ckpt} | {args.amp} | {args.compile} | failed: {err} |")
             continue
         results.append(r)
         print(
-            f"| {mode} | {size} | {batch} | {'yes' if ckpt else 'no'} | {args.amp} | {r['peak_gb']:.3f} | "
+            f"| {mode} | {size} | {batch} | {'yes' if ckpt else 'no'} | {args.amp} | {args.compile} | "
+            f"{r['peak_gb']:.3f} | "
             f"{r['peak_gb_per_image']:.3f} | {r['seconds']:.3f} | {r['images_per_second']:.2f} | "
             f"{r['device']} |",
             flush=True,
