@@ -18,14 +18,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..data.io import as_float_rgb, read_image
 from ..errors import CheckpointError, InputNotFoundError, MissingDependencyError
+from ..inference.mask_predictor import ImageInput, MaskPredictor
 
 # Metadata keys of an exported graph, and its roles (written by export_onnx).
 GRAPH_KEY, CONFIG_KEY = "hrmedseg_graph", "hrmedseg_config"
 SEGMENTATION, SAM_ENCODER, SAM_DECODER = "segmentation", "sam_encoder", "sam_decoder"
-
-ImageInput = str | Path | np.ndarray
 
 
 def resize_antialiased(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -58,7 +56,7 @@ def resize_bilinear(maps: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return rows[:, :, x0] * (1 - wx) + rows[:, :, x1] * wx
 
 
-class OnnxSegmenter:
+class OnnxSegmenter(MaskPredictor):
     """Predicts like :class:`hrmedseg.Segmenter`, from a graph written by ``hrmedseg export``.
 
     Example:
@@ -101,15 +99,11 @@ class OnnxSegmenter:
         self.batch_size = self.images_per_batch = batch_size
         self.input_name = self.session.get_inputs()[0].name
 
-    def _prepare(self, image: ImageInput) -> np.ndarray:
-        return read_image(image) if isinstance(image, str | Path) else as_float_rgb(image)
-
     def logits(self, batch: np.ndarray) -> np.ndarray:
         """(B, C, h, w) normalised float32 at the model size -> (B, K, h, w) logits."""
         return self.session.run(None, {self.input_name: batch})[0]
 
     def iter_probabilities(self, images: Sequence[ImageInput]) -> Iterator[np.ndarray]:
-        """Per image, class probabilities (K, H, W) float32 at the image's original size."""
         for start in range(0, len(images), self.batch_size):
             arrays = [self._prepare(img) for img in images[start : start + self.batch_size]]
             resized = [np.clip(resize_antialiased(a.astype(np.float32), self.size), 0, 1) for a in arrays]
@@ -121,16 +115,3 @@ class OnnxSegmenter:
                 else:
                     exp = np.exp(full - full.max(0, keepdims=True))
                     yield exp / exp.sum(0, keepdims=True)
-
-    def probabilities_to_mask(self, probs: np.ndarray) -> np.ndarray:
-        """(K, H, W) probabilities -> (H, W) uint8 mask of class indices (binary: 0/1)."""
-        if self.num_classes == 1:
-            return (probs[0] > 0.5).astype(np.uint8)
-        return probs.argmax(0).astype(np.uint8)
-
-    def predict(self, images: ImageInput | Sequence[ImageInput]) -> np.ndarray | list[np.ndarray]:
-        """Masks at original size: one (H, W) array for one image, a list for a list."""
-        single = isinstance(images, str | Path | np.ndarray)
-        batch = [images] if single else list(images)
-        masks = [self.probabilities_to_mask(p) for p in self.iter_probabilities(batch)]
-        return masks[0] if single else masks

@@ -18,12 +18,11 @@ from tqdm import tqdm
 from ..data.io import IMAGE_SUFFIXES, read_image, write_mask
 from ..errors import DataError
 from ..output import ensure_output_folder, raise_if_nothing_done, write_failures
+from .mask_predictor import MaskPredictor
 from .overlay import overlay
 
-if TYPE_CHECKING:  # imported only for the annotations, so the ONNX path runs without PyTorch
-    from ..deployment.onnx_segmenter import OnnxSegmenter
+if TYPE_CHECKING:  # imported only for the annotation, so the ONNX path runs without PyTorch
     from .prompted import PromptedSegmenter
-    from .segmenter import Segmenter
 
 
 def list_images(path: str | Path) -> list[Path]:
@@ -72,7 +71,7 @@ def _readable(paths: list[Path], report: FolderReport) -> tuple[list[Path], list
 
 
 def predict_to_folder(
-    segmenter: Segmenter | OnnxSegmenter,
+    segmenter: MaskPredictor,
     inputs: str | Path,
     output: str | Path,
     probabilities: bool = False,

@@ -10,17 +10,15 @@ import torch
 import torch.nn.functional as F
 
 from ..checkpoint import load_model
-from ..data.io import as_float_rgb, read_image
 from ..data.transforms import image_to_tensor, normalize
 from ..errors import ConfigError
 from ..modeling import AutomaticSegmentationModel
 from ..runtime import compile_model, resolve_device
+from .mask_predictor import ImageInput, MaskPredictor
 from .tiling import Tiling, sliding_window_logits
 
-ImageInput = str | Path | np.ndarray
 
-
-class Segmenter:
+class Segmenter(MaskPredictor):
     """Inference with an automatic model (:class:`HRMedSeg`, or any
     :class:`AutomaticSegmentationModel`) and the training pipeline's preprocessing.
 
@@ -70,13 +68,8 @@ class Segmenter:
     ) -> Segmenter:
         return cls(load_model(path), device, batch_size, tiling, compile_mode)
 
-    def _prepare(self, image: ImageInput) -> np.ndarray:
-        return read_image(image) if isinstance(image, str | Path) else as_float_rgb(image)
-
     @torch.no_grad()
     def iter_probabilities(self, images: Sequence[ImageInput]) -> Iterator[np.ndarray]:
-        """Per image, class probabilities (K, H, W) float32 at the image's original size
-        (binary: K = 1, the foreground probability)."""
         config = self.model.config
         if self.tiling is not None:
             for image in images:
@@ -99,20 +92,3 @@ class Segmenter:
                 ]
                 probs = full.sigmoid() if self.num_classes == 1 else full.softmax(0)
                 yield probs.cpu().numpy()
-
-    def probabilities_to_mask(self, probs: np.ndarray) -> np.ndarray:
-        """(K, H, W) probabilities -> (H, W) uint8 mask of class indices (binary: 0/1)."""
-        if self.num_classes == 1:
-            return (probs[0] > 0.5).astype(np.uint8)
-        return probs.argmax(0).astype(np.uint8)
-
-    def predict(self, images: ImageInput | Sequence[ImageInput]) -> np.ndarray | list[np.ndarray]:
-        """Masks at original size: one (H, W) array for one image (path or array), a list for a list.
-
-        An array input is one image: (H, W) grey, (H, W, 3) RGB or (H, W, 4) RGBA; uint8, or float
-        in [0, 1].
-        """
-        single = isinstance(images, str | Path | np.ndarray)
-        batch = [images] if single else list(images)
-        masks = [self.probabilities_to_mask(p) for p in self.iter_probabilities(batch)]
-        return masks[0] if single else masks
