@@ -122,10 +122,9 @@ def _volume_options(args: argparse.Namespace, volumes: bool) -> tuple[int, tuple
 
 
 def _is_volume_input(path: str) -> bool:
-    from .data.volumes import is_volume
+    from .data.volumes import is_volume, volumes_in
 
-    folder = Path(path)
-    return is_volume(folder) or (folder.is_dir() and any(is_volume(p) for p in folder.iterdir()))
+    return is_volume(path) or bool(volumes_in(path))
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:

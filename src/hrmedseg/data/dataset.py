@@ -85,6 +85,19 @@ def _read_json(path: Path) -> dict:
         raise DataError(f"{path}: unreadable JSON ({err})") from None
 
 
+def read_split(
+    path: Path, known: Iterable[str], authors: bool = False, what: str = "image"
+) -> dict[str, list[str]]:
+    """A split file's train/val/test lists of stems, every stem among ``known`` (else a
+    :class:`DataError` naming the first ten, with no ``what``)."""
+    split = _read_split(path, authors)
+    unknown = sorted({s for stems in split.values() for s in stems} - set(known))
+    if unknown:
+        shown = ", ".join(unknown[:10]) + (f" and {len(unknown) - 10} more" if len(unknown) > 10 else "")
+        raise DataError(f"{path}: {len(unknown)} stem(s) with no {what}: {shown}")
+    return split
+
+
 def _read_split(path: Path, authors: bool) -> dict[str, list[str]]:
     raw = _read_json(path)
     if not isinstance(raw, dict):
@@ -149,11 +162,8 @@ def find_dataset(root: str | Path, require_masks: bool = True) -> DatasetIndex:
     samples = {s: Sample(s, p, masks.get(s)) for s, p in images.items()}
     index = DatasetIndex(root, layout, samples, spacing=_read_spacing(root))
     if split_file is not None:
-        index.split, index.split_file = _read_split(split_file, authors=layout == "authors"), split_file
-        unknown = sorted({s for stems in index.split.values() for s in stems} - set(samples))
-        if unknown:
-            shown = ", ".join(unknown[:10]) + (f" and {len(unknown) - 10} more" if len(unknown) > 10 else "")
-            raise DataError(f"{split_file}: {len(unknown)} stem(s) with no image: {shown}")
+        index.split = read_split(split_file, samples, authors=layout == "authors")
+        index.split_file = split_file
     return index
 
 

@@ -26,23 +26,9 @@ import numpy as np
 from ..errors import DataError
 from .dataset import make_split
 from .io import write_mask
-from .volumes import find_volume_pairs, read_volume, to_unit_range
+from .volumes import find_volume_pairs, read_volume_pair, read_volume_split, to_unit_range
 
 MANIFEST = "slices.json"
-
-
-def _volume_split(data: Path, cases: list[str], seed: int, fractions: tuple[float, float, float]) -> dict:
-    split_file = data / "split.json"
-    if not split_file.is_file():
-        return make_split(cases, seed, fractions)
-    try:
-        split = json.loads(split_file.read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise DataError(f"{split_file}: unreadable split ({err})") from None
-    unknown = sorted({c for names in split.values() for c in names} - set(cases))
-    if unknown:
-        raise DataError(f"{split_file}: case(s) with no volume: {', '.join(unknown[:10])}")
-    return split
 
 
 def slice_volume_dataset(
@@ -71,11 +57,7 @@ def slice_volume_dataset(
     slices_of: dict[str, list[str]] = {}
     counts = {"foreground": 0, "empty": 0}
     for case, (image_path, mask_path) in pairs.items():
-        image, mask = read_volume(image_path), read_volume(mask_path)
-        if mask.data.shape != image.data.shape:
-            raise DataError(
-                f"{mask_path}: mask shape {mask.data.shape} differs from its image's {image.data.shape}"
-            )
+        image, mask = read_volume_pair(image_path, mask_path)
         pixels = np.moveaxis(to_unit_range(image.data, window), axis, 0)
         labels = np.moveaxis(np.rint(mask.data).astype(np.int64), axis, 0)
         if labels.min() < 0 or labels.max() > 255:
@@ -94,7 +76,7 @@ def slice_volume_dataset(
             write_mask(target / "images" / f"{stem}.png", np.rint(pixels[k] * 255).astype(np.uint8))
             write_mask(target / "masks" / f"{stem}.png", labels[k].astype(np.uint8))
             slices_of[case].append(stem)
-    split = _volume_split(data, sorted(pairs), seed, split_fractions)
+    split = read_volume_split(data, pairs) or make_split(pairs, seed, split_fractions)
     slice_split = {name: [s for case in cases for s in slices_of[case]] for name, cases in split.items()}
     (target / "split.json").write_text(json.dumps(slice_split, indent=1))
     manifest.write_text(json.dumps({"recipe": recipe, "volumes": len(pairs), "slices": counts}, indent=1))

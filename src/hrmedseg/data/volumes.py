@@ -10,6 +10,7 @@ or, without one, by the volume's own minimum and maximum.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -106,15 +107,33 @@ def write_mask_volume(path: str | os.PathLike, mask: np.ndarray, reference: Volu
     return path
 
 
+def volumes_in(folder: str | os.PathLike) -> list[Path]:
+    """The NIfTI volumes directly inside ``folder`` (sorted; none if it is not a folder)."""
+    folder = Path(folder)
+    return sorted(p for p in folder.iterdir() if p.is_file() and is_volume(p)) if folder.is_dir() else []
+
+
+def read_volume_pair(image_path: Path, mask_path: Path) -> tuple[Volume, Volume]:
+    """An image volume and its mask, which must have the image's shape (else :class:`DataError`)."""
+    image, mask = read_volume(image_path), read_volume(mask_path)
+    if mask.data.shape != image.data.shape:
+        raise DataError(
+            f"{mask_path}: mask shape {mask.data.shape} differs from its image's {image.data.shape}"
+        )
+    return image, mask
+
+
+def read_volume_split(data: Path, cases: Iterable[str]) -> dict[str, list[str]] | None:
+    """The volume dataset's ``split.json`` (lists of cases, all among ``cases``), or None."""
+    from .dataset import read_split  # here, not above: this module stays importable without torch
+
+    split_file = data / "split.json"
+    return read_split(split_file, cases, what="volume") if split_file.is_file() else None
+
+
 def find_volume_pairs(data: Path) -> dict[str, tuple[Path, Path]]:
     """Case -> (image, mask) of a volume dataset folder; unmatched files raise :class:`DataError`."""
-    found = {}
-    for kind in ("images", "masks"):
-        folder = data / kind
-        found[kind] = (
-            {volume_stem(p): p for p in sorted(folder.iterdir()) if is_volume(p)} if folder.is_dir() else {}
-        )
-    images, masks = found["images"], found["masks"]
+    images, masks = ({volume_stem(p): p for p in volumes_in(data / kind)} for kind in ("images", "masks"))
     problems = [
         f"{images[c]}: no mask volume '{c}' in {data / 'masks'}" for c in sorted(set(images) - set(masks))
     ]
@@ -127,5 +146,4 @@ def find_volume_pairs(data: Path) -> dict[str, tuple[Path, Path]]:
 
 
 def is_volume_dataset(data: str | Path) -> bool:
-    folder = Path(data) / "images"
-    return folder.is_dir() and any(is_volume(p) for p in folder.iterdir())
+    return bool(volumes_in(Path(data) / "images"))

@@ -8,14 +8,13 @@ and optionally ``split.json`` as for 2-D data. A case whose files cannot be used
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from tqdm import tqdm
 
-from ..data.volumes import find_volume_pairs, read_volume
+from ..data.volumes import find_volume_pairs, read_volume_pair, read_volume_split
 from ..errors import DataError
 from ..inference.segmenter import Segmenter
 from ..inference.volumes import segment_volume
@@ -39,30 +38,19 @@ def evaluate_volumes(
     data = Path(data)
     pairs = find_volume_pairs(data)
     if split != "all":
-        split_file = data / "split.json"
-        if not split_file.is_file():
+        volume_split = read_volume_split(data, pairs)
+        if volume_split is None:
             raise DataError(
                 f"{data} has no split.json; pass split='all' (--split all) to evaluate every case"
             )
-        try:
-            cases = json.loads(split_file.read_text()).get(split) or []
-        except (OSError, json.JSONDecodeError, AttributeError) as err:
-            raise DataError(f"{split_file}: unreadable split ({err})") from None
-        unknown = sorted(set(cases) - set(pairs))
-        if unknown:
-            raise DataError(f"{split_file}: case(s) with no volume: {', '.join(unknown[:10])}")
-        pairs = {c: pairs[c] for c in cases}
+        pairs = {c: pairs[c] for c in volume_split.get(split, [])}
     output = ensure_output_folder(output)
     rows, failures = [], []
     for case, (image_path, mask_path) in tqdm(
         pairs.items(), disable=not progress, desc="evaluate", unit="volume"
     ):
         try:
-            image, mask = read_volume(image_path), read_volume(mask_path)
-            if mask.data.shape != image.data.shape:
-                raise DataError(
-                    f"{mask_path}: mask shape {mask.data.shape} differs from its image's {image.data.shape}"
-                )
+            image, mask = read_volume_pair(image_path, mask_path)
         except DataError as err:
             failures.append(str(err))
             continue

@@ -16,10 +16,10 @@ from tqdm import tqdm
 from ..data.volumes import (
     VOLUME_SUFFIXES,
     Volume,
-    is_volume,
     read_volume,
     to_unit_range,
     volume_stem,
+    volumes_in,
     write_mask_volume,
 )
 from ..errors import DataError
@@ -44,7 +44,7 @@ def list_volumes(path: str | Path) -> list[Path]:
     path = Path(path)
     if path.is_file():
         return [path]
-    volumes = sorted(p for p in path.iterdir() if p.is_file() and is_volume(p)) if path.is_dir() else []
+    volumes = volumes_in(path)
     if not volumes:
         raise DataError(f"{path}: no NIfTI volumes ({', '.join(VOLUME_SUFFIXES)})")
     return volumes
