@@ -98,8 +98,8 @@ def train_and_test(
     model, quality_weight = build(name, config)
     device = torch.device(args.device)
     model.to(device)
-    split = resolve_split(config)
     index = find_dataset(data)
+    split = resolve_split(config, index)
     train_samples, val_samples = index.subset(split["train"]), index.subset(split["val"])
     check_samples(train_samples + val_samples, 1)
     train_set, sampler, train_loader, val_loader = make_loaders(

@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from ..build import create_model
 from ..checkpoint import load_encoder_weights, load_state_dict_checked, save_model
-from ..data import Sample, SegmentationDataset, check_samples, find_dataset, make_split
+from ..data import DatasetIndex, Sample, SegmentationDataset, check_samples, find_dataset, make_split
 from ..data.volume_slices import slice_volume_dataset
 from ..data.volumes import is_volume_dataset
 from ..errors import ConfigError, DataError
@@ -65,10 +65,8 @@ def setup_distributed(device_name: str) -> tuple[Distributed, torch.device]:
     return ctx, device
 
 
-def resolve_split(config: TrainConfig, data: str | Path | None = None) -> dict[str, list[str]]:
-    """The dataset's own split, else a new seeded split (a resumed run reads its stored one).
-    ``data``: the dataset folder, if not ``config.data`` (the slices of a volume dataset)."""
-    index = find_dataset(config.data if data is None else data)
+def resolve_split(config: TrainConfig, index: DatasetIndex) -> dict[str, list[str]]:
+    """The dataset's own split, else a new seeded split (a resumed run reads its stored one)."""
     if index.split is not None:
         split = index.split
     else:
@@ -302,8 +300,8 @@ def train(
     torch.manual_seed(config.seed)
 
     data = training_data(config, output, ctx)
-    split = stored_split(output) if resume else resolve_split(config, data)
     index = find_dataset(data)
+    split = stored_split(output) if resume else resolve_split(config, index)
     train_samples, val_samples = index.subset(split["train"]), index.subset(split["val"])
     check_samples(train_samples + val_samples, config.num_classes)
 
