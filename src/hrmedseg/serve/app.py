@@ -185,7 +185,7 @@ def create_app(
         if declared > max_upload_bytes:
             raise HTTPException(413, f"{name}: {declared / 2**20:.1f} MB is above the upload limit of "
                                      f"{max_upload_bytes / 2**20:g} MB")  # fmt: skip
-        content = b""
+        content = bytearray()  # grows in place: no copy of the upload per chunk
         async for chunk in request.stream():
             content += chunk
             if len(content) > max_upload_bytes:
@@ -193,7 +193,7 @@ def create_app(
         if not content:
             raise HTTPException(400, "no image in the request body")
         try:
-            return service.open(content, name)
+            return service.open(bytes(content), name)
         except DataError as err:
             raise HTTPException(400, str(err)) from None
 
