@@ -58,31 +58,20 @@ class PromptEncoder(nn.Module):
         if pad:
             coords = torch.cat([coords, coords.new_zeros(coords.shape[0], 1, 2)], dim=1)
             labels = torch.cat([labels, labels.new_full((labels.shape[0], 1), -1)], dim=1)
-        embedding = self.pe_layer.forward_with_coords(coords + 0.5, image_size)
-        labels = labels[..., None]
-        embedding = torch.where(labels == -1, torch.zeros_like(embedding), embedding)
-        weights = [self.not_a_point_embed.weight] + [
-            self.point_embeddings[i].weight for i in (NEGATIVE_POINT, POSITIVE_POINT)
-        ]
-        for label, weight in zip((-1, 0, 1), weights, strict=True):
-            embedding = embedding + (labels == label) * weight
-        return embedding
+        return self.embed_labelled_points(coords, labels, image_size)
 
     def embed_boxes(self, boxes: torch.Tensor, image_size: tuple[int, int]) -> torch.Tensor:
         """boxes (B, 4) as XYXY pixels -> two corner tokens per box, (B, 2, D)."""
-        corners = self.pe_layer.forward_with_coords(boxes.reshape(-1, 2, 2) + 0.5, image_size)
-        corner_types = torch.cat(
-            [self.point_embeddings[BOX_TOP_LEFT].weight, self.point_embeddings[BOX_BOTTOM_RIGHT].weight]
-        )
-        return corners + corner_types
+        corners = boxes.reshape(-1, 2, 2)
+        labels = torch.tensor([BOX_TOP_LEFT, BOX_BOTTOM_RIGHT], device=boxes.device).expand(len(corners), 2)
+        return self.embed_labelled_points(corners, labels, image_size)
 
     def embed_labelled_points(
         self, coords: torch.Tensor, labels: torch.Tensor, image_size: tuple[int, int]
     ) -> torch.Tensor:
-        """SAM's ONNX prompt convention in one call: coords (B, N, 2) as (x, y) pixels with labels
-        (B, N): -1 padding, 0 background, 1 foreground, 2 and 3 a box's top-left and bottom-right
-        corner. Gives the same tokens as :meth:`embed_points` and :meth:`embed_boxes`, so a box is
-        its two corners after the points, and without a box one padding point ends the list."""
+        """Every sparse prompt as labelled points, SAM's ONNX convention: coords (B, N, 2) as
+        (x, y) pixels with labels (B, N): -1 padding, 0 background, 1 foreground, 2 and 3 a box's
+        top-left and bottom-right corner. A padding point gets no positional encoding."""
         embedding = self.pe_layer.forward_with_coords(coords + 0.5, image_size)
         labels = labels[..., None]
         embedding = torch.where(labels == -1, torch.zeros_like(embedding), embedding)
