@@ -11,10 +11,10 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from hrmedseg.modeling.ecm_decoder import ECMDecoder
 from hrmedseg.modeling.linear_attention import (
     GatedLinearAttention,
-    apply_rope,
     elu_plus_one,
     linear_attention,
-    rope_2d_tables,
+    rope_2d_rotations,
+    rotate_pairs,
 )
 from hrmedseg.modeling.transformer import Attention, MultiScalePooling
 
@@ -41,17 +41,16 @@ def rope_by_complex_numbers(x: torch.Tensor, grid: tuple[int, int], base: float 
 def test_rope_matches_complex_rotation_on_non_square_grid():
     grid = (3, 5)
     x = torch.randn(2, 15, 16)
-    cos, sin = rope_2d_tables(grid, 16)
     torch.testing.assert_close(
-        apply_rope(x, cos, sin), rope_by_complex_numbers(x, grid), rtol=1e-5, atol=1e-5
+        rotate_pairs(x, rope_2d_rotations(grid, 16)), rope_by_complex_numbers(x, grid), rtol=1e-5, atol=1e-5
     )
 
 
 def test_rope_scores_depend_only_on_relative_position():
     grid = (6, 6)
-    cos, sin = rope_2d_tables(grid, 8)
+    rotations = rope_2d_rotations(grid, 8)
     q, k = torch.randn(1, 1, 8).expand(1, 36, 8), torch.randn(1, 1, 8).expand(1, 36, 8)
-    qr, kr = apply_rope(q, cos, sin)[0], apply_rope(k, cos, sin)[0]
+    qr, kr = rotate_pairs(q.contiguous(), rotations)[0], rotate_pairs(k.contiguous(), rotations)[0]
     # token (1, 2) vs (3, 1) and token (2, 4) vs (4, 3): the same offset (+2, -1)
     score_a = qr[1 * 6 + 2] @ kr[3 * 6 + 1]
     score_b = qr[2 * 6 + 4] @ kr[4 * 6 + 3]
@@ -77,9 +76,8 @@ def quadratic_attention(q, k, v, grid, num_heads, eps=1e-6):
 def test_linear_attention_equals_quadratic_evaluation(grid, channels, heads):
     tokens = grid[0] * grid[1]
     q, k, v = (torch.randn(2, tokens, channels, dtype=torch.float64) for _ in range(3))
-    cos, sin = (t.double() for t in rope_2d_tables(grid, channels))
     with torch.autocast("cpu", enabled=False):
-        fast = linear_attention(q.float(), k.float(), v.float(), cos.float(), sin.float(), heads)
+        fast = linear_attention(q.float(), k.float(), v.float(), rope_2d_rotations(grid, channels), heads)
     slow = quadratic_attention(q, k, v, grid, heads)
     torch.testing.assert_close(fast.double(), slow, rtol=1e-4, atol=1e-5)
 
@@ -88,13 +86,13 @@ def test_linear_attention_stays_fp32_and_finite_under_fp16_autocast():
     # fp16 tops out at 65504: the sums over 4096 tokens of these products would overflow.
     attn = GatedLinearAttention(32, 2)
     x = 200 * torch.randn(1, 64 * 64, 32)
-    rope = rope_2d_tables((64, 64), 32)
+    rotations = rope_2d_rotations((64, 64), 32)
     with torch.autocast("cpu", dtype=torch.float16):
         q, k = attn.qk(x).chunk(2, dim=-1)
-        out = linear_attention(q, k, attn.qk(x)[..., :32], *rope, num_heads=2)
+        out = linear_attention(q, k, attn.qk(x)[..., :32], rotations, num_heads=2)
         assert out.dtype == torch.float32
         assert torch.isfinite(out).all()
-        assert torch.isfinite(attn(x, (64, 64), rope)).all()
+        assert torch.isfinite(attn(x, (64, 64), rotations)).all()
 
 
 def test_head_width_must_keep_rope_pairs_whole():
@@ -228,23 +226,40 @@ def test_decoder_attention_gradients_match_explicit_softmax(device, queries, key
 
 
 @pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("grad_enabled_path", [True, False])
-def test_linear_attention_gradients_match_quadratic_evaluation(device, grad_enabled_path):
-    # GatedLinearAttention recomputes the kernel in backward (torch.utils.checkpoint); the plain
-    # function is what runs without it.
-    grid, channels, heads = (4, 6), 16, 2
-    cos, sin = rope_2d_tables(grid, channels)
-    q, k, v = (torch.randn(2, 24, channels) for _ in range(3))
+@pytest.mark.parametrize("grid,channels,heads", [((4, 6), 16, 2), ((3, 5), 24, 6), ((2, 4), 8, 1)])
+def test_linear_attention_gradients_match_quadratic_evaluation(device, grid, channels, heads):
+    # The hand-written backward against autograd through the O(N^2) formula in float64.
+    tokens = grid[0] * grid[1]
+    q, k, v = (torch.randn(2, tokens, channels) for _ in range(3))
 
     def ours(q, k, v):
-        tables = (cos.to(q.device), sin.to(q.device))
-        if grad_enabled_path:
-            return torch.utils.checkpoint.checkpoint(
-                linear_attention, q, k, v, *tables, heads, use_reentrant=False
-            )
-        return linear_attention(q, k, v, *tables, num_heads=heads)
+        return linear_attention(q, k, v, rope_2d_rotations(grid, channels, device=q.device), heads)
 
     assert_matches_oracle(device, ours, lambda q, k, v: quadratic_attention(q, k, v, grid, heads), q, k, v)
+
+
+def test_linear_attention_backward_passes_gradcheck():
+    # Finite differences in float64, where the kernel computes in float64; includes inputs at and
+    # around 0, the kink of ELU + 1, and gradients for a subset of the inputs.
+    grid, channels, heads = (2, 3), 8, 2
+    rotations = rope_2d_rotations(grid, channels).to(torch.complex128)
+    q, k, v = (torch.randn(2, 6, channels, dtype=torch.float64) for _ in range(3))
+    q[0, 0, :4] = torch.tensor([0.0, 1e-3, -1e-3, 0.0])
+    q.requires_grad_(), k.requires_grad_(), v.requires_grad_()
+    assert torch.autograd.gradcheck(lambda q, k, v: linear_attention(q, k, v, rotations, heads), (q, k, v))
+    assert torch.autograd.gradcheck(
+        lambda v: linear_attention(q.detach(), k.detach(), v, rotations, heads), v
+    )
+
+
+def test_linear_attention_under_bf16_autocast_keeps_input_dtypes_in_backward():
+    attn = GatedLinearAttention(32, 4)
+    x = torch.randn(2, 64, 32, requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = attn(x, (8, 8), rope_2d_rotations((8, 8), 32))
+    out.float().square().mean().backward()
+    assert torch.isfinite(x.grad).all() and x.grad.dtype == torch.float32
+    assert all(torch.isfinite(p.grad).all() for p in attn.parameters())
 
 
 SDPA_BACKENDS = [
@@ -276,13 +291,12 @@ def test_decoder_gradients_do_not_depend_on_the_sdpa_backend(device):
                 )
 
 
-def test_the_feature_map_is_elu_plus_one_in_values_and_gradients():
-    extremes = torch.tensor([1e-300, -1e-300, 1e4, -1e4], dtype=torch.float64)
-    u = torch.cat([torch.linspace(-30.05, 30.05, 602, dtype=torch.float64), extremes])  # no exact 0
-    ours, reference = u.clone().requires_grad_(), u.clone().requires_grad_()
-    elu_plus_one(ours).sum().backward()
+def test_the_feature_map_is_elu_plus_one_and_its_derivative_follows_from_its_value():
+    extremes = torch.tensor([0.0, 1e-300, -1e-300, 1e4, -1e4], dtype=torch.float64)
+    u = torch.cat([torch.linspace(-30.05, 30.05, 602, dtype=torch.float64), extremes])
+    reference = u.clone().requires_grad_()
     (F.elu(reference) + 1).sum().backward()
     # F.elu goes through expm1(u) + 1, which loses the last digits of e^u far below 0.
     torch.testing.assert_close(elu_plus_one(u), F.elu(u) + 1, rtol=1e-12, atol=1e-15)
-    torch.testing.assert_close(ours.grad, reference.grad, rtol=1e-12, atol=1e-15)
-    assert torch.isfinite(ours.grad).all()
+    # The hand-written backward multiplies by min(phi(u), 1): ELU's derivative, also at u = 0.
+    torch.testing.assert_close(elu_plus_one(u).clamp(max=1), reference.grad, rtol=1e-12, atol=1e-15)

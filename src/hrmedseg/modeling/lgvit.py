@@ -18,7 +18,7 @@ from torch.utils.checkpoint import checkpoint
 from torchvision.ops import StochasticDepth
 
 from .common import LayerNorm2d
-from .linear_attention import GatedLinearAttention, rope_2d_tables
+from .linear_attention import GatedLinearAttention, rope_2d_rotations
 
 
 class ConvBN(nn.Sequential):
@@ -74,11 +74,9 @@ class GatedAttentionBlock(nn.Module):
         self.mlp = FeedForward(dim, int(dim * mlp_ratio))
         self.drop_path = StochasticDepth(drop_path, mode="row")
 
-    def forward(
-        self, x: torch.Tensor, grid_size: tuple[int, int], rope: tuple[torch.Tensor, torch.Tensor]
-    ) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, grid_size: tuple[int, int], rotations: torch.Tensor) -> torch.Tensor:
         y = self.norm1(x)
-        x = x + self.drop_path(self.proj(self.attn(y, grid_size, rope) * F.silu(self.gate(y))))
+        x = x + self.drop_path(self.proj(self.attn(y, grid_size, rotations) * F.silu(self.gate(y))))
         return x + self.drop_path(self.mlp(self.norm2(x)))
 
 
@@ -117,7 +115,7 @@ class LGViT(nn.Module):
         self.out_chans = out_chans
         self.rope_base = rope_base
         self.grad_checkpointing = False
-        self._rope_cache: dict[tuple[int, int, torch.device], tuple[torch.Tensor, torch.Tensor]] = {}
+        self._rope_cache: dict[tuple[int, int, torch.device], torch.Tensor] = {}
 
         self.patch_embed = nn.Conv2d(in_chans, embed_dim, patch_size, stride=patch_size)
         self.conv_blocks = nn.ModuleList(MBConv(embed_dim, mlp_ratio) for _ in range(num_mbconv))
@@ -143,12 +141,10 @@ class LGViT(nn.Module):
         """
         self.grad_checkpointing = enable
 
-    def rope_tables(
-        self, grid_size: tuple[int, int], device: torch.device
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def rope_rotations(self, grid_size: tuple[int, int], device: torch.device) -> torch.Tensor:
         key = (*grid_size, device)
         if key not in self._rope_cache:
-            self._rope_cache[key] = rope_2d_tables(grid_size, self.embed_dim, self.rope_base, device)
+            self._rope_cache[key] = rope_2d_rotations(grid_size, self.embed_dim, self.rope_base, device)
         return self._rope_cache[key]
 
     def check_input(self, x: torch.Tensor) -> None:
@@ -175,12 +171,12 @@ class LGViT(nn.Module):
         grid_size = (x.shape[-2], x.shape[-1])
         for block in self.conv_blocks:
             x = block(x)
-        rope = self.rope_tables(grid_size, x.device)
+        rotations = self.rope_rotations(grid_size, x.device)
         tokens = x.flatten(2).transpose(1, 2)  # (B, N, C)
         wanted = set(range(len(self.blocks)) if indices is None else indices)
         intermediates = []
         for i, block in enumerate(self.blocks):
-            tokens = self._run(block, tokens, grid_size, rope)
+            tokens = self._run(block, tokens, grid_size, rotations)
             if i in wanted:
                 intermediates.append(tokens.transpose(1, 2).unflatten(-1, grid_size))
         features = tokens.transpose(1, 2).unflatten(-1, grid_size)

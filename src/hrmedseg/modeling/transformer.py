@@ -50,13 +50,54 @@ class Attention(nn.Module):
         return self.out_proj(out.transpose(1, 2).flatten(2))
 
 
-def _window_sums(prefix: torch.Tensor, dim: int, radius: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sums over [i - radius, i + radius] (clipped to the axis) along ``dim`` from prefix sums
-    that start with a 0, and the number of cells in each window."""
+def _box_sums(prefix: torch.Tensor, dim: int, radius: int) -> torch.Tensor:
+    """Sums over [i - radius, i + radius], clipped to the axis, along ``dim`` (2 or 3 of a 4-D
+    map) from prefix sums that start with a 0: with the prefix edge-padded by ``radius`` on both
+    sides, every window is the difference of two shifted slices, P[i + 2r + 1] - P[i]."""
+    pad = (radius, radius, 0, 0) if dim == 3 else (0, 0, radius, radius)
+    padded = F.pad(prefix, pad, mode="replicate")
     length = prefix.shape[dim] - 1
-    index = torch.arange(length, device=prefix.device)
-    high, low = (index + radius + 1).clamp(max=length), (index - radius).clamp(min=0)
-    return prefix.index_select(dim, high) - prefix.index_select(dim, low), high - low
+    return padded.narrow(dim, 2 * radius + 1, length) - padded.narrow(dim, 0, length)
+
+
+def _window_counts(length: int, radius: int, device: torch.device) -> torch.Tensor:
+    """Number of cells of each clipped window [i - radius, i + radius] on an axis of ``length``."""
+    index = torch.arange(length, device=device)
+    return (index + radius + 1).clamp(max=length) - (index - radius).clamp(min=0)
+
+
+def _summed_window_means(fmap: torch.Tensor, sizes: Sequence[int], before: bool) -> torch.Tensor:
+    """sum_s of the s x s window sums of ``fmap`` divided by the cell counts, the division ``before``
+    the sums (the adjoint, used in backward) or after them (the forward)."""
+    h, w = fmap.shape[-2:]
+    total = torch.zeros_like(fmap)
+    row_prefix = F.pad(fmap.cumsum(3), (1, 0)) if not before else None
+    for size in sizes:
+        radius = size // 2
+        counts = _window_counts(h, radius, fmap.device)[:, None] * _window_counts(w, radius, fmap.device)
+        counts = counts.to(fmap.dtype)
+        if before:
+            row_prefix = F.pad((fmap / counts).cumsum(3), (1, 0))
+        rows = _box_sums(row_prefix, 3, radius)
+        sums = _box_sums(F.pad(rows.cumsum(2), (0, 0, 1, 0)), 2, radius)
+        total += sums if before else sums / counts
+    return total
+
+
+class _WindowMeans(torch.autograd.Function):
+    """:func:`window_means` with its adjoint as backward. A clipped centred window is symmetric
+    (j lies in i's window iff i lies in j's), so the transpose of "window sum, then divide by the
+    count" is "divide by the count, then window sum": backward is one more pass of the same prefix
+    sums, with nothing saved and no autograd graph of cumsums, pads and slices."""
+
+    @staticmethod
+    def forward(ctx, fmap, sizes):  # type: ignore[override]
+        ctx.sizes = sizes
+        return _summed_window_means(fmap, sizes, before=False)
+
+    @staticmethod
+    def backward(ctx, grad):  # type: ignore[override]
+        return _summed_window_means(grad.contiguous(), ctx.sizes, before=True), None
 
 
 def window_means(fmap: torch.Tensor, sizes: Sequence[int]) -> torch.Tensor:
@@ -67,20 +108,15 @@ def window_means(fmap: torch.Tensor, sizes: Sequence[int]) -> torch.Tensor:
     The window's inside is a product of two intervals, so its sum and its cell count both factor:
     prefix sums along the rows, then along the columns, give every window's sum in a few passes
     over the map whatever its size, where avg_pool2d's s² additions per cell made the pooling a
-    quarter of a CPU training step at 1024² (fwd + bwd of the three sizes: 26 ms against 71 ms).
-    The cost stays linear in the number of cells (banded averaging matrices, A_h @ x @ A_wᵀ, were
-    twice as fast at 64 x 64 tokens but grow with the grid's side). Nor does it use avg_pool2d's
-    CUDA kernel, whose channels-last backward once made GPU training collapse (docs/model.md,
-    "Gradient correctness").
+    quarter of a CPU training step at 1024². The cost stays linear in the number of cells (banded
+    averaging matrices, A_h @ x @ A_wᵀ, were twice as fast at 64 x 64 tokens but grow with the
+    grid's side). Nor does it use avg_pool2d's CUDA kernel, whose channels-last backward once made
+    GPU training collapse (docs/model.md, "Gradient correctness").
     """
-    total = torch.zeros_like(fmap)
-    row_prefix = F.pad(fmap.cumsum(3), (1, 0))
-    for size in sizes:
-        rows, row_counts = _window_sums(row_prefix, 3, size // 2)
-        sums, column_counts = _window_sums(F.pad(rows.cumsum(2), (0, 0, 1, 0)), 2, size // 2)
-        counts = column_counts[:, None] * row_counts[None, :]
-        total = total + sums / counts.to(fmap.dtype)
-    return total
+    sizes = tuple(sizes)
+    if torch.is_grad_enabled() and fmap.requires_grad:
+        return _WindowMeans.apply(fmap, sizes)
+    return _summed_window_means(fmap, sizes, before=False)
 
 
 class MultiScalePooling(nn.Module):
