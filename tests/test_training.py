@@ -138,12 +138,17 @@ def test_ddp_on_gloo_with_two_processes(tmp_path, binary_data, model, port):
 
 @pytest.mark.slow
 def test_ddp_resume_ends_with_the_same_weights_as_an_uninterrupted_ddp_run(tmp_path, binary_data):
-    """Prompted training draws prompts from each rank's RNG, so each rank's stream must resume."""
+    """Prompted training draws prompts from each rank's RNG, so each rank's stream must resume.
+    The schedule is the paper's, whose rate does not depend on the run's length: a cosine run
+    extended by a resume decays over the new total (its own test below)."""
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("optimizer: adam\nschedule: exponential\n")
 
     def run(output, epochs, resume=False):
         cmd = [
             sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29535",
-            "-m", "hrmedseg.cli", "train", "--data", str(binary_data), "--output", str(output),
+            "-m", "hrmedseg.cli", "train", "--config", str(recipe),
+            "--data", str(binary_data), "--output", str(output),
             "--model", "hrmedseg_sam_t", "--img-size", "64", "--epochs", str(epochs), "--batch-size", "4",
             "--num-workers", "0", "--device", "cpu", "--quiet", *(["--resume"] if resume else []),
         ]  # fmt: skip
@@ -177,6 +182,17 @@ def test_empty_split_is_an_error_before_training(tmp_path, binary_data):
         train(TrainConfig(data=str(data), output=str(tmp_path / "run"), epochs=1, **TINY), progress=False)
     with pytest.raises(ValueError, match="amp fp16 needs a CUDA device"):
         train(TrainConfig(data=str(binary_data), output=str(tmp_path / "r"), epochs=1, amp="fp16", **TINY))
+
+
+def test_extending_a_cosine_run_says_so_and_decays_over_the_new_total(tmp_path, binary_data, caplog):
+    base = {"data": str(binary_data), "output": str(tmp_path / "run"), "schedule": "cosine", **TINY}
+    train(TrainConfig(epochs=1, **base), progress=False)
+    with caplog.at_level("WARNING", logger="hrmedseg"):
+        train(TrainConfig(epochs=3, **base), resume=True, progress=False)
+    assert "cosine schedule now spans 3 epochs instead of 1" in caplog.text
+    rows = (tmp_path / "run" / "log.csv").read_text().splitlines()[1:]
+    lrs = [float(row.split(",")[1]) for row in rows]
+    assert len(lrs) == 3 and lrs[1] > lrs[2] > 0  # decaying again, towards the new end
 
 
 def test_tensorboard_mirrors_the_log_and_a_resume_replaces_the_crashed_epochs(tmp_path):

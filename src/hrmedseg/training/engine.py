@@ -191,6 +191,13 @@ class Optimisation:
         load_state_dict_checked(self.module, state["model"], source=str(path))
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
+        # The stored rates are the stored schedule's; a resume that extends a cosine run has a new
+        # one, whose rate must apply from the first step (for any other resume it is the same).
+        step = self.scheduler.last_epoch
+        for group, base, factor in zip(
+            self.optimizer.param_groups, self.scheduler.base_lrs, self.scheduler.lr_lambdas, strict=True
+        ):
+            group["lr"] = base * factor(step)
         self.scaler.load_state_dict(state["scaler"])
         restore_rng_state(state["rng"], ctx.rank, ctx.world_size)
         return state

@@ -154,7 +154,7 @@ def fit(
         started = time.perf_counter()
         for item in loop.epoch_aware:
             item.set_epoch(epoch)
-        lr = loop.scheduler.get_last_lr()[0]  # at the epoch's first step
+        lr = loop.optimizer.param_groups[0]["lr"]  # at the epoch's first step
         with divergence_advice(output, command) if output is not None else nullcontext():
             train_loss = train_one_epoch(
                 loop.trained, loop.train_loader, loop.optimizer, loop.scaler, loop.accumulate, loop.device,

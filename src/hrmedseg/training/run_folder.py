@@ -123,6 +123,13 @@ def settle_run_files(
     resumed one records its allowed changes; a finished run says there is nothing to do."""
     if resume:
         record_resume_changes(output, changes, completed_epochs)
+        if "epochs" in changes and getattr(config, "schedule", None) == "cosine":
+            old, new = changes["epochs"]
+            log.warning(
+                "%s: the cosine schedule now spans %d epochs instead of %d, so the learning rate "
+                "rises again from where the run had decayed it and decays to the new end",
+                output, new, old,
+            )  # fmt: skip
     else:
         write_new_run(output, config, split)
     if completed_epochs >= config.epochs:
