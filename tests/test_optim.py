@@ -1,12 +1,15 @@
 """Optimisers and learning-rate schedules of the training recipes."""
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from torch import nn
 
-from hrmedseg.training.config import TrainConfig
+import hrmedseg
+from hrmedseg.training.config import TrainConfig, load_config
 from hrmedseg.training.optim import build_optimizer, build_scheduler, lr_multiplier
 
 
@@ -75,3 +78,30 @@ def test_scheduler_state_resumes_mid_schedule():
     sched2.load_state_dict(sched.state_dict())
     assert lrs_over(sched2, opt2, 13) == pytest.approx(lrs_over(sched, opt, 13))
     assert not math.isnan(opt2.param_groups[0]["lr"])
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_paper_config_pins_the_papers_recipe_whatever_the_defaults():
+    config = load_config(REPO / "configs" / "paper.yaml", data="d", output="o")
+    assert (config.optimizer, config.lr, config.weight_decay) == ("adam", 1e-3, 0.0)
+    assert (config.schedule, config.lr_gamma, config.batch_size, config.epochs) == (
+        "exponential",
+        0.98,
+        16,
+        200,
+    )
+    assert config.model_options == {"drop_path_rate": 0.1}
+    assert config.augmentation().hflip == 0.1 and tuple(config.augmentation().crop_scale) == (1.0, 1.0)
+
+
+def test_the_default_recipe_is_the_recipe_study_winner():
+    # docs/benchmarks.md, "Recipe study": the defaults must stay what was measured.
+    winner = yaml.safe_load((REPO / "benchmarks" / "recipes" / "adamw_cosine_lr2e-3.yaml").read_text())
+    defaults = TrainConfig()
+    for field in ("optimizer", "lr", "weight_decay", "schedule", "warmup"):
+        assert getattr(defaults, field) == winner[field], field
+    assert (
+        hrmedseg.create_model("hrmedseg_b").config.drop_path_rate == winner["model_options"]["drop_path_rate"]
+    )

@@ -43,7 +43,7 @@ def test_other_settings_are_refused_with_stored_and_given_values(finished_run, d
     assert len(err.splitlines()) == 1
     assert f"cannot resume {finished_run} with other settings" in err
     assert f"data (stored '{datasets[0].resolve()}', given '{datasets[1].resolve()}')" in err
-    assert "lr (stored 0.001, given 0.5)" in err and "img_size (stored 64, given 128)" in err
+    assert f"lr (stored {TrainConfig().lr}, given 0.5)" in err and "img_size (stored 64, given 128)" in err
     assert fingerprint(finished_run) == before
 
 
