@@ -58,6 +58,16 @@ def compute_dtype(x: torch.Tensor) -> torch.dtype:
     return torch.promote_types(x.dtype, torch.float32)
 
 
+def _feature_maps(
+    q: torch.Tensor, k: torch.Tensor, rotations: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """phi(q), phi(k) in :func:`compute_dtype` and their RoPE rotations: what forward computes and
+    backward recomputes instead of storing."""
+    dtype = compute_dtype(q)
+    q_feat, k_feat = elu_plus_one(q.to(dtype)), elu_plus_one(k.to(dtype))
+    return q_feat, k_feat, rotate_pairs(q_feat, rotations), rotate_pairs(k_feat, rotations)
+
+
 def _attend(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, rotations: torch.Tensor, num_heads: int, eps: float
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -65,13 +75,13 @@ def _attend(
     per-head state (B, h, d, d) and the reciprocal normaliser (B, N, h)."""
     tokens, channels = q.shape[1], q.shape[2]
     heads = (num_heads, channels // num_heads)
-    dtype = compute_dtype(q)
-    q_feat, k_feat = elu_plus_one(q.to(dtype)), elu_plus_one(k.to(dtype))
-    q_rot, k_rot = rotate_pairs(q_feat, rotations), rotate_pairs(k_feat, rotations)
+    q_feat, k_feat, q_rot, k_rot = _feature_maps(q, k, rotations)
     k_mean = k_feat.mean(dim=1, keepdim=True)  # (B, 1, C)
     inv_norm = (q_feat * k_mean).unflatten(-1, heads).sum(-1).add_(eps).reciprocal_()  # (B, N, h)
     # Heads stay in the channel axis: einsum over (B, N, h, d) views costs no transposed copies.
-    state = torch.einsum("bnhd,bnhe->bhde", k_rot.unflatten(-1, heads), v.to(dtype).unflatten(-1, heads))
+    state = torch.einsum(
+        "bnhd,bnhe->bhde", k_rot.unflatten(-1, heads), v.to(q_feat.dtype).unflatten(-1, heads)
+    )
     state = state.div_(tokens)
     out = torch.einsum("bnhd,bhde->bnhe", q_rot.unflatten(-1, heads), state)
     return out.mul_(inv_norm.unsqueeze(-1)).flatten(-2), state, inv_norm
@@ -122,11 +132,10 @@ def _attend_backward(
     """
     tokens, channels = q.shape[1], q.shape[2]
     heads = (num_heads, channels // num_heads)
-    dtype = compute_dtype(q)
-    q_feat, k_feat, v = elu_plus_one(q.to(dtype)), elu_plus_one(k.to(dtype)), v.to(dtype)
-    q_rot, k_rot = rotate_pairs(q_feat, rotations), rotate_pairs(k_feat, rotations)
+    q_feat, k_feat, q_rot, k_rot = _feature_maps(q, k, rotations)
+    v = v.to(q_feat.dtype)
     g = inv_norm.unsqueeze(-1)  # (B, N, h, 1)
-    grad_heads = grad_out.to(dtype).unflatten(-1, heads)
+    grad_heads = grad_out.to(q_feat.dtype).unflatten(-1, heads)
     h = torch.einsum("bnhe,bhde->bnhd", grad_heads, state)  # dOut S^T
     d_inv_norm = (q_rot.unflatten(-1, heads) * h).sum(-1, keepdim=True)
     d_norm = d_inv_norm.mul_(g).mul_(g).neg_()  # through g = 1 / z: dz = -g^2 dg, (B, N, h, 1)
