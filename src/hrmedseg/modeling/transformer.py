@@ -71,13 +71,12 @@ def _summed_window_means(fmap: torch.Tensor, sizes: Sequence[int], before: bool)
     the sums (the adjoint, used in backward) or after them (the forward)."""
     h, w = fmap.shape[-2:]
     total = torch.zeros_like(fmap)
-    row_prefix = F.pad(fmap.cumsum(3), (1, 0)) if not before else None
+    shared_row_prefix = None if before else F.pad(fmap.cumsum(3), (1, 0))  # the same for every size
     for size in sizes:
         radius = size // 2
         counts = _window_counts(h, radius, fmap.device)[:, None] * _window_counts(w, radius, fmap.device)
         counts = counts.to(fmap.dtype)
-        if before:
-            row_prefix = F.pad((fmap / counts).cumsum(3), (1, 0))
+        row_prefix = F.pad((fmap / counts).cumsum(3), (1, 0)) if before else shared_row_prefix
         rows = _box_sums(row_prefix, 3, radius)
         sums = _box_sums(F.pad(rows.cumsum(2), (0, 0, 1, 0)), 2, radius)
         total += sums if before else sums / counts
