@@ -1,10 +1,8 @@
 """Real-data check on ../shared/data/hc18 (fetal-head ultrasound, CC BY 4.0).
 
 Skipped when the folder is absent (e.g. on a user's machine). Trains hrmedseg_b from scratch with
-configs/quick_256.yaml (hrmedseg train's default recipe for 10 epochs at 256 x 256, batch 8) and
-requires a test Dice of at least 0.90 at original resolution: it reached 0.909 (docs/benchmarks.md;
-the paper's recipe reached 0.919 at this budget; the default wins on long runs, the ones it is for). About
-3.5 minutes on 2 CPU cores.
+configs/quick_256.yaml (the paper's optimiser and loss, 10 epochs at 256 x 256, batch 8) and
+requires a test Dice of at least 0.90 at original resolution. About 3.5 minutes on 2 CPU cores.
 """
 
 from pathlib import Path
