@@ -137,7 +137,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     summary = evaluate(
         args.checkpoint, args.data, args.output, args.split, args.overlays, args.device, args.batch_size,
         progress=not args.quiet, prompts=args.prompts, prompt_dir=args.prompt_dir, tiling=_tiling(args),
-        compile_mode=args.compile,
+        compile_mode=args.compile, tta=args.tta,
     )  # fmt: skip
     print(Path(args.output, "summary.md").read_text())
     print(f"{summary['cases']} cases; per-case metrics, summary.json and summary.md in {args.output}")
@@ -152,7 +152,7 @@ def _evaluate_volumes(args: argparse.Namespace) -> int:
     if args.prompts is not None or args.overlays:
         raise ConfigError("--prompts and --overlays are for 2-D images; volumes are segmented automatically")
     segmenter = Segmenter.from_checkpoint(
-        args.checkpoint, args.device, args.batch_size, _tiling(args), args.compile
+        args.checkpoint, args.device, args.batch_size, _tiling(args), args.compile, args.tta
     )
     summary = evaluate_volumes(
         segmenter, args.data, args.output, args.split, axis, window, not args.quiet, str(args.checkpoint)
@@ -176,7 +176,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
                 "NIfTI volumes are segmented by an automatic --checkpoint (no --onnx, no --prompts)"
             )
         segmenter = Segmenter.from_checkpoint(
-            args.checkpoint, args.device, args.batch_size, _tiling(args), args.compile
+            args.checkpoint, args.device, args.batch_size, _tiling(args), args.compile, args.tta
         )
         report = predict_volumes_to_folder(segmenter, args.input, args.output, axis, window, not args.quiet)
         print(f"{len(report.written)} mask volume(s) written to {args.output}")
@@ -190,8 +190,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
                 "--prompts and --tile need a --checkpoint; --onnx runs automatic models resized"
             )
         report = predict_to_folder(
-            OnnxSegmenter(args.onnx, args.batch_size), args.input, args.output, args.probabilities,
-            args.overlays, progress=not args.quiet,
+            OnnxSegmenter(args.onnx, args.batch_size, tta=args.tta), args.input, args.output,
+            args.probabilities, args.overlays, progress=not args.quiet,
         )  # fmt: skip
         print(f"{len(report.written)} mask(s) written to {args.output}")
         return _report_failures(report.failures, args.output)
@@ -201,8 +201,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
     tiling = _tiling(args)
     if read_model_config(args.checkpoint).arch == "hrmedseg_sam":
-        if tiling is not None:
-            raise ConfigError("--tile is for automatic models; HRMedSegSAM models segment prompts")
+        if tiling is not None or args.tta != "none":
+            raise ConfigError("--tile and --tta are for automatic models; HRMedSegSAM models segment prompts")
         if args.prompts is None:
             raise ConfigError(
                 "an HRMedSegSAM model needs prompts: --prompts FOLDER of <stem>.json files (or one file)"
@@ -215,7 +215,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         if args.prompts is not None:
             raise ConfigError("--prompts is for HRMedSegSAM models; this model segments without prompts")
         segmenter = Segmenter.from_checkpoint(
-            args.checkpoint, args.device, args.batch_size, tiling, args.compile
+            args.checkpoint, args.device, args.batch_size, tiling, args.compile, args.tta
         )
         report = predict_to_folder(
             segmenter, args.input, args.output, args.probabilities, args.overlays, progress=not args.quiet
@@ -369,6 +369,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--compile", metavar="MODE", default="none", help=COMPILE_HELP)
     evaluate.add_argument("--batch-size", type=int, default=4, help="images (with --tile: windows) per pass")
     _add_tiling_options(evaluate)
+    _add_tta_option(evaluate)
     _add_volume_options(evaluate)
 
     predict = add("predict", "write a mask per image, each at its original size", _cmd_predict)
@@ -394,6 +395,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--compile", metavar="MODE", default="none", help=COMPILE_HELP)
     predict.add_argument("--batch-size", type=int, default=4, help="images (with --tile: windows) per pass")
     _add_tiling_options(predict)
+    _add_tta_option(predict)
     _add_volume_options(predict)
 
     export = add(
@@ -442,6 +444,14 @@ def _add_tiling_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--blend", choices=["gaussian", "linear", "constant"],
         help="with --tile: weights of overlapping windows (default gaussian, MONAI's convention)",
+    )  # fmt: skip
+
+
+def _add_tta_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--tta", choices=["none", "hflip", "flips"], default="none",
+        help="test-time augmentation of automatic models: average the logits over a left-right flip "
+        "(hflip: 2 passes) or over every flip (flips: 4 passes); default none",
     )  # fmt: skip
 
 

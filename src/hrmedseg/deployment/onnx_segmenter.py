@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import CheckpointError, InputNotFoundError, MissingDependencyError
-from ..inference.mask_predictor import ImageInput, MaskPredictor
+from ..inference.mask_predictor import ImageInput, MaskPredictor, tta_flips
 
 # Metadata keys of an exported graph, and its roles (written by export_onnx).
 GRAPH_KEY, CONFIG_KEY = "hrmedseg_graph", "hrmedseg_config"
@@ -64,7 +64,10 @@ class OnnxSegmenter(MaskPredictor):
         >>> mask = segmenter.predict("scan.png")     # (H, W) uint8 class indices at original size
     """
 
-    def __init__(self, path: str | os.PathLike, batch_size: int = 4, threads: int | None = None) -> None:
+    def __init__(
+        self, path: str | os.PathLike, batch_size: int = 4, threads: int | None = None, tta: str = "none"
+    ) -> None:
+        self.tta, self.flips = tta, tta_flips(tta)
         try:
             import onnxruntime
         except ImportError:
@@ -100,8 +103,13 @@ class OnnxSegmenter(MaskPredictor):
         self.input_name = self.session.get_inputs()[0].name
 
     def logits(self, batch: np.ndarray) -> np.ndarray:
-        """(B, C, h, w) normalised float32 at the model size -> (B, K, h, w) logits."""
-        return self.session.run(None, {self.input_name: batch})[0]
+        """(B, C, h, w) normalised float32 at the model size -> (B, K, h, w) logits, averaged over
+        the test-time flips (as :class:`hrmedseg.Segmenter`)."""
+        total = self.session.run(None, {self.input_name: batch})[0].astype(np.float32)
+        for axes in self.flips:
+            flipped = np.ascontiguousarray(np.flip(batch, axes))
+            total += np.flip(self.session.run(None, {self.input_name: flipped})[0], axes)
+        return total / (1 + len(self.flips))
 
     def iter_probabilities(self, images: Sequence[ImageInput]) -> Iterator[np.ndarray]:
         for start in range(0, len(images), self.batch_size):

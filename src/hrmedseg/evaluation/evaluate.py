@@ -54,6 +54,7 @@ def _load_segmenter(
     prompts: str | None,
     tiling: Tiling | None,
     compile_mode: str = "none",
+    tta: str = "none",
 ) -> tuple[Segmenter | PromptedSegmenter, str | None]:
     """The segmenter for a model file (or the one given) and the prompt kind it will use."""
     if isinstance(checkpoint, Segmenter | PromptedSegmenter):
@@ -61,9 +62,12 @@ def _load_segmenter(
     elif read_model_config(checkpoint).arch == "hrmedseg_sam":
         segmenter = PromptedSegmenter.from_checkpoint(checkpoint, device)
     else:
-        segmenter = Segmenter.from_checkpoint(checkpoint, device, batch_size, tiling, compile_mode)
-    if tiling is not None and not isinstance(segmenter, Segmenter):
-        raise ConfigError("tiled prediction is for automatic models; HRMedSegSAM models segment prompts")
+        segmenter = Segmenter.from_checkpoint(checkpoint, device, batch_size, tiling, compile_mode, tta)
+    if not isinstance(segmenter, Segmenter):
+        if tiling is not None:
+            raise ConfigError("tiled prediction is for automatic models; HRMedSegSAM models segment prompts")
+        if tta != "none":
+            raise ConfigError("test-time flips are for automatic models; HRMedSegSAM models segment prompts")
     if isinstance(segmenter, Segmenter):
         if prompts is not None:
             raise ConfigError("prompts are for HRMedSegSAM models; this model segments without prompts")
@@ -107,6 +111,7 @@ def evaluate(
     prompt_dir: str | Path | None = None,
     tiling: Tiling | None = None,
     compile_mode: str = "none",
+    tta: str = "none",
 ) -> dict[str, Any]:
     """Segment the ``split`` cases of ``data`` (``"all"``: every case) and score them.
 
@@ -114,10 +119,11 @@ def evaluate(
     (then ``device``, ``batch_size`` and ``tiling`` are its own). ``prompts`` and ``prompt_dir``
     apply to HRMedSegSAM models (see the module docstring). ``tiling`` segments each image at its
     own resolution by sliding windows (automatic models; see :mod:`hrmedseg.inference.tiling`);
-    ``compile_mode`` runs an automatic model through ``torch.compile`` (see ``runtime.COMPILE_MODES``).
-    Returns the summary that is also written to ``summary.json``.
+    ``compile_mode`` runs an automatic model through ``torch.compile`` (see ``runtime.COMPILE_MODES``);
+    ``tta`` averages its logits over flipped copies of each image ("hflip" or "flips", see
+    :class:`Segmenter`). Returns the summary that is also written to ``summary.json``.
     """
-    segmenter, prompts = _load_segmenter(checkpoint, device, batch_size, prompts, tiling, compile_mode)
+    segmenter, prompts = _load_segmenter(checkpoint, device, batch_size, prompts, tiling, compile_mode, tta)
     if not isinstance(checkpoint, str | Path):
         checkpoint = "(in-memory model)"
     index = find_dataset(data)
@@ -168,6 +174,7 @@ def evaluate(
         "checkpoint": str(checkpoint), "data": str(data), "split": split,
         "prompts": prompts or "none (automatic)", "cases": len(samples),
         "tiling": dataclasses.asdict(tiling) if tiling else "none (resized to the model size)",
+        "tta": segmenter.tta if isinstance(segmenter, Segmenter) else "none",
     }  # fmt: skip
     return write_reports(
         output, rows, ["height", "width"], about, failures, f"`{checkpoint}` on {description}"

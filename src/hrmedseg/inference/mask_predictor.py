@@ -9,8 +9,25 @@ from pathlib import Path
 import numpy as np
 
 from ..data.io import as_float_rgb, read_image
+from ..errors import ConfigError
 
 ImageInput = str | Path | np.ndarray
+
+# Test-time augmentation: the flips whose logits are averaged with the plain pass, as axes of a
+# (B, K, h, w) batch. "flips" mirrors every spatial axis and both together (nnU-Net's mirroring in
+# 2-D); "hflip" only left-right, the one flip training applies by default.
+TTA_FLIPS: dict[str, tuple[tuple[int, ...], ...]] = {
+    "none": (),
+    "hflip": ((-1,),),
+    "flips": ((-1,), (-2,), (-2, -1)),
+}
+
+
+def tta_flips(tta: str) -> tuple[tuple[int, ...], ...]:
+    """The flips of a test-time augmentation name (see ``TTA_FLIPS``)."""
+    if tta not in TTA_FLIPS:
+        raise ConfigError(f"test-time augmentation must be one of {sorted(TTA_FLIPS)}, got {tta!r}")
+    return TTA_FLIPS[tta]
 
 
 class MaskPredictor:

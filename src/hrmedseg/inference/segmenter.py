@@ -14,7 +14,7 @@ from ..data.transforms import image_to_tensor, normalize
 from ..errors import ConfigError
 from ..modeling import AutomaticSegmentationModel
 from ..runtime import compile_model, resolve_device
-from .mask_predictor import ImageInput, MaskPredictor
+from .mask_predictor import ImageInput, MaskPredictor, tta_flips
 from .tiling import Tiling, sliding_window_logits
 
 
@@ -27,6 +27,8 @@ class Segmenter(MaskPredictor):
     threshold (binary: sigmoid > 0.5) or argmax (multi-class). With ``tiling``, each image is
     instead segmented at its own resolution by overlapping windows of the model's size, blended
     (see :mod:`.tiling`): detail for large images, at the cost of the context of a whole view.
+    With ``tta`` ("hflip" or "flips", see ``TTA_FLIPS``), the logits of each image (or window)
+    are the mean over the plain pass and its flipped copies, flipped back: one pass per flip more.
 
     Example:
         >>> seg = Segmenter.from_checkpoint("run/best.safetensors")
@@ -41,6 +43,7 @@ class Segmenter(MaskPredictor):
         batch_size: int = 4,
         tiling: Tiling | None = None,
         compile_mode: str = "none",
+        tta: str = "none",
     ) -> None:
         if not isinstance(model, AutomaticSegmentationModel):
             raise ConfigError(
@@ -54,6 +57,7 @@ class Segmenter(MaskPredictor):
         self.size = model.config.img_size
         self.num_classes = model.num_classes
         self.tiling = tiling
+        self.tta, self.flips = tta, tta_flips(tta)
         # Tiled, batch_size counts windows, and images are decoded one at a time.
         self.images_per_batch = 1 if tiling is not None else batch_size
 
@@ -65,8 +69,18 @@ class Segmenter(MaskPredictor):
         batch_size: int = 4,
         tiling: Tiling | None = None,
         compile_mode: str = "none",
+        tta: str = "none",
     ) -> Segmenter:
-        return cls(load_model(path), device, batch_size, tiling, compile_mode)
+        return cls(load_model(path), device, batch_size, tiling, compile_mode, tta)
+
+    @torch.no_grad()
+    def logits(self, batch: torch.Tensor) -> torch.Tensor:
+        """(B, C, h, w) normalised images at the model size -> (B, K, h, w) float32 logits,
+        averaged over the test-time flips."""
+        total = self.model(batch).float()
+        for dims in self.flips:
+            total += self.model(batch.flip(dims)).float().flip(dims)
+        return total / (1 + len(self.flips))
 
     @torch.no_grad()
     def iter_probabilities(self, images: Sequence[ImageInput]) -> Iterator[np.ndarray]:
@@ -78,14 +92,14 @@ class Segmenter(MaskPredictor):
                     torch.from_numpy(array).permute(2, 0, 1), config.pixel_mean, config.pixel_std
                 )
                 logits = sliding_window_logits(
-                    self.model, tensor, self.size, self.tiling, self.batch_size, self.device
+                    self.logits, tensor, self.size, self.tiling, self.batch_size, self.device
                 )
                 yield (logits.sigmoid() if self.num_classes == 1 else logits.softmax(0)).numpy()
             return
         for start in range(0, len(images), self.batch_size):
             arrays = [self._prepare(img) for img in images[start : start + self.batch_size]]
             batch = torch.stack([image_to_tensor(a, self.size) for a in arrays]).to(self.device)
-            logits = self.model(normalize(batch, config.pixel_mean, config.pixel_std)).float()
+            logits = self.logits(normalize(batch, config.pixel_mean, config.pixel_std))
             for array, item in zip(arrays, logits, strict=True):
                 full = F.interpolate(item[None], size=array.shape[:2], mode="bilinear", align_corners=False)[
                     0

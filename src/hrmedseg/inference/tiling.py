@@ -19,11 +19,11 @@ window logits exists at a time; the blended logits of the whole image accumulate
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from ..errors import ConfigError
 
@@ -78,7 +78,7 @@ def blend_weights(window: tuple[int, int], tiling: Tiling) -> torch.Tensor:
 
 @torch.no_grad()
 def sliding_window_logits(
-    model: nn.Module,
+    model: Callable[[torch.Tensor], torch.Tensor],
     image: torch.Tensor,
     window: tuple[int, int],
     tiling: Tiling,
@@ -87,7 +87,8 @@ def sliding_window_logits(
 ) -> torch.Tensor:
     """Blended logits (K, H, W) float32 on the CPU of a normalised (C, H, W) image.
 
-    ``model`` maps (B, C, h, w) windows to (B, K, h, w) logits; ``window`` is (h, w).
+    ``model`` (a module, or any function) maps (B, C, h, w) windows to (B, K, h, w) logits;
+    ``window`` is (h, w).
     """
     height, width = image.shape[-2:]
     pad_h, pad_w = max(window[0] - height, 0), max(window[1] - width, 0)
