@@ -7,8 +7,10 @@ Both models see the same data, split, recipe (``--recipe``: a training config; b
 ``hrmedseg train`` uses without one, ``configs/paper.yaml`` for the paper's), loss (0.8 Dice +
 0.2 focal; our model adds its IoU-head term), batch size and epochs, through hrmedseg's own
 training and evaluation code. The checkpoint with the best validation Dice is scored on the test
-split at original resolution (Dice, IoU, HD95). Training memory per image comes from
-``memory_speed.py`` (a fresh process per model).
+split at original resolution (Dice, IoU, HD95): each image resized to the model size, or with
+``--tile`` segmented by sliding windows at its own resolution; ``--tta`` adds test-time flips.
+The scored weights are kept as ``<output>/<data>/<model>/test/weights.safetensors``. Training
+memory per image comes from ``memory_speed.py`` (a fresh process per model).
 
 ``--patience P`` trains each model until its validation Dice has not improved for P epochs
 (``--epochs`` is then the most it may run): the "trained to convergence" comparison.
@@ -36,11 +38,13 @@ import tempfile
 from pathlib import Path
 
 import torch
+from safetensors.torch import save_file
 
 import hrmedseg
 from hrmedseg.data import check_samples, find_dataset
 from hrmedseg.evaluation.evaluate import evaluate
 from hrmedseg.inference.segmenter import Segmenter
+from hrmedseg.inference.tiling import Tiling
 from hrmedseg.losses import SegmentationLoss
 from hrmedseg.modeling import AutomaticSegmentationModel
 from hrmedseg.training.config import TrainConfig, load_config
@@ -76,10 +80,13 @@ def budget_epochs(minutes: float, epoch_seconds: list[float]) -> int:
     return max(1, int(minutes * 60 / statistics.median(epoch_seconds)))
 
 
-def test_scores(model: torch.nn.Module, data: Path, device: str, output: Path) -> dict:
-    summary = evaluate(
-        Segmenter(model, torch.device(device), batch_size=4), data, output, split="test", progress=False
-    )
+def test_scores(model: torch.nn.Module, data: Path, args: argparse.Namespace, output: Path) -> dict:
+    """Test Dice, IoU and HD95 of ``model`` (its weights are also kept in ``output``)."""
+    output.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, output / "weights.safetensors")
+    tiling = Tiling() if args.tile else None
+    segmenter = Segmenter(model, torch.device(args.device), batch_size=4, tiling=tiling, tta=args.tta)
+    summary = evaluate(segmenter, data, output, split="test", progress=False)
     return {k: summary["mean"][k] for k in ("dice", "iou", "hd95")}
 
 
@@ -147,7 +154,7 @@ def train_and_test(
         "best_val_dice": improvements[best_epoch][0],
         "val_dice": curve,
         "epoch_seconds": epoch_seconds,
-        "test": test_scores(model, data, args.device, output / "test"),
+        "test": test_scores(model, data, args, output / "test"),
         "minutes": sum(epoch_seconds) / 60,
         "device": device_name(args.device),
     }
@@ -159,7 +166,7 @@ def train_and_test(
             **result, "epochs": min(fits, len(curve)), "best_epoch": within,
             "best_val_dice": improvements[within][0], "val_dice": curve[:fits],
             "epoch_seconds": epoch_seconds[:fits], "minutes": sum(epoch_seconds[:fits]) / 60,
-            "test": test_scores(model, data, args.device, output / "test_budget"),
+            "test": test_scores(model, data, args, output / "test_budget"),
         }  # fmt: skip
     return result
 
@@ -212,6 +219,12 @@ def main() -> None:
         help="train until validation Dice has not improved for this many epochs (--epochs: the most)",
     )  # fmt: skip
     parser.add_argument("--minutes", type=float, help="also compare at this equal wall-clock budget")
+    parser.add_argument(
+        "--tile", action="store_true", help="score the test split by sliding windows at original resolution"
+    )
+    parser.add_argument(
+        "--tta", choices=["none", "hflip", "flips"], default="none", help="test-time flips when scoring"
+    )
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--num-workers", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
@@ -243,7 +256,11 @@ def main() -> None:
         if args.patience
         else f"{args.epochs} epochs"
     )
-    print_table(f"Equal epochs: {args.img_size}², {length}, batch {args.batch_size}, {recipe}", equal_epochs)
+    scoring = f"test scored {'tiled' if args.tile else 'resized'}, test-time flips: {args.tta}"
+    print_table(
+        f"Equal epochs: {args.img_size}², {length}, batch {args.batch_size}, {recipe}; {scoring}",
+        equal_epochs,
+    )
     if args.minutes:
         print_table(f"Equal time: {args.minutes:g} minutes of training and validation per model", equal_time)
 
