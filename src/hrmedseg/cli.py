@@ -244,7 +244,10 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     from .checkpoint import load_model
     from .serve.app import create_app
 
-    app = create_app(load_model(args.checkpoint), args.device, int(args.max_upload_mb * 2**20))
+    app = create_app(
+        load_model(args.checkpoint), args.device, int(args.max_upload_mb * 2**20),
+        tiling=_tiling(args), tta=args.tta,
+    )  # fmt: skip
     print(f"hrmedseg serve: http://{args.host}:{args.port} (Ctrl+C stops)")
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     return 0
@@ -417,6 +420,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=7860)
     serve.add_argument("--device", default="auto")
     serve.add_argument("--max-upload-mb", type=float, default=50, help="largest upload accepted (default 50)")
+    _add_tiling_options(serve)
+    _add_tta_option(serve)
 
     demo = add(
         "demo",

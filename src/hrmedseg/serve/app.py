@@ -39,9 +39,10 @@ from PIL import Image
 from pydantic import BaseModel
 
 from ..data.io import decode_image
-from ..errors import DataError
+from ..errors import ConfigError, DataError
 from ..inference.predictor import Predictor
 from ..inference.segmenter import Segmenter
+from ..inference.tiling import Tiling
 from ..modeling import HRMedSegSAM
 
 PAGE = Path(__file__).with_name("page.html")
@@ -78,12 +79,22 @@ def preview_jpeg(image: np.ndarray, max_side: int = PREVIEW_SIDE) -> bytes:
 class SegmentationService:
     """The model and the sessions behind the API, independent of the web framework."""
 
-    def __init__(self, model: Any, device: str = "auto", max_sessions: int = 16) -> None:
+    def __init__(
+        self,
+        model: Any,
+        device: str = "auto",
+        max_sessions: int = 16,
+        tiling: Tiling | None = None,
+        tta: str = "none",
+    ) -> None:
         self.prompted = isinstance(model, HRMedSegSAM)
+        if self.prompted and (tiling is not None or tta != "none"):
+            raise ConfigError("tiling and test-time flips are for automatic models; HRMedSegSAM models "
+                              "segment prompts")  # fmt: skip
         self.model_name = model.config.name
         self.img_size = list(model.config.img_size)
         self.model, self.device = model, device
-        self.segmenter = None if self.prompted else Segmenter(model, device, batch_size=1)
+        self.segmenter = None if self.prompted else Segmenter(model, device, 1, tiling, tta=tta)
         self.max_sessions = max_sessions
         self.sessions: OrderedDict[str, Session] = OrderedDict()
         self.lock = threading.Lock()  # one model computation at a time; the sessions stay apart
@@ -164,10 +175,16 @@ class Prompts(BaseModel):
 
 
 def create_app(
-    model: Any, device: str = "auto", max_upload_bytes: int = 50 * 2**20, max_sessions: int = 16
+    model: Any,
+    device: str = "auto",
+    max_upload_bytes: int = 50 * 2**20,
+    max_sessions: int = 16,
+    tiling: Tiling | None = None,
+    tta: str = "none",
 ) -> FastAPI:
-    """The FastAPI application for ``model`` (HRMedSeg or HRMedSegSAM)."""
-    service = SegmentationService(model, device, max_sessions)
+    """The FastAPI application for ``model`` (HRMedSeg or HRMedSegSAM). An HRMedSeg model's mask
+    is predicted as ``predict`` does with the same ``tiling`` and ``tta``."""
+    service = SegmentationService(model, device, max_sessions, tiling, tta)
     app = FastAPI(title="hrmedseg", docs_url=None, redoc_url=None)
 
     @app.get("/", response_class=HTMLResponse)
