@@ -82,6 +82,7 @@ def test_cli_tta_for_evaluate_and_predict(models, tmp_path, capsys):
     assert cli_main(["evaluate", "--checkpoint", str(checkpoint), "--data", str(data), "--split", "all",
                      "--output", str(tmp_path / "eval"), "--tta", "hflip", "--quiet"]) == 0  # fmt: skip
     assert json.loads((tmp_path / "eval" / "summary.json").read_text())["tta"] == "hflip"
+    assert "(all: 6 cases; test-time flips: hflip)" in (tmp_path / "eval" / "summary.md").read_text()
     assert cli_main(["predict", "--checkpoint", str(checkpoint), "--input", str(data / "images"),
                      "--output", str(tmp_path / "pred"), "--tta", "flips", "--quiet"]) == 0  # fmt: skip
     assert len(list((tmp_path / "pred").glob("*.png"))) == 6
@@ -93,3 +94,13 @@ def test_cli_tta_for_evaluate_and_predict(models, tmp_path, capsys):
     assert cli_main(["evaluate", "--checkpoint", str(sam), "--data", str(data), "--split", "all",
                      "--output", str(tmp_path / "eval_sam"), "--tta", "flips", "--quiet"]) == 2  # fmt: skip
     assert "test-time flips are for automatic models" in capsys.readouterr().err
+
+
+def test_a_ready_segmenter_reports_its_own_tiling_and_flips(models, tmp_path):
+    from hrmedseg.evaluation.evaluate import evaluate
+
+    data = make_synthetic_dataset(tmp_path / "data", num_images=3, size_range=(60, 80))
+    segmenter = Segmenter(models[1], "cpu", tiling=Tiling(overlap=0.5), tta="flips")
+    summary = evaluate(segmenter, data, tmp_path / "eval", split="all", progress=False)
+    assert summary["tiling"]["overlap"] == 0.5 and summary["tta"] == "flips"
+    assert "(all: 3 cases; tiled; test-time flips: flips)" in (tmp_path / "eval" / "summary.md").read_text()

@@ -169,12 +169,21 @@ def evaluate(
             picture = overlay(read_image(sample.image), pred, truth)
             Image.fromarray(picture).save(output / "overlays" / f"{sample.stem}.png")
 
-    description = f"`{data}` ({split}: {len(samples)} cases" + (f"; prompts: {prompts})" if prompts else ")")
+    # A ready Segmenter brings its own tiling and flips.
+    tiling, tta = (segmenter.tiling, segmenter.tta) if isinstance(segmenter, Segmenter) else (None, "none")
+    settings = [f"{split}: {len(samples)} cases"]
+    if prompts:
+        settings.append(f"prompts: {prompts}")
+    if tiling is not None:
+        settings.append("tiled")
+    if tta != "none":
+        settings.append(f"test-time flips: {tta}")
+    description = f"`{data}` ({'; '.join(settings)})"
     about = {
         "checkpoint": str(checkpoint), "data": str(data), "split": split,
         "prompts": prompts or "none (automatic)", "cases": len(samples),
         "tiling": dataclasses.asdict(tiling) if tiling else "none (resized to the model size)",
-        "tta": segmenter.tta if isinstance(segmenter, Segmenter) else "none",
+        "tta": tta,
     }  # fmt: skip
     return write_reports(
         output, rows, ["height", "width"], about, failures, f"`{checkpoint}` on {description}"
