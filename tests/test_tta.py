@@ -12,6 +12,7 @@ from hrmedseg import Segmenter
 from hrmedseg.cli import main as cli_main
 from hrmedseg.data.synthetic import make_synthetic_dataset
 from hrmedseg.errors import ConfigError
+from hrmedseg.inference.mask_predictor import TTA_FLIPS
 from hrmedseg.inference.tiling import Tiling
 
 SIZE = 64
@@ -63,6 +64,14 @@ def test_flips_apply_to_each_window_when_tiled(models):
 def test_unknown_tta_is_refused_with_the_choices(models):
     with pytest.raises(ConfigError, match=r"one of \['flips', 'hflip', 'none'\], got 'vflip'"):
         Segmenter(models[1], "cpu", tta="vflip")
+
+
+def test_command_line_choices_are_the_segmenters(capsys):
+    """The command line spells the choices out (it parses before importing PyTorch)."""
+    for command in ("predict", "evaluate", "serve"):
+        with pytest.raises(SystemExit):
+            cli_main([command, "--help"])
+        assert "--tta {" + ",".join(TTA_FLIPS) + "}" in capsys.readouterr().out
 
 
 def test_onnx_segmenter_flips_like_pytorch(models, tmp_path):

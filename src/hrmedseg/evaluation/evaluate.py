@@ -63,15 +63,14 @@ def _load_segmenter(
         segmenter = PromptedSegmenter.from_checkpoint(checkpoint, device)
     else:
         segmenter = Segmenter.from_checkpoint(checkpoint, device, batch_size, tiling, compile_mode, tta)
-    if not isinstance(segmenter, Segmenter):
-        if tiling is not None:
-            raise ConfigError("tiled prediction is for automatic models; HRMedSegSAM models segment prompts")
-        if tta != "none":
-            raise ConfigError("test-time flips are for automatic models; HRMedSegSAM models segment prompts")
     if isinstance(segmenter, Segmenter):
         if prompts is not None:
             raise ConfigError("prompts are for HRMedSegSAM models; this model segments without prompts")
         return segmenter, None
+    if tiling is not None:
+        raise ConfigError("tiled prediction is for automatic models; HRMedSegSAM models segment prompts")
+    if tta != "none":
+        raise ConfigError("test-time flips are for automatic models; HRMedSegSAM models segment prompts")
     prompts = prompts or "box"
     if prompts not in (*GT_PROMPT_KINDS, "json"):
         raise ConfigError(f"prompts must be one of {(*GT_PROMPT_KINDS, 'json')}, got {prompts!r}")
