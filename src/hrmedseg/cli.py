@@ -196,13 +196,12 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         print(f"{len(report.written)} mask(s) written to {args.output}")
         return _report_failures(report.failures, args.output)
     from .checkpoint import read_model_config
-    from .inference.prompted import PromptedSegmenter
+    from .inference.prompted import PromptedSegmenter, refuse_automatic_options
     from .inference.segmenter import Segmenter
 
     tiling = _tiling(args)
     if read_model_config(args.checkpoint).arch == "hrmedseg_sam":
-        if tiling is not None or args.tta != "none":
-            raise ConfigError("--tile and --tta are for automatic models; HRMedSegSAM models segment prompts")
+        refuse_automatic_options(tiling, args.tta)
         if args.prompts is None:
             raise ConfigError(
                 "an HRMedSegSAM model needs prompts: --prompts FOLDER of <stem>.json files (or one file)"

@@ -32,6 +32,7 @@ from ..inference.prompted import (
     PromptedSegmenter,
     prompts_from_ground_truth,
     read_prompt_file,
+    refuse_automatic_options,
 )
 from ..inference.segmenter import Segmenter
 from ..inference.tiling import Tiling
@@ -67,10 +68,7 @@ def _load_segmenter(
         if prompts is not None:
             raise ConfigError("prompts are for HRMedSegSAM models; this model segments without prompts")
         return segmenter, None
-    if tiling is not None:
-        raise ConfigError("tiled prediction is for automatic models; HRMedSegSAM models segment prompts")
-    if tta != "none":
-        raise ConfigError("test-time flips are for automatic models; HRMedSegSAM models segment prompts")
+    refuse_automatic_options(tiling, tta)
     prompts = prompts or "box"
     if prompts not in (*GT_PROMPT_KINDS, "json"):
         raise ConfigError(f"prompts must be one of {(*GT_PROMPT_KINDS, 'json')}, got {prompts!r}")

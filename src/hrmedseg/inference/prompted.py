@@ -27,6 +27,7 @@ import numpy as np
 from ..data.prompts import prompts_from_mask
 from ..errors import ConfigError, DataError
 from .predictor import Predictor
+from .tiling import Tiling
 
 GT_PROMPT_KINDS = ("box", "point", "box+point")
 
@@ -38,6 +39,17 @@ class ObjectPrompt:
     box: np.ndarray | None = None  # (4,) XYXY
     points: np.ndarray | None = None  # (N, 2) (x, y)
     labels: np.ndarray | None = None  # (N,) 1 = foreground, 0 = background
+
+
+def refuse_automatic_options(tiling: Tiling | None, tta: str) -> None:
+    """HRMedSegSAM models segment prompts: refuse the options only automatic models take."""
+    options = {"tiled prediction": tiling is not None, "test-time flips": tta != "none"}
+    given = [name for name, used in options.items() if used]
+    if given:
+        verb = "is" if given == ["tiled prediction"] else "are"
+        raise ConfigError(
+            f"{' and '.join(given)} {verb} for automatic models; HRMedSegSAM models segment prompts"
+        )
 
 
 def prompts_from_ground_truth(mask: np.ndarray, kind: str = "box") -> list[ObjectPrompt]:

@@ -39,8 +39,9 @@ from PIL import Image
 from pydantic import BaseModel
 
 from ..data.io import decode_image
-from ..errors import ConfigError, DataError
+from ..errors import DataError
 from ..inference.predictor import Predictor
+from ..inference.prompted import refuse_automatic_options
 from ..inference.segmenter import Segmenter
 from ..inference.tiling import Tiling
 from ..modeling import HRMedSegSAM
@@ -88,9 +89,8 @@ class SegmentationService:
         tta: str = "none",
     ) -> None:
         self.prompted = isinstance(model, HRMedSegSAM)
-        if self.prompted and (tiling is not None or tta != "none"):
-            raise ConfigError("tiling and test-time flips are for automatic models; HRMedSegSAM models "
-                              "segment prompts")  # fmt: skip
+        if self.prompted:
+            refuse_automatic_options(tiling, tta)
         self.model_name = model.config.name
         self.img_size = list(model.config.img_size)
         self.model, self.device = model, device
