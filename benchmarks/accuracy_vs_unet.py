@@ -9,6 +9,8 @@ Both models see the same data, split, recipe (``--recipe``: a training config; b
 training and evaluation code. The checkpoint with the best validation Dice is scored on the test
 split at original resolution (Dice, IoU, HD95): each image resized to the model size, or with
 ``--tile`` segmented by sliding windows at its own resolution; ``--tta`` adds test-time flips.
+``--input-scale native`` trains both models on windows at the images' own resolution instead of
+resized images, and validates and scores them tiled.
 The scored weights are kept as ``<output>/<data>/<model>/test/weights.safetensors``. Training
 memory per image comes from ``memory_speed.py`` (a fresh process per model).
 
@@ -61,8 +63,11 @@ def build(name: str, config: TrainConfig) -> tuple[AutomaticSegmentationModel, f
     if name == "unet_resnet34":
         from baselines import UNetBaseline
 
-        return UNetBaseline(config.size[0]), 0.0
-    return hrmedseg.create_model(name, img_size=config.size, **config.model_options), config.quality_weight
+        return UNetBaseline(config.size[0], config.input_scale), 0.0
+    model = hrmedseg.create_model(
+        name, img_size=config.size, input_scale=config.input_scale, **config.model_options
+    )
+    return model, config.quality_weight
 
 
 def device_name(device: str) -> str:
@@ -100,6 +105,7 @@ def train_and_test(
     config = load_config(
         args.recipe, data=str(data), output=str(output), model=name, img_size=args.img_size,
         epochs=epochs, batch_size=args.batch_size, num_workers=args.num_workers, seed=args.seed,
+        input_scale=args.input_scale,
     )  # fmt: skip
     torch.manual_seed(config.seed)
     model, quality_weight = build(name, config)
@@ -115,6 +121,7 @@ def train_and_test(
     optimizer = build_optimizer(model, config.optimizer, config.lr, config.weight_decay)
     scheduler = recipe_scheduler(optimizer, config, len(train_loader))
     scaler = torch.amp.GradScaler(device.type, enabled=False)
+    tiling = Tiling() if config.input_scale == "native" else None
     objective = AutomaticObjective(
         model,
         SegmentationLoss(1, config.dice_weight, config.focal_weight, config.ce_weight),
@@ -123,7 +130,8 @@ def train_and_test(
     )
     loop = EpochLoop(
         objective, model, optimizer, scheduler, scaler, train_loader,
-        validate=lambda: validate(objective, val_loader, device), score=Score("val_dice"), device=device,
+        validate=lambda: validate(objective, val_loader, device, tiling, config.batch_size),
+        score=Score("val_dice"), device=device,
         epoch_aware=(sampler, train_set), accumulate=config.accumulate, clip_grad=config.clip_grad,
     )  # fmt: skip
     # The best weights as they stood after each improvement: the best within any first k epochs.
@@ -225,6 +233,10 @@ def main() -> None:
     parser.add_argument(
         "--tta", choices=["none", "hflip", "flips"], default="none", help="test-time flips when scoring"
     )
+    parser.add_argument(
+        "--input-scale", choices=("resized", "native"),
+        help="native: train on windows at the images' own resolution, validate and score tiled",
+    )  # fmt: skip
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--num-workers", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
@@ -256,7 +268,8 @@ def main() -> None:
         if args.patience
         else f"{args.epochs} epochs"
     )
-    scoring = f"test scored {'tiled' if args.tile else 'resized'}, test-time flips: {args.tta}"
+    tiled = args.tile or args.input_scale == "native"  # a native model's Segmenter tiles
+    scoring = f"test scored {'tiled' if tiled else 'resized'}, test-time flips: {args.tta}"
     print_table(
         f"Equal epochs: {args.img_size}², {length}, batch {args.batch_size}, {recipe}; {scoring}",
         equal_epochs,

@@ -13,14 +13,15 @@ class UNetBaseline(AutomaticSegmentationModel):
     It meets the same contract as ``HRMedSeg`` (an :class:`AutomaticSegmentationModel` with a
     :class:`ModelConfig`), so training, evaluation and ``hrmedseg.Segmenter`` run the same code for
     both. Of its config only the fields the pipeline reads mean anything: the name, ``img_size``,
-    ``num_classes``, ``in_chans``, the pixel normalisation and ``patch_size``, here the encoder's
-    output stride 32 (the input's sides must be multiples of it). It has no IoU head, so
-    ``return_quality`` gives None.
+    ``num_classes``, ``in_chans``, the pixel normalisation, ``input_scale`` and ``patch_size``,
+    here the encoder's output stride 32 (the input's sides must be multiples of it). It has no
+    IoU head, so ``return_quality`` gives None.
     """
 
-    def __init__(self, img_size: int) -> None:
+    def __init__(self, img_size: int, input_scale: str = "resized") -> None:
         name = "unet_resnet34"
-        super().__init__(ModelConfig(name=name, arch=name, img_size=img_size, patch_size=32))
+        config = ModelConfig(name=name, arch=name, img_size=img_size, patch_size=32, input_scale=input_scale)
+        super().__init__(config)
         import segmentation_models_pytorch as smp
 
         self.net = smp.Unet("resnet34", encoder_weights=None, classes=self.config.num_classes)

@@ -156,11 +156,14 @@ def test_predict_onnx_refuses_graphs_it_cannot_run(exported, tmp_path, capsys):
     ))  # fmt: skip
     onnx.save(identity, str(tmp_path / "other.onnx"))
     (tmp_path / "broken.onnx").write_bytes(b"not a graph")
+    native = hrmedseg.create_model("hrmedseg_t", img_size=SIZE, input_scale="native").eval()
+    export_onnx(native, tmp_path / "native.onnx")
     Image.new("RGB", (20, 20)).save(tmp_path / "a.png")
     for path, message in (
         (encoder_path, "the 'sam_encoder' graph of an hrmedseg export; predict --onnx needs"),
         (tmp_path / "other.onnx", "not exported by hrmedseg"),
         (tmp_path / "broken.onnx", "not a readable ONNX model"),
+        (tmp_path / "native.onnx", "trained at its images' own resolution (input_scale 'native')"),
         (tmp_path / "missing.onnx", "ONNX model not found"),
     ):
         argv = [

@@ -47,7 +47,7 @@ def _train_config(args: argparse.Namespace):
 
     overrides = {
         **_run_overrides(args), "model": args.model, "num_classes": args.num_classes,
-        "init_encoder": args.init_encoder,
+        "init_encoder": args.init_encoder, "input_scale": args.input_scale,
     }  # fmt: skip
     config = _run_config(args, TrainConfig, overrides)
     for name in ("data", "output"):
@@ -336,6 +336,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--num-classes", type=int, help="1 = binary (any non-zero mask value); K = classes 0..K-1"
     )
     train.add_argument("--init-encoder", help="model file whose image_encoder weights initialise the encoder")
+    train.add_argument(
+        "--input-scale", choices=("resized", "native"),
+        help="resized (default): each image resized to --img-size; native: random --img-size windows "
+        "at each image's own resolution, validated and predicted tiled (small objects in large or "
+        "mixed-size images)",
+    )  # fmt: skip
 
     distill = add(
         "distill", "pretrain an LGViT encoder to imitate a frozen SAM image encoder (feature distillation)",

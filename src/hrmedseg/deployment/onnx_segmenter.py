@@ -95,6 +95,12 @@ class OnnxSegmenter(MaskPredictor):
                 "which `hrmedseg export` writes for HRMedSeg checkpoints"
             )
         config = json.loads(metadata[CONFIG_KEY])
+        if config.get("input_scale", "resized") != "resized":
+            raise CheckpointError(
+                f"{path}: the model was trained at its images' own resolution (input_scale "
+                f"'{config['input_scale']}') and predicts by tiling, which ONNX prediction does not "
+                "do (it resizes); predict from the .safetensors checkpoint instead"
+            )
         self.size = tuple(config["img_size"])
         self.num_classes = int(config["num_classes"])
         self.mean = np.asarray(config["pixel_mean"], dtype=np.float32)

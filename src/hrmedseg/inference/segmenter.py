@@ -26,7 +26,9 @@ class Segmenter(MaskPredictor):
     in batches, and the logits are interpolated back to each image's original size before the
     threshold (binary: sigmoid > 0.5) or argmax (multi-class). With ``tiling``, each image is
     instead segmented at its own resolution by overlapping windows of the model's size, blended
-    (see :mod:`.tiling`): detail for large images, at the cost of the context of a whole view.
+    (see :mod:`.tiling`): detail for large images, at the cost of the context of a whole view. A
+    model trained at its images' own resolution (``config.input_scale == "native"``) is always
+    tiled, with ``Tiling()`` unless ``tiling`` says otherwise.
     With ``tta`` ("hflip" or "flips", see ``TTA_FLIPS``), the logits of each image (or window)
     are the mean over the plain pass and its flipped copies, flipped back: one pass per flip more.
 
@@ -56,6 +58,8 @@ class Segmenter(MaskPredictor):
         self.batch_size = batch_size
         self.size = model.config.img_size
         self.num_classes = model.num_classes
+        if tiling is None and model.config.input_scale == "native":
+            tiling = Tiling()  # resized, such a model would see its objects at a scale it never learned
         self.tiling = tiling
         self.tta, self.flips = tta, tta_flips(tta)
         # Tiled, batch_size counts windows, and images are decoded one at a time.

@@ -10,18 +10,21 @@ from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from ..errors import ConfigError
 
 ARCHITECTURES = ("hrmedseg", "hrmedseg_sam")
+INPUT_SCALES = ("resized", "native")
 
 
 @dataclass(frozen=True)
 class ModelConfig:
     """Everything needed to rebuild a model and feed it.
 
-    ``img_size`` is the (H, W) the data pipeline resizes to, and ``pixel_mean``/``pixel_std``
-    normalise RGB values in [0, 1]. ``patch_size`` is the encoder's stride: the image embedding
-    is an (H / patch_size, W / patch_size) grid, and the network accepts any input whose sides
-    are multiples of it. ``arch`` names the class that :func:`hrmedseg.build_model` builds
-    (``ARCHITECTURES``); the fields from ``embed_dim`` to ``num_multimask_outputs`` are that
-    architecture's hyper-parameters.
+    ``img_size`` is the (H, W) of the network's input, and ``pixel_mean``/``pixel_std``
+    normalise RGB values in [0, 1]. ``input_scale`` says how an image becomes that input, which
+    is how the model was trained: ``"resized"`` (the whole image resized to ``img_size``) or
+    ``"native"`` (windows of ``img_size`` at the image's own resolution, so prediction tiles).
+    ``patch_size`` is the encoder's stride: the image embedding is an (H / patch_size,
+    W / patch_size) grid, and the network accepts any input whose sides are multiples of it.
+    ``arch`` names the class that :func:`hrmedseg.build_model` builds (``ARCHITECTURES``); the
+    fields from ``embed_dim`` to ``num_multimask_outputs`` are that architecture's hyper-parameters.
     """
 
     name: str
@@ -45,6 +48,7 @@ class ModelConfig:
     mask_in_chans: int = 16  # hidden channels of the prompt encoder's mask downscaling (SAM's)
     pixel_mean: tuple[float, ...] = IMAGENET_MEAN
     pixel_std: tuple[float, ...] = IMAGENET_STD
+    input_scale: str = "resized"
 
     def __post_init__(self) -> None:
         if self.patch_size < 1:
@@ -61,6 +65,13 @@ class ModelConfig:
             object.__setattr__(self, name, tuple(getattr(self, name)))
         if self.num_classes < 1:
             raise ConfigError(f"num_classes must be >= 1, got {self.num_classes}")
+        if self.input_scale not in INPUT_SCALES:
+            raise ConfigError(f"input_scale must be one of {INPUT_SCALES}, got {self.input_scale!r}")
+        if self.arch == "hrmedseg_sam" and self.input_scale != "resized":
+            raise ConfigError(
+                "HRMedSegSAM models take the whole image resized (prompts are in its coordinates); "
+                "input_scale 'native' is for automatic models"
+            )
         if self.arch == "hrmedseg_sam" and self.num_classes != 1:
             raise ConfigError(
                 "HRMedSegSAM is class-agnostic (one mask per prompt); "

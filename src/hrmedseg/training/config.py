@@ -79,6 +79,10 @@ class TrainConfig(RunConfig):
     model: str = "hrmedseg_b"
     num_classes: int = 1
     img_size: int | list[int] = 1024
+    # resized: each image resized to img_size; native: random img_size windows at each image's own
+    # resolution (for small objects in large or mixed-size images), validated and predicted tiled.
+    input_scale: str = "resized"
+    foreground_windows: float = 0.33  # native: share of windows placed on a foreground pixel
     optimizer: str = "adamw"  # adam | adamw
     schedule: str = "cosine"  # exponential (lr_gamma per epoch) | cosine (warm-up, then cosine)
     warmup: float = 0.05  # cosine: fraction of all optimiser steps with a linear warm-up
@@ -108,6 +112,8 @@ class TrainConfig(RunConfig):
             )
         if not self.empty_slice_share >= 0:
             raise ConfigError(f"empty_slice_share must be >= 0, got {self.empty_slice_share}")
+        if not 0 <= self.foreground_windows <= 1:
+            raise ConfigError(f"foreground_windows must be in [0, 1], got {self.foreground_windows}")
         if self.schedule not in SCHEDULES:
             raise ConfigError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
         if not 0 <= self.warmup < 1 or not 0 <= self.min_lr_ratio <= 1:

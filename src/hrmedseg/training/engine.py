@@ -28,6 +28,7 @@ from ..data import DatasetIndex, Sample, SegmentationDataset, check_samples, fin
 from ..data.volume_slices import slice_volume_dataset
 from ..data.volumes import is_volume_dataset
 from ..errors import ConfigError, DataError
+from ..inference.tiling import Tiling, sliding_window_logits
 from ..losses import SegmentationLoss, hard_masks, one_hot, overlap_scores
 from ..modeling import HRMedSegSAM
 from ..runtime import compile_model, resolve_device
@@ -87,18 +88,18 @@ def make_loaders(
     ctx: Distributed | None = None,
 ) -> tuple[SegmentationDataset, DistributedSampler, DataLoader, DataLoader]:
     """Augmented, sharded training data (reshuffled per epoch via ``sampler.set_epoch``) and
-    plain validation data, both at the configured input size."""
+    plain validation data: resized to the configured input size, or for ``input_scale: native``
+    random windows of it for training and whole images, one per batch, for validation."""
     ctx = ctx or Distributed()
+    native = config.input_scale == "native"
     train_set = SegmentationDataset(
-        train_samples,
-        config.size,
-        config.num_classes,
-        pixel_mean,
-        pixel_std,
-        config.augmentation(),
-        config.seed,
-    )
-    val_set = SegmentationDataset(val_samples, config.size, config.num_classes, pixel_mean, pixel_std)
+        train_samples, config.size, config.num_classes, pixel_mean, pixel_std, config.augmentation(),
+        config.seed, sampling="window" if native else "resize", foreground=config.foreground_windows,
+    )  # fmt: skip
+    val_set = SegmentationDataset(
+        val_samples, config.size, config.num_classes, pixel_mean, pixel_std,
+        sampling="whole" if native else "resize",
+    )  # fmt: skip
     sampler = DistributedSampler(
         train_set, ctx.world_size, ctx.rank, shuffle=True, seed=config.seed, drop_last=True
     )
@@ -107,7 +108,7 @@ def make_loaders(
     train_loader = DataLoader(
         train_set, per_rank_batch, sampler=sampler, num_workers=config.num_workers, drop_last=drop_last
     )
-    val_loader = DataLoader(val_set, per_rank_batch, num_workers=config.num_workers)
+    val_loader = DataLoader(val_set, 1 if native else per_rank_batch, num_workers=config.num_workers)
     return train_set, sampler, train_loader, val_loader
 
 
@@ -133,14 +134,34 @@ def per_image_dice_iou(logits: torch.Tensor, masks: torch.Tensor) -> tuple[torch
 
 
 @torch.no_grad()
-def validate(objective: nn.Module, loader: DataLoader, device: torch.device) -> dict[str, float]:
-    """``val_loss`` and the mean per-image ``val_dice`` and ``val_iou`` over ``loader`` (at the
-    model's input resolution)."""
+def validate(
+    objective: nn.Module,
+    loader: DataLoader,
+    device: torch.device,
+    tiling: Tiling | None = None,
+    windows_per_pass: int = 16,
+) -> dict[str, float]:
+    """``val_loss`` and the mean per-image ``val_dice`` and ``val_iou`` over ``loader``: at the
+    model's input resolution, or with ``tiling`` each whole image (batch 1) by sliding windows at
+    its own resolution, as ``--tile`` predicts; its loss is then the segmentation loss of the
+    blended logits (no IoU-head term)."""
     objective.eval()
     total_loss, dices, ious = 0.0, [], []
     for batch in loader:
         images, masks = batch["image"].to(device), batch["mask"].to(device)
-        loss, logits = objective(images, masks)
+        if tiling is None:
+            loss, logits = objective(images, masks)
+        else:
+            with objective.autocast(device.type):
+                logits = sliding_window_logits(
+                    objective.model,
+                    images[0],
+                    objective.model.config.img_size,
+                    tiling,
+                    windows_per_pass,
+                    device,
+                )[None].to(device)
+            loss = objective.loss_fn(logits, masks)
         total_loss += loss.item() * len(images)
         dice, iou = per_image_dice_iou(logits.float(), masks)
         dices.append(dice)
@@ -313,8 +334,9 @@ def train(
     check_samples(train_samples + val_samples, config.num_classes)
 
     model = create_model(
-        config.model, num_classes=config.num_classes, img_size=config.size, **config.model_options
-    )
+        config.model, num_classes=config.num_classes, img_size=config.size,
+        input_scale=config.input_scale, **config.model_options,
+    )  # fmt: skip
     if config.init_encoder and not resume:
         load_encoder_weights(model, config.init_encoder)
     model.set_grad_checkpointing(config.grad_checkpointing)
@@ -329,6 +351,7 @@ def train(
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     loss_fn = SegmentationLoss(config.num_classes, config.dice_weight, config.focal_weight, config.ce_weight)
     objective = make_objective(model, config, loss_fn, amp_dtype)
+    tiling = Tiling() if config.input_scale == "native" else None
     trained = objective
     if ctx.world_size > 1:
         # Prompted batches may leave some prompt embeddings unused, which DDP must be told.
@@ -339,7 +362,8 @@ def train(
 
     loop = EpochLoop(
         trained, model, optimizer, scheduler, scaler, train_loader,
-        validate=lambda: validate(objective, val_loader, device), score=Score("val_dice", maximize=True),
+        validate=lambda: validate(objective, val_loader, device, tiling, config.batch_size),
+        score=Score("val_dice", maximize=True),
         device=device, epoch_aware=(sampler, train_set), accumulate=config.accumulate,
         clip_grad=config.clip_grad,
     )  # fmt: skip
