@@ -1,6 +1,7 @@
 """Resume continues exactly the stored run: other settings are refused, nothing is rewritten."""
 
 import hashlib
+import shutil
 
 import pytest
 import yaml
@@ -73,6 +74,21 @@ def test_an_interrupted_run_may_only_grow_and_keeps_its_files(tmp_path, datasets
     # a later resume applies the recorded extension
     assert cli_main(["train", "--resume", "--output", str(run), "--quiet"]) == 0
     assert "has finished its 4 epochs" in capsys.readouterr().out
+
+
+def test_a_moved_run_folder_resumes_and_records_where_it_is(tmp_path, datasets, capsys):
+    run = tmp_path / "run"
+    run_until_crash(
+        train, TrainConfig(data=str(datasets[0]), output=str(run), epochs=2, **TINY), progress=False
+    )
+    moved = tmp_path / "elsewhere" / "renamed"
+    shutil.copytree(run, moved)
+    shutil.rmtree(run)
+    assert cli_main(["train", "--resume", "--output", str(moved), "--quiet"]) == 0
+    assert len((moved / "log.csv").read_text().splitlines()) == 1 + 2
+    assert not run.exists()  # nothing was written to the old place
+    changes = yaml.safe_load((moved / "resume_changes.yaml").read_text())
+    assert changes == [{"after_epoch": 1, "changes": {"output": [str(run.resolve()), str(moved.resolve())]}}]
 
 
 def test_a_run_killed_in_its_first_epoch_says_to_start_over(tmp_path, datasets, capsys):

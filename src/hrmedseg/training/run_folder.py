@@ -22,9 +22,10 @@ from .config import ConfigFile
 ConfigT = TypeVar("ConfigT", bound=ConfigFile)
 log = logging.getLogger(__name__)
 
-# Options a resume may change: more epochs, gradient clipping (the remedy for a diverged run) and
-# where it executes. Everything else defines the run.
-RESUMABLE_CHANGES = ("epochs", "clip_grad", "device", "num_workers", "compile")
+# Options a resume may change: more epochs, gradient clipping (the remedy for a diverged run),
+# where it executes, and where its folder is now (copied to another machine, renamed). Everything
+# else defines the run.
+RESUMABLE_CHANGES = ("epochs", "clip_grad", "device", "num_workers", "compile", "output")
 PATH_FIELDS = ("data", "output", "init_encoder", "teacher_checkpoint", "cache")
 CHANGES_FILE = "resume_changes.yaml"
 
@@ -81,8 +82,8 @@ def check_resume(output: Path, given: ConfigFile) -> dict[str, list[Any]]:
         described = "; ".join(f"{n} (stored {old[n]!r}, given {new.get(n)!r})" for n in refused)
         raise OutputError(
             f"cannot resume {output} with other settings: {described}. Resume with the stored "
-            "settings (only a larger --epochs, --clip-grad, --device and --num-workers may change), "
-            "or start a new run in another --output"
+            "settings (only a larger --epochs, --clip-grad, --device, --num-workers and --compile may "
+            "change, and the run folder may have moved), or start a new run in another --output"
         )
     return {n: [old[n], new[n]] for n in differing}
 
