@@ -121,7 +121,6 @@ def train_and_test(
     optimizer = build_optimizer(model, config.optimizer, config.lr, config.weight_decay)
     scheduler = recipe_scheduler(optimizer, config, len(train_loader))
     scaler = torch.amp.GradScaler(device.type, enabled=False)
-    tiling = Tiling() if config.input_scale == "native" else None
     objective = AutomaticObjective(
         model,
         SegmentationLoss(1, config.dice_weight, config.focal_weight, config.ce_weight),
@@ -130,7 +129,7 @@ def train_and_test(
     )
     loop = EpochLoop(
         objective, model, optimizer, scheduler, scaler, train_loader,
-        validate=lambda: validate(objective, val_loader, device, tiling, config.batch_size),
+        validate=lambda: validate(objective, val_loader, device, config.batch_size),
         score=Score("val_dice"), device=device,
         epoch_aware=(sampler, train_set), accumulate=config.accumulate, clip_grad=config.clip_grad,
     )  # fmt: skip

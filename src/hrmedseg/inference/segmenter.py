@@ -15,7 +15,7 @@ from ..errors import ConfigError
 from ..modeling import AutomaticSegmentationModel
 from ..runtime import compile_model, resolve_device
 from .mask_predictor import ImageInput, MaskPredictor, tta_flips
-from .tiling import Tiling, sliding_window_logits
+from .tiling import Tiling, native_tiling, sliding_window_logits
 
 
 class Segmenter(MaskPredictor):
@@ -58,9 +58,8 @@ class Segmenter(MaskPredictor):
         self.batch_size = batch_size
         self.size = model.config.img_size
         self.num_classes = model.num_classes
-        if tiling is None and model.config.input_scale == "native":
-            tiling = Tiling()  # resized, such a model would see its objects at a scale it never learned
-        self.tiling = tiling
+        # Resized, a native-scale model would see its objects at a scale it never learned.
+        self.tiling = tiling if tiling is not None else native_tiling(model.config)
         self.tta, self.flips = tta, tta_flips(tta)
         # Tiled, batch_size counts windows, and images are decoded one at a time.
         self.images_per_batch = 1 if tiling is not None else batch_size

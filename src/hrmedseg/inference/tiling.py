@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import ConfigError
+from ..modeling.config import ModelConfig
 
 BLENDS = ("gaussian", "linear", "constant")
 MIN_WEIGHT = 1e-3
@@ -46,6 +47,12 @@ class Tiling:
             raise ConfigError(f"blend must be one of {BLENDS}, got {self.blend!r}")
         if not self.sigma_scale > 0:
             raise ConfigError(f"sigma_scale must be positive, got {self.sigma_scale}")
+
+
+def native_tiling(config: ModelConfig) -> Tiling | None:
+    """The tiling a model trained at its images' own resolution (``input_scale == "native"``) is
+    validated and predicted with; None for a model trained on resized images."""
+    return Tiling() if config.input_scale == "native" else None
 
 
 def window_starts(length: int, window: int, overlap: float) -> list[int]:

@@ -28,7 +28,7 @@ from ..data import DatasetIndex, Sample, SegmentationDataset, check_samples, fin
 from ..data.volume_slices import slice_volume_dataset
 from ..data.volumes import is_volume_dataset
 from ..errors import ConfigError, DataError
-from ..inference.tiling import Tiling, sliding_window_logits
+from ..inference.tiling import native_tiling, sliding_window_logits
 from ..losses import SegmentationLoss, hard_masks, one_hot, overlap_scores
 from ..modeling import HRMedSegSAM
 from ..runtime import compile_model, resolve_device
@@ -135,16 +135,13 @@ def per_image_dice_iou(logits: torch.Tensor, masks: torch.Tensor) -> tuple[torch
 
 @torch.no_grad()
 def validate(
-    objective: nn.Module,
-    loader: DataLoader,
-    device: torch.device,
-    tiling: Tiling | None = None,
-    windows_per_pass: int = 16,
+    objective: nn.Module, loader: DataLoader, device: torch.device, windows_per_pass: int = 16
 ) -> dict[str, float]:
     """``val_loss`` and the mean per-image ``val_dice`` and ``val_iou`` over ``loader``: at the
-    model's input resolution, or with ``tiling`` each whole image (batch 1) by sliding windows at
-    its own resolution, as ``--tile`` predicts; its loss is then the segmentation loss of the
-    blended logits (no IoU-head term)."""
+    model's input resolution, or for a native-scale model each whole image (batch 1) by sliding
+    windows at its own resolution, as its Segmenter predicts; the loss is then the segmentation
+    loss of the blended logits (no IoU-head term)."""
+    tiling = native_tiling(objective.model.config)
     objective.eval()
     total_loss, dices, ious = 0.0, [], []
     for batch in loader:
@@ -351,7 +348,6 @@ def train(
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     loss_fn = SegmentationLoss(config.num_classes, config.dice_weight, config.focal_weight, config.ce_weight)
     objective = make_objective(model, config, loss_fn, amp_dtype)
-    tiling = Tiling() if config.input_scale == "native" else None
     trained = objective
     if ctx.world_size > 1:
         # Prompted batches may leave some prompt embeddings unused, which DDP must be told.
@@ -362,7 +358,7 @@ def train(
 
     loop = EpochLoop(
         trained, model, optimizer, scheduler, scaler, train_loader,
-        validate=lambda: validate(objective, val_loader, device, tiling, config.batch_size),
+        validate=lambda: validate(objective, val_loader, device, config.batch_size),
         score=Score("val_dice", maximize=True),
         device=device, epoch_aware=(sampler, train_set), accumulate=config.accumulate,
         clip_grad=config.clip_grad,
