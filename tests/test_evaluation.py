@@ -6,7 +6,12 @@ import json
 import numpy as np
 import pytest
 import torch
-from monai.metrics import compute_average_surface_distance, compute_dice, compute_hausdorff_distance
+from monai.metrics import (
+    compute_average_surface_distance,
+    compute_dice,
+    compute_hausdorff_distance,
+    compute_surface_dice,
+)
 from PIL import Image
 from scipy import ndimage
 
@@ -14,7 +19,7 @@ import hrmedseg
 from hrmedseg.cli import main as cli_main
 from hrmedseg.data.synthetic import make_synthetic_dataset
 from hrmedseg.evaluation.evaluate import evaluate
-from hrmedseg.evaluation.metrics import binary_metrics, case_metrics
+from hrmedseg.evaluation.metrics import DEFAULT_NSD_TOLERANCE, binary_metrics, case_metrics
 from hrmedseg.inference.segmenter import Segmenter
 
 
@@ -41,6 +46,22 @@ def test_metrics_match_monai(spacing):
         assert ours["asd_mm"] == pytest.approx(asd, rel=1e-5)
 
 
+@pytest.mark.parametrize("spacing", [(1.0, 1.0), (0.5, 1.5)])
+@pytest.mark.parametrize("tolerance", [0.0, 1.0, 2.0, 3.5])
+def test_nsd_matches_monai(spacing, tolerance):
+    """NSD counts surface pixels within the tolerance, as MONAI's compute_surface_dice does;
+    whole-number tolerances put many distances exactly on the boundary (<= counts them)."""
+    rng = np.random.default_rng(2)
+    for _ in range(3):
+        pred, truth = _blobs(rng, (60, 80), 5), _blobs(rng, (60, 80), 6)
+        pred[-5:, -9:] = True
+        p, t = (torch.from_numpy(np.stack([~m, m]))[None].float() for m in (pred, truth))
+        expected = compute_surface_dice(p, t, [tolerance], spacing=spacing).item()
+        assert binary_metrics(pred, truth, spacing, tolerance)["nsd_mm"] == pytest.approx(expected, rel=1e-6)
+    if spacing == (1.0, 1.0):
+        assert binary_metrics(pred, truth, None, tolerance)["nsd"] == pytest.approx(expected, rel=1e-6)
+
+
 def test_hand_computed_square_and_empty_conventions():
     truth = np.zeros((20, 20), bool)
     truth[5:15, 5:15] = True  # 100 pixels
@@ -51,12 +72,19 @@ def test_hand_computed_square_and_empty_conventions():
     assert m["iou"] == pytest.approx(80 / 120)
     assert m["precision"] == m["recall"] == pytest.approx(0.8)
     assert m["hd95"] == pytest.approx(2.0)
+    # Both outlines are 36 pixels. Within 2 pixels every one has a partner; within 1, the far
+    # side (10) and the middle of the near side (6) of each outline have none: 2 * 20 / 72.
+    assert m["nsd"] == 1.0
+    assert binary_metrics(pred, truth, nsd_tolerance=1.0)["nsd"] == pytest.approx(40 / 72)
+    assert binary_metrics(pred, truth, (0.5, 0.5), nsd_tolerance=1.0)["nsd_mm"] == 1.0
 
     empty = np.zeros_like(truth)
     both = binary_metrics(empty, empty)
-    assert both == {"dice": 1.0, "iou": 1.0, "precision": 1.0, "recall": 1.0, "hd95": 0.0, "asd": 0.0}
+    assert both == {
+        "dice": 1.0, "iou": 1.0, "precision": 1.0, "recall": 1.0, "hd95": 0.0, "asd": 0.0, "nsd": 1.0
+    }  # fmt: skip
     missed = binary_metrics(empty, truth)
-    assert missed["dice"] == missed["precision"] == missed["recall"] == 0.0
+    assert missed["dice"] == missed["precision"] == missed["recall"] == missed["nsd"] == 0.0
     assert missed["hd95"] == pytest.approx(np.hypot(20, 20))
     assert all(np.isfinite(v) for v in binary_metrics(truth, empty).values())
 
@@ -104,10 +132,30 @@ def test_evaluate_writes_per_case_csv_and_summaries(tmp_path, trained):
     assert summary["mean"]["dice"]["n"] == len(test_cases)
     assert np.mean([float(r["dice"]) for r in rows]) == pytest.approx(summary["mean"]["dice"]["mean"])
     assert "± " in (tmp_path / "ev" / "summary.md").read_text()
+    assert list(rows[0])[-2:] == ["asd", "nsd"] and summary["nsd_tolerance"] == DEFAULT_NSD_TOLERANCE
     assert sorted(p.stem for p in (tmp_path / "ev" / "overlays").iterdir()) == sorted(test_cases)
     assert evaluate(checkpoint, data, tmp_path / "all", split="all", progress=False)["cases"] == 12
     with pytest.raises(ValueError, match="no 'holdout' cases"):
         evaluate(checkpoint, data, tmp_path / "x", split="holdout", progress=False)
+    with pytest.raises(ValueError, match="NSD tolerance must be a distance of 0 or more, got -1"):
+        evaluate(checkpoint, data, tmp_path / "x", nsd_tolerance=-1, progress=False)
+
+
+def test_cli_nsd_tolerance_reaches_the_summary(tmp_path, trained, capsys):
+    data, checkpoint = trained
+    argv = ["evaluate", "--checkpoint", str(checkpoint), "--data", str(data), "--quiet"]
+    assert cli_main([*argv, "--output", str(tmp_path / "default")]) == 0
+    assert json.loads((tmp_path / "default" / "summary.json").read_text())["nsd_tolerance"] == (
+        DEFAULT_NSD_TOLERANCE
+    )
+    assert cli_main([*argv, "--output", str(tmp_path / "wide"), "--nsd-tolerance", "1000"]) == 0
+    summary = json.loads((tmp_path / "wide" / "summary.json").read_text())
+    assert summary["nsd_tolerance"] == 1000 and "within 1000.0 of the other" in summary["conventions"]
+    # Every surface pixel lies within 1000 pixels of the other surface: NSD is 1 wherever both
+    # masks hold foreground (Dice > 0).
+    with (tmp_path / "wide" / "metrics.csv").open() as f:
+        rows = [r for r in csv.DictReader(f) if float(r["dice"]) > 0]
+    assert rows and all(float(r["nsd"]) == 1.0 for r in rows)
 
 
 def test_segmenter_returns_each_image_at_its_original_size(tmp_path, trained):

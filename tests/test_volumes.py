@@ -7,7 +7,12 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from monai.metrics import compute_average_surface_distance, compute_dice, compute_hausdorff_distance
+from monai.metrics import (
+    compute_average_surface_distance,
+    compute_dice,
+    compute_hausdorff_distance,
+    compute_surface_dice,
+)
 
 import hrmedseg
 from hrmedseg import ModelConfig, Segmenter
@@ -105,6 +110,8 @@ def test_3d_metrics_match_monai_in_millimetres():
     asd = compute_average_surface_distance(p, t, symmetric=True, spacing=SPACING).item()
     assert row["hd95_mm"] == pytest.approx(hd95, rel=1e-5)
     assert row["asd_mm"] == pytest.approx(asd, rel=1e-5)
+    nsd = compute_surface_dice(p, t, [2.0], spacing=SPACING).item()
+    assert row["nsd_mm"] == pytest.approx(nsd, rel=1e-6)
 
 
 def test_evaluate_scores_volumes_in_3d_and_names_bad_ones(tmp_path, capsys):
@@ -133,7 +140,7 @@ def test_evaluate_scores_volumes_in_3d_and_names_bad_ones(tmp_path, capsys):
     assert "not_finite.nii.gz: " in err and "non-finite intensities" in err
     summary = json.loads((tmp_path / "ev" / "summary.json").read_text())
     assert summary["cases"] == 2 and len(summary["failures"]) == 3
-    assert {"dice", "hd95", "hd95_mm", "asd_mm"} <= set(summary["mean"])
+    assert {"dice", "hd95", "nsd", "hd95_mm", "asd_mm", "nsd_mm"} <= set(summary["mean"])
     rows = (tmp_path / "ev" / "metrics.csv").read_text().splitlines()
     assert rows[0].startswith("case,class,shape,dice") and rows[1].startswith("good_1,1,40x48x6,")
 

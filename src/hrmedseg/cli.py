@@ -137,7 +137,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     summary = evaluate(
         args.checkpoint, args.data, args.output, args.split, args.overlays, args.device, args.batch_size,
         progress=not args.quiet, prompts=args.prompts, prompt_dir=args.prompt_dir, tiling=_tiling(args),
-        compile_mode=args.compile, tta=args.tta,
+        compile_mode=args.compile, tta=args.tta, nsd_tolerance=args.nsd_tolerance,
     )  # fmt: skip
     print(Path(args.output, "summary.md").read_text())
     print(f"{summary['cases']} cases; per-case metrics, summary.json and summary.md in {args.output}")
@@ -155,8 +155,9 @@ def _evaluate_volumes(args: argparse.Namespace) -> int:
         args.checkpoint, args.device, args.batch_size, _tiling(args), args.compile, args.tta
     )
     summary = evaluate_volumes(
-        segmenter, args.data, args.output, args.split, axis, window, not args.quiet, str(args.checkpoint)
-    )
+        segmenter, args.data, args.output, args.split, axis, window, not args.quiet, str(args.checkpoint),
+        args.nsd_tolerance,
+    )  # fmt: skip
     print(Path(args.output, "summary.md").read_text())
     print(f"{summary['cases']} volumes; per-case metrics, summary.json and summary.md in {args.output}")
     return _report_failures(summary["failures"], args.output)
@@ -368,6 +369,11 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--split", default="test", help="split to score (train/val/test) or 'all'")
     evaluate.add_argument("--output", required=True, help="folder for metrics.csv, summary.json, summary.md")
     evaluate.add_argument("--overlays", action="store_true", help="also write overlay PNGs")
+    evaluate.add_argument(
+        "--nsd-tolerance", type=float, default=2.0, metavar="D",
+        help="NSD counts surface within D of the other surface: pixels (voxels) for nsd, and "
+        "millimetres for nsd_mm when the spacing is known (default 2)",
+    )  # fmt: skip
     evaluate.add_argument(
         "--prompts", choices=["box", "point", "box+point", "json"],
         help="HRMedSegSAM models: prompts per ground-truth object (default box), or json from --prompt-dir",

@@ -37,7 +37,7 @@ from ..inference.prompted import (
 from ..inference.segmenter import Segmenter
 from ..inference.tiling import Tiling
 from ..output import FAILURES_FILE, ensure_output_folder, raise_if_nothing_done, write_failures
-from .metrics import METRIC_NAMES, case_metrics
+from .metrics import DEFAULT_NSD_TOLERANCE, METRIC_NAMES, PHYSICAL_METRIC_NAMES, case_metrics
 
 
 def _summarise(rows: list[dict[str, Any]], keys: list[str]) -> dict[str, dict[str, float]]:
@@ -109,6 +109,7 @@ def evaluate(
     tiling: Tiling | None = None,
     compile_mode: str = "none",
     tta: str = "none",
+    nsd_tolerance: float = DEFAULT_NSD_TOLERANCE,
 ) -> dict[str, Any]:
     """Segment the ``split`` cases of ``data`` (``"all"``: every case) and score them.
 
@@ -118,8 +119,11 @@ def evaluate(
     own resolution by sliding windows (automatic models; see :mod:`hrmedseg.inference.tiling`);
     ``compile_mode`` runs an automatic model through ``torch.compile`` (see ``runtime.COMPILE_MODES``);
     ``tta`` averages its logits over flipped copies of each image ("hflip" or "flips", see
-    :class:`Segmenter`). Returns the summary that is also written to ``summary.json``.
+    :class:`Segmenter`). ``nsd_tolerance`` is NSD's tolerance in pixels (and in millimetres for
+    ``nsd_mm``; see :mod:`hrmedseg.evaluation.metrics`). Returns the summary that is also written
+    to ``summary.json``.
     """
+    check_nsd_tolerance(nsd_tolerance)
     segmenter, prompts = _load_segmenter(checkpoint, device, batch_size, prompts, tiling, compile_mode, tta)
     if not isinstance(checkpoint, str | Path):
         checkpoint = "(in-memory model)"
@@ -160,7 +164,7 @@ def evaluate(
     for sample, pred in tqdm(pairs, total=len(samples), disable=not progress, desc="evaluate", unit="image"):
         truth = read_mask(sample.mask)
         spacing = index.spacing.get(sample.stem)
-        for row in case_metrics(pred, truth, segmenter.num_classes, spacing):
+        for row in case_metrics(pred, truth, segmenter.num_classes, spacing, nsd_tolerance):
             rows.append({"case": sample.stem, "height": truth.shape[0], "width": truth.shape[1], **row})
         if overlays:
             picture = overlay(read_image(sample.image), pred, truth)
@@ -180,11 +184,16 @@ def evaluate(
         "checkpoint": str(checkpoint), "data": str(data), "split": split,
         "prompts": prompts or "none (automatic)", "cases": len(samples),
         "tiling": dataclasses.asdict(tiling) if tiling else "none (resized to the model size)",
-        "tta": tta,
+        "tta": tta, "nsd_tolerance": nsd_tolerance,
     }  # fmt: skip
     return write_reports(
         output, rows, ["height", "width"], about, failures, f"`{checkpoint}` on {description}"
     )
+
+
+def check_nsd_tolerance(tolerance: float) -> None:
+    if not tolerance >= 0:  # also refuses NaN
+        raise ConfigError(f"the NSD tolerance must be a distance of 0 or more, got {tolerance}")
 
 
 def write_reports(
@@ -197,14 +206,15 @@ def write_reports(
 ) -> dict[str, Any]:
     """Write ``metrics.csv``, ``summary.json``, ``summary.md`` and ``failures.txt`` of scored
     ``rows`` (one per case and class); ``about`` opens the summary. Returns the summary."""
-    has_mm = any("hd95_mm" in r for r in rows)
-    columns = ["case", "class", *size_columns, *METRIC_NAMES] + (["hd95_mm", "asd_mm"] if has_mm else [])
+    metric_keys = list(METRIC_NAMES)
+    if any(PHYSICAL_METRIC_NAMES[0] in r for r in rows):
+        metric_keys += PHYSICAL_METRIC_NAMES
+    columns = ["case", "class", *size_columns, *metric_keys]
     with (output / "metrics.csv").open("w", newline="") as f:
         writer = csv.DictWriter(f, columns, restval="")
         writer.writeheader()
         writer.writerows(rows)
 
-    metric_keys = list(METRIC_NAMES) + (["hd95_mm", "asd_mm"] if has_mm else [])
     classes = sorted({r["class"] for r in rows})
     summary = {
         **about,
@@ -212,7 +222,8 @@ def write_reports(
         "mean": _summarise(rows, metric_keys),
         "per_class": {str(c): _summarise([r for r in rows if r["class"] == c], metric_keys) for c in classes},
         "conventions": "distances in pixels (voxels) at original resolution (_mm: physical units); "
-        "empty-mask rules in hrmedseg.evaluation.metrics",
+        f"nsd: share of both surfaces within {about['nsd_tolerance']} of the other (in the units of "
+        "each distance); empty-mask rules in hrmedseg.evaluation.metrics",
     }
     (output / "summary.json").write_text(json.dumps(summary, indent=2))
     write_failures(output, failures)

@@ -1,14 +1,20 @@
 """Per-case segmentation metrics on binary masks (2-D images or 3-D volumes): Dice, IoU,
-precision, recall, HD95 and ASD.
+precision, recall, HD95, ASD and NSD.
 
 Surface distances follow MONAI's definitions: a mask's surface is the mask minus its erosion
 (4-connected in 2-D, 6-connected in 3-D), distances are Euclidean (scaled by the pixel or voxel
 spacing), HD95 is the larger of the two directed 95th percentiles, and ASD is the mean of all
 distances in both directions (symmetric).
 
+NSD (normalised surface Dice, the second metric MedSAM reports) is the share of both surfaces
+that lies within ``nsd_tolerance`` of the other surface (distance <= tolerance), counted in surface
+pixels as MONAI's ``compute_surface_dice`` does. DeepMind's ``surface-distance`` package (MedSAM's
+code) weights each surface element by its area instead, so its values differ slightly, most on
+small or jagged objects.
+
 Empty masks (documented convention, so means never contain NaN):
 - a ratio whose denominator is zero (e.g. Dice of two empty masks) is 1 when prediction and truth
-  are both empty, and 0 otherwise;
+  are both empty, and 0 otherwise; NSD likewise;
 - HD95 and ASD are 0 when both are empty and the image diagonal (in the same units) when only one
   of them is: the largest distance the image can hold.
 """
@@ -20,7 +26,12 @@ import math
 import numpy as np
 from scipy import ndimage
 
-METRIC_NAMES = ("dice", "iou", "precision", "recall", "hd95", "asd")
+METRIC_NAMES = ("dice", "iou", "precision", "recall", "hd95", "asd", "nsd")
+# Suffixed metrics, present when the pixel (voxel) spacing is known: in its physical units.
+PHYSICAL_METRIC_NAMES = ("hd95_mm", "asd_mm", "nsd_mm")
+# MedSAM's tolerance (2 mm on CT/MR); here in the units of each distance: pixels for ``nsd``,
+# physical units for ``nsd_mm``.
+DEFAULT_NSD_TOLERANCE = 2.0
 
 
 def _surface(mask: np.ndarray) -> np.ndarray:
@@ -41,29 +52,36 @@ def _ratio(numerator: float, denominator: float, both_empty: bool) -> float:
 
 
 def distance_metrics(
-    pred: np.ndarray, truth: np.ndarray, spacing: tuple[float, ...] | None = None
-) -> tuple[float, float]:
-    """(HD95, ASD) of two boolean masks, in the units of ``spacing`` (one size per axis; default
-    1 per axis: pixels or voxels)."""
+    pred: np.ndarray,
+    truth: np.ndarray,
+    spacing: tuple[float, ...] | None = None,
+    nsd_tolerance: float = DEFAULT_NSD_TOLERANCE,
+) -> tuple[float, float, float]:
+    """(HD95, ASD, NSD) of two boolean masks; distances and ``nsd_tolerance`` in the units of
+    ``spacing`` (one size per axis; default 1 per axis: pixels or voxels)."""
     spacing = (1.0,) * pred.ndim if spacing is None else tuple(spacing)
     n_pred, n_truth = np.count_nonzero(pred), np.count_nonzero(truth)
     if n_pred == 0 and n_truth == 0:
-        return 0.0, 0.0
+        return 0.0, 0.0, 1.0
     if n_pred == 0 or n_truth == 0:
         diagonal = math.hypot(*(n * s for n, s in zip(pred.shape, spacing, strict=True)))
-        return diagonal, diagonal
+        return diagonal, diagonal, 0.0
     forward = surface_distances(pred, truth, spacing)
     backward = surface_distances(truth, pred, spacing)
+    both = np.concatenate([forward, backward])
     hd95 = max(np.percentile(forward, 95), np.percentile(backward, 95))
-    return float(hd95), float(np.concatenate([forward, backward]).mean())
+    return float(hd95), float(both.mean()), float(np.count_nonzero(both <= nsd_tolerance) / both.size)
 
 
 def binary_metrics(
-    pred: np.ndarray, truth: np.ndarray, spacing: tuple[float, ...] | None = None
+    pred: np.ndarray,
+    truth: np.ndarray,
+    spacing: tuple[float, ...] | None = None,
+    nsd_tolerance: float = DEFAULT_NSD_TOLERANCE,
 ) -> dict[str, float]:
     """All metrics of one (H, W) or (X, Y, Z) prediction against its truth. Distances are in
     pixels (voxels), and with ``spacing`` (one size per axis) also in those physical units as
-    ``hd95_mm`` and ``asd_mm``."""
+    ``hd95_mm``, ``asd_mm`` and ``nsd_mm``; ``nsd_tolerance`` is in the units of each."""
     pred, truth = np.asarray(pred, dtype=bool), np.asarray(truth, dtype=bool)
     if pred.shape != truth.shape:
         raise ValueError(f"prediction {pred.shape} and truth {truth.shape} differ in shape")
@@ -76,20 +94,25 @@ def binary_metrics(
         "precision": _ratio(tp, n_pred, both_empty),
         "recall": _ratio(tp, n_truth, both_empty),
     }
-    metrics["hd95"], metrics["asd"] = distance_metrics(pred, truth)
+    metrics["hd95"], metrics["asd"], metrics["nsd"] = distance_metrics(pred, truth, None, nsd_tolerance)
     if spacing is not None:
-        metrics["hd95_mm"], metrics["asd_mm"] = distance_metrics(pred, truth, spacing)
+        physical = distance_metrics(pred, truth, spacing, nsd_tolerance)
+        metrics.update(zip(PHYSICAL_METRIC_NAMES, physical, strict=True))
     return metrics
 
 
 def case_metrics(
-    pred: np.ndarray, truth: np.ndarray, num_classes: int, spacing: tuple[float, ...] | None = None
+    pred: np.ndarray,
+    truth: np.ndarray,
+    num_classes: int,
+    spacing: tuple[float, ...] | None = None,
+    nsd_tolerance: float = DEFAULT_NSD_TOLERANCE,
 ) -> list[dict[str, float | int]]:
     """Metrics per foreground class of two index masks, one row per class (``class`` = 1..K-1;
-    binary: class 1 = any non-zero value)."""
+    binary: class 1 = any non-zero value); see :func:`binary_metrics`."""
     classes = [1] if num_classes == 1 else list(range(1, num_classes))
     rows = []
     for c in classes:
         p, t = (pred > 0, truth > 0) if num_classes == 1 else (pred == c, truth == c)
-        rows.append({"class": c, **binary_metrics(p, t, spacing)})
+        rows.append({"class": c, **binary_metrics(p, t, spacing, nsd_tolerance)})
     return rows

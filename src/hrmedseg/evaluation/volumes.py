@@ -19,8 +19,8 @@ from ..errors import DataError
 from ..inference.segmenter import Segmenter
 from ..inference.volumes import segment_volume
 from ..output import ensure_output_folder, raise_if_nothing_done
-from .evaluate import write_reports
-from .metrics import case_metrics
+from .evaluate import check_nsd_tolerance, write_reports
+from .metrics import DEFAULT_NSD_TOLERANCE, case_metrics
 
 
 def evaluate_volumes(
@@ -32,9 +32,12 @@ def evaluate_volumes(
     window: tuple[float, float] | None = None,
     progress: bool = True,
     checkpoint: str = "(in-memory model)",
+    nsd_tolerance: float = DEFAULT_NSD_TOLERANCE,
 ) -> dict[str, Any]:
     """Score ``segmenter`` on the ``split`` volumes of ``data`` (``"all"``: every case); writes and
-    returns the same reports as :func:`~hrmedseg.evaluation.evaluate.evaluate`."""
+    returns the same reports as :func:`~hrmedseg.evaluation.evaluate.evaluate` (``nsd_tolerance``:
+    in voxels for ``nsd``, in millimetres for ``nsd_mm``)."""
+    check_nsd_tolerance(nsd_tolerance)
     data = Path(data)
     pairs = find_volume_pairs(data)
     if split != "all":
@@ -56,13 +59,14 @@ def evaluate_volumes(
             continue
         pred = segment_volume(segmenter, image, axis, window)
         truth = np.rint(mask.data).astype(np.int64)
-        for row in case_metrics(pred, truth, segmenter.num_classes, image.spacing):
+        for row in case_metrics(pred, truth, segmenter.num_classes, image.spacing, nsd_tolerance):
             rows.append({"case": case, "shape": "x".join(map(str, image.data.shape)), **row})
     scored = len({r["case"] for r in rows})
     raise_if_nothing_done(scored, failures, f"'{split}' volumes of {data}")
     about = {
         "checkpoint": checkpoint, "data": str(data), "split": split, "cases": scored,
         "slices_along_axis": axis, "window": list(window) if window else "min-max per volume",
+        "nsd_tolerance": nsd_tolerance,
     }  # fmt: skip
     description = f"`{checkpoint}` on `{data}` ({split}: {about['cases']} volumes, 3-D metrics)"
     return write_reports(output, rows, ["shape"], about, failures, description)
