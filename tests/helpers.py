@@ -13,7 +13,8 @@ import torch.nn.functional as F
 from torch import nn
 
 import hrmedseg
-from hrmedseg.modeling import HRMedSegSAM
+from hrmedseg import ModelConfig
+from hrmedseg.modeling import AutomaticSegmentationModel, HRMedSegSAM
 
 
 class SimulatedCrash(Exception):
@@ -30,6 +31,18 @@ def run_until_crash(run: Callable[..., Any], *args: Any, after_epoch: int = 1, *
 
     with pytest.raises(SimulatedCrash):
         run(*args, on_epoch_end=crash, **kwargs)
+
+
+class ThresholdModel(AutomaticSegmentationModel):
+    """Pointwise: the logit of a pixel is its intensity (in [0, 1]) minus 0.5; no normalisation."""
+
+    def __init__(self, size: tuple[int, int]) -> None:
+        super().__init__(ModelConfig(name="threshold", arch="threshold", img_size=size, patch_size=1,
+                                     pixel_mean=(0.0, 0.0, 0.0), pixel_std=(1.0, 1.0, 1.0)))  # fmt: skip
+
+    def forward(self, images, return_quality=False):
+        logits = images.mean(1, keepdim=True) - 0.5
+        return (logits, None) if return_quality else logits
 
 
 # --- Backward-pass comparisons (fp32 vs fp64, CPU vs CUDA, bf16 vs fp32) --------------------------

@@ -178,3 +178,16 @@ def test_predict_onnx_refuses_graphs_it_cannot_run(exported, tmp_path, capsys):
         assert cli_main(argv) == 2
         err = capsys.readouterr().err
         assert message in err and str(path.name) in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_onnx_masks_are_postprocessed_per_class(exported):
+    from hrmedseg.deployment.onnx_segmenter import OnnxSegmenter
+    from hrmedseg.inference.postprocess import Postprocessing
+
+    (path,) = exported["classes"][2]
+    image = np.random.default_rng(0).random((90, 120, 3)).astype(np.float32)
+    plain = OnnxSegmenter(path).predict(image)
+    postprocessing = Postprocessing(min_size=15, keep_largest=True)
+    cleaned = OnnxSegmenter(path, postprocessing=postprocessing).predict(image)
+    np.testing.assert_array_equal(cleaned, postprocessing(plain))
+    assert not np.array_equal(cleaned, plain)

@@ -107,17 +107,23 @@ def test_an_automatic_model_returns_its_mask_with_the_upload():
 
 
 def test_an_automatic_model_is_served_tiled_and_flipped_as_predict_would():
-    """The page's mask is the one ``predict --tile --tta flips`` writes; a prompted model refuses both."""
+    """The page's mask is the one ``predict --tile --tta flips --min-size 30 --fill-holes`` writes;
+    a prompted model refuses these options."""
     from hrmedseg.errors import ConfigError
+    from hrmedseg.inference.postprocess import Postprocessing
     from hrmedseg.inference.tiling import Tiling
 
     model = hrmedseg.create_model("hrmedseg_t", img_size=64).eval()
-    client = TestClient(create_app(model, "cpu", tiling=Tiling(), tta="flips"))
+    options = {"tiling": Tiling(), "tta": "flips", "postprocessing": Postprocessing(30, fill_holes=True)}
+    client = TestClient(create_app(model, "cpu", **options))
     upload = png(150, 90)
     served = decoded(client.post("/api/image", content=upload).json()["masks"][0]) > 0
     image = np.asarray(Image.open(io.BytesIO(upload)))
-    expected = hrmedseg.Segmenter(model, "cpu", tiling=Tiling(), tta="flips").predict(image) > 0
+    expected = hrmedseg.Segmenter(model, "cpu", **options).predict(image) > 0
     np.testing.assert_array_equal(served, expected)
+    assert not np.array_equal(
+        expected, hrmedseg.Segmenter(model, "cpu", tiling=Tiling(), tta="flips").predict(image) > 0
+    )
     assert not np.array_equal(expected, hrmedseg.Segmenter(model, "cpu").predict(image) > 0)
     with pytest.raises(ConfigError, match="for automatic models"):
         create_app(hrmedseg.create_model("hrmedseg_sam_t", img_size=64), "cpu", tta="hflip")

@@ -7,6 +7,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
+from helpers import ThresholdModel
 from monai.metrics import (
     compute_average_surface_distance,
     compute_dice,
@@ -15,26 +16,13 @@ from monai.metrics import (
 )
 
 import hrmedseg
-from hrmedseg import ModelConfig, Segmenter
+from hrmedseg import Segmenter
 from hrmedseg.cli import main as cli_main
 from hrmedseg.data.volumes import read_volume
 from hrmedseg.evaluation.metrics import case_metrics
 from hrmedseg.inference.volumes import segment_volume
-from hrmedseg.modeling import AutomaticSegmentationModel
 
 SHAPE, SPACING = (40, 48, 6), (0.8, 0.7, 2.5)
-
-
-class ThresholdModel(AutomaticSegmentationModel):
-    """Pointwise: the logit of a pixel is its intensity (in [0, 1]) minus 0.5; no normalisation."""
-
-    def __init__(self, size: tuple[int, int]) -> None:
-        super().__init__(ModelConfig(name="threshold", arch="threshold", img_size=size, patch_size=1,
-                                     pixel_mean=(0.0, 0.0, 0.0), pixel_std=(1.0, 1.0, 1.0)))  # fmt: skip
-
-    def forward(self, images, return_quality=False):
-        logits = images.mean(1, keepdim=True) - 0.5
-        return (logits, None) if return_quality else logits
 
 
 def oblique_affine() -> np.ndarray:

@@ -114,6 +114,13 @@ def _tiling(args: argparse.Namespace):
     return Tiling(**{k: v for k, v in given.items() if v is not None})
 
 
+def _postprocessing(args: argparse.Namespace):
+    """The mask clean-up of --min-size, --keep-largest and --fill-holes."""
+    from .inference.postprocess import Postprocessing
+
+    return Postprocessing(args.min_size, args.keep_largest, args.fill_holes)
+
+
 def _volume_options(args: argparse.Namespace, volumes: bool) -> tuple[int, tuple[float, float] | None]:
     """--axis and --window, which only NIfTI volumes take."""
     if not volumes and (args.axis is not None or args.window is not None):
@@ -138,6 +145,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         args.checkpoint, args.data, args.output, args.split, args.overlays, args.device, args.batch_size,
         progress=not args.quiet, prompts=args.prompts, prompt_dir=args.prompt_dir, tiling=_tiling(args),
         compile_mode=args.compile, tta=args.tta, nsd_tolerance=args.nsd_tolerance,
+        postprocessing=_postprocessing(args),
     )  # fmt: skip
     print(Path(args.output, "summary.md").read_text())
     print(f"{summary['cases']} cases; per-case metrics, summary.json and summary.md in {args.output}")
@@ -152,8 +160,9 @@ def _evaluate_volumes(args: argparse.Namespace) -> int:
     if args.prompts is not None or args.overlays:
         raise ConfigError("--prompts and --overlays are for 2-D images; volumes are segmented automatically")
     segmenter = Segmenter.from_checkpoint(
-        args.checkpoint, args.device, args.batch_size, _tiling(args), args.compile, args.tta
-    )
+        args.checkpoint, args.device, args.batch_size, _tiling(args), args.compile, args.tta,
+        _postprocessing(args),
+    )  # fmt: skip
     summary = evaluate_volumes(
         segmenter, args.data, args.output, args.split, axis, window, not args.quiet, str(args.checkpoint),
         args.nsd_tolerance,
@@ -177,8 +186,9 @@ def _cmd_predict(args: argparse.Namespace) -> int:
                 "NIfTI volumes are segmented by an automatic --checkpoint (no --onnx, no --prompts)"
             )
         segmenter = Segmenter.from_checkpoint(
-            args.checkpoint, args.device, args.batch_size, _tiling(args), args.compile, args.tta
-        )
+            args.checkpoint, args.device, args.batch_size, _tiling(args), args.compile, args.tta,
+            _postprocessing(args),
+        )  # fmt: skip
         report = predict_volumes_to_folder(segmenter, args.input, args.output, axis, window, not args.quiet)
         print(f"{len(report.written)} mask volume(s) written to {args.output}")
         return _report_failures(report.failures, args.output)
@@ -191,7 +201,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
                 "--prompts and --tile need a --checkpoint; --onnx runs automatic models resized"
             )
         report = predict_to_folder(
-            OnnxSegmenter(args.onnx, args.batch_size, tta=args.tta), args.input, args.output,
+            OnnxSegmenter(args.onnx, args.batch_size, tta=args.tta, postprocessing=_postprocessing(args)),
+            args.input, args.output,
             args.probabilities, args.overlays, progress=not args.quiet,
         )  # fmt: skip
         print(f"{len(report.written)} mask(s) written to {args.output}")
@@ -202,7 +213,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
     tiling = _tiling(args)
     if read_model_config(args.checkpoint).arch == "hrmedseg_sam":
-        refuse_automatic_options(tiling, args.tta)
+        refuse_automatic_options(tiling, args.tta, _postprocessing(args))
         if args.prompts is None:
             raise ConfigError(
                 "an HRMedSegSAM model needs prompts: --prompts FOLDER of <stem>.json files (or one file)"
@@ -215,7 +226,13 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         if args.prompts is not None:
             raise ConfigError("--prompts is for HRMedSegSAM models; this model segments without prompts")
         segmenter = Segmenter.from_checkpoint(
-            args.checkpoint, args.device, args.batch_size, tiling, args.compile, args.tta
+            args.checkpoint,
+            args.device,
+            args.batch_size,
+            tiling,
+            args.compile,
+            args.tta,
+            _postprocessing(args),
         )
         report = predict_to_folder(
             segmenter, args.input, args.output, args.probabilities, args.overlays, progress=not args.quiet
@@ -246,7 +263,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
     app = create_app(
         load_model(args.checkpoint), args.device, int(args.max_upload_mb * 2**20),
-        tiling=_tiling(args), tta=args.tta,
+        tiling=_tiling(args), tta=args.tta, postprocessing=_postprocessing(args),
     )  # fmt: skip
     print(f"hrmedseg serve: http://{args.host}:{args.port} (Ctrl+C stops)")
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
@@ -384,6 +401,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--batch-size", type=int, default=4, help="images (with --tile: windows) per pass")
     _add_tiling_options(evaluate)
     _add_tta_option(evaluate)
+    _add_postprocessing_options(evaluate)
     _add_volume_options(evaluate)
 
     predict = add("predict", "write a mask per image, each at its original size", _cmd_predict)
@@ -410,6 +428,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--batch-size", type=int, default=4, help="images (with --tile: windows) per pass")
     _add_tiling_options(predict)
     _add_tta_option(predict)
+    _add_postprocessing_options(predict)
     _add_volume_options(predict)
 
     export = add(
@@ -433,6 +452,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-upload-mb", type=float, default=50, help="largest upload accepted (default 50)")
     _add_tiling_options(serve)
     _add_tta_option(serve)
+    _add_postprocessing_options(serve)
 
     demo = add(
         "demo",
@@ -461,6 +481,20 @@ def _add_tiling_options(parser: argparse.ArgumentParser) -> None:
         "--blend", choices=["gaussian", "linear", "constant"],
         help="with --tile: weights of overlapping windows (default gaussian, MONAI's convention)",
     )  # fmt: skip
+
+
+def _add_postprocessing_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "postprocessing of automatic models' masks, per class, in this order (volumes: in 3-D)"
+    )
+    group.add_argument(
+        "--min-size", type=int, default=0, metavar="PIXELS",
+        help="remove objects (connected components, 8-connected) of fewer pixels (voxels)",
+    )  # fmt: skip
+    group.add_argument(
+        "--keep-largest", action="store_true", help="keep only the largest object (one per image)"
+    )
+    group.add_argument("--fill-holes", action="store_true", help="fill background enclosed by an object")
 
 
 def _add_tta_option(parser: argparse.ArgumentParser) -> None:

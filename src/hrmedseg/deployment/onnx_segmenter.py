@@ -5,7 +5,8 @@ to the model's size with antialiased bilinear filtering (as ``data.transforms.im
 Pillow's filter and torch's antialiased one are the same triangle filter), normalised with the
 model's pixel mean and std; the logits are resized back to each image's original size with
 plain bilinear interpolation (half-pixel centres, as ``F.interpolate(align_corners=False)``)
-before the threshold or the argmax. Only NumPy, Pillow and onnxruntime are imported.
+before the threshold or the argmax. Only NumPy, SciPy (the masks' postprocessing), Pillow and
+onnxruntime are imported.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from PIL import Image
 
 from ..errors import CheckpointError, InputNotFoundError, MissingDependencyError
 from ..inference.mask_predictor import ImageInput, MaskPredictor, tta_flips
+from ..inference.postprocess import Postprocessing
 
 # Metadata keys of an exported graph, and its roles (written by export_onnx).
 GRAPH_KEY, CONFIG_KEY = "hrmedseg_graph", "hrmedseg_config"
@@ -65,9 +67,15 @@ class OnnxSegmenter(MaskPredictor):
     """
 
     def __init__(
-        self, path: str | os.PathLike, batch_size: int = 4, threads: int | None = None, tta: str = "none"
+        self,
+        path: str | os.PathLike,
+        batch_size: int = 4,
+        threads: int | None = None,
+        tta: str = "none",
+        postprocessing: Postprocessing | None = None,
     ) -> None:
         self.tta, self.flips = tta, tta_flips(tta)
+        self.postprocessing = postprocessing or Postprocessing()
         try:
             import onnxruntime
         except ImportError:

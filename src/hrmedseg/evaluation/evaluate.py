@@ -27,6 +27,7 @@ from ..checkpoint import read_model_config
 from ..data import Sample, find_dataset, read_image, read_mask, sample_problems
 from ..errors import ConfigError, DataError
 from ..inference.overlay import overlay
+from ..inference.postprocess import Postprocessing
 from ..inference.prompted import (
     GT_PROMPT_KINDS,
     PromptedSegmenter,
@@ -56,6 +57,7 @@ def _load_segmenter(
     tiling: Tiling | None,
     compile_mode: str = "none",
     tta: str = "none",
+    postprocessing: Postprocessing | None = None,
 ) -> tuple[Segmenter | PromptedSegmenter, str | None]:
     """The segmenter for a model file (or the one given) and the prompt kind it will use."""
     if isinstance(checkpoint, Segmenter | PromptedSegmenter):
@@ -63,12 +65,14 @@ def _load_segmenter(
     elif read_model_config(checkpoint).arch == "hrmedseg_sam":
         segmenter = PromptedSegmenter.from_checkpoint(checkpoint, device)
     else:
-        segmenter = Segmenter.from_checkpoint(checkpoint, device, batch_size, tiling, compile_mode, tta)
+        segmenter = Segmenter.from_checkpoint(
+            checkpoint, device, batch_size, tiling, compile_mode, tta, postprocessing
+        )
     if isinstance(segmenter, Segmenter):
         if prompts is not None:
             raise ConfigError("prompts are for HRMedSegSAM models; this model segments without prompts")
         return segmenter, None
-    refuse_automatic_options(tiling, tta)
+    refuse_automatic_options(tiling, tta, postprocessing)
     prompts = prompts or "box"
     if prompts not in (*GT_PROMPT_KINDS, "json"):
         raise ConfigError(f"prompts must be one of {(*GT_PROMPT_KINDS, 'json')}, got {prompts!r}")
@@ -110,21 +114,26 @@ def evaluate(
     compile_mode: str = "none",
     tta: str = "none",
     nsd_tolerance: float = DEFAULT_NSD_TOLERANCE,
+    postprocessing: Postprocessing | None = None,
 ) -> dict[str, Any]:
     """Segment the ``split`` cases of ``data`` (``"all"``: every case) and score them.
 
     ``checkpoint`` is a model file, or a ready :class:`Segmenter` / :class:`PromptedSegmenter`
-    (then ``device``, ``batch_size`` and ``tiling`` are its own). ``prompts`` and ``prompt_dir``
-    apply to HRMedSegSAM models (see the module docstring). ``tiling`` segments each image at its
-    own resolution by sliding windows (automatic models; see :mod:`hrmedseg.inference.tiling`);
-    ``compile_mode`` runs an automatic model through ``torch.compile`` (see ``runtime.COMPILE_MODES``);
-    ``tta`` averages its logits over flipped copies of each image ("hflip" or "flips", see
-    :class:`Segmenter`). ``nsd_tolerance`` is NSD's tolerance in pixels (and in millimetres for
-    ``nsd_mm``; see :mod:`hrmedseg.evaluation.metrics`). Returns the summary that is also written
-    to ``summary.json``.
+    (then ``device``, ``batch_size``, ``tiling``, ``tta`` and ``postprocessing`` are its own).
+    ``prompts`` and ``prompt_dir`` apply to HRMedSegSAM models (see the module docstring).
+    ``tiling`` segments each image at its own resolution by sliding windows (automatic models; see
+    :mod:`hrmedseg.inference.tiling`); ``compile_mode`` runs an automatic model through
+    ``torch.compile`` (see ``runtime.COMPILE_MODES``); ``tta`` averages its logits over flipped
+    copies of each image ("hflip" or "flips", see :class:`Segmenter`); ``postprocessing`` cleans
+    each predicted mask before it is scored (see :mod:`hrmedseg.inference.postprocess`).
+    ``nsd_tolerance`` is NSD's tolerance in pixels (and in millimetres for ``nsd_mm``; see
+    :mod:`hrmedseg.evaluation.metrics`). Returns the summary that is also written to
+    ``summary.json``.
     """
     check_nsd_tolerance(nsd_tolerance)
-    segmenter, prompts = _load_segmenter(checkpoint, device, batch_size, prompts, tiling, compile_mode, tta)
+    segmenter, prompts = _load_segmenter(
+        checkpoint, device, batch_size, prompts, tiling, compile_mode, tta, postprocessing
+    )
     if not isinstance(checkpoint, str | Path):
         checkpoint = "(in-memory model)"
     index = find_dataset(data)
@@ -170,8 +179,11 @@ def evaluate(
             picture = overlay(read_image(sample.image), pred, truth)
             Image.fromarray(picture).save(output / "overlays" / f"{sample.stem}.png")
 
-    # A ready Segmenter brings its own tiling and flips.
-    tiling, tta = (segmenter.tiling, segmenter.tta) if isinstance(segmenter, Segmenter) else (None, "none")
+    # A ready Segmenter brings its own tiling, flips and postprocessing.
+    if isinstance(segmenter, Segmenter):
+        tiling, tta, postprocessing = segmenter.tiling, segmenter.tta, segmenter.postprocessing
+    else:
+        tiling, tta, postprocessing = None, "none", Postprocessing()
     settings = [f"{split}: {len(samples)} cases"]
     if prompts:
         settings.append(f"prompts: {prompts}")
@@ -179,12 +191,17 @@ def evaluate(
         settings.append("tiled")
     if tta != "none":
         settings.append(f"test-time flips: {tta}")
+    if postprocessing.active:
+        settings.append(
+            "postprocessed: " + ", ".join(f"{k} {v}" for k, v in postprocessing.describe().items())
+        )
     description = f"`{data}` ({'; '.join(settings)})"
     about = {
         "checkpoint": str(checkpoint), "data": str(data), "split": split,
         "prompts": prompts or "none (automatic)", "cases": len(samples),
         "tiling": dataclasses.asdict(tiling) if tiling else "none (resized to the model size)",
-        "tta": tta, "nsd_tolerance": nsd_tolerance,
+        "tta": tta, "postprocessing": postprocessing.describe() if postprocessing.active else "none",
+        "nsd_tolerance": nsd_tolerance,
     }  # fmt: skip
     return write_reports(
         output, rows, ["height", "width"], about, failures, f"`{checkpoint}` on {description}"

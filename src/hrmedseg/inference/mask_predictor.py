@@ -10,6 +10,7 @@ import numpy as np
 
 from ..data.io import as_float_rgb, read_image
 from ..errors import ConfigError
+from .postprocess import Postprocessing
 
 ImageInput = str | Path | np.ndarray
 
@@ -33,11 +34,12 @@ def tta_flips(tta: str) -> tuple[tuple[int, ...], ...]:
 class MaskPredictor:
     """Base of :class:`~hrmedseg.Segmenter` and the ONNX ``OnnxSegmenter``: a subclass sets
     ``num_classes``, ``batch_size`` and ``images_per_batch`` and yields probabilities from
-    :meth:`iter_probabilities`."""
+    :meth:`iter_probabilities`. Masks go through ``postprocessing`` (default: none)."""
 
     num_classes: int
     batch_size: int
     images_per_batch: int  # images decoded together by folder prediction
+    postprocessing: Postprocessing = Postprocessing()
 
     def _prepare(self, image: ImageInput) -> np.ndarray:
         return read_image(image) if isinstance(image, str | Path) else as_float_rgb(image)
@@ -47,11 +49,17 @@ class MaskPredictor:
         (binary: K = 1, the foreground probability)."""
         raise NotImplementedError
 
-    def probabilities_to_mask(self, probs: np.ndarray) -> np.ndarray:
-        """(K, H, W) probabilities -> (H, W) uint8 mask of class indices (binary: 0/1)."""
+    def classes(self, probs: np.ndarray) -> np.ndarray:
+        """(K, H, W) probabilities -> (H, W) uint8 class indices (binary: 0/1), before
+        ``postprocessing``."""
         if self.num_classes == 1:
             return (probs[0] > 0.5).astype(np.uint8)
         return probs.argmax(0).astype(np.uint8)
+
+    def probabilities_to_mask(self, probs: np.ndarray) -> np.ndarray:
+        """(K, H, W) probabilities -> (H, W) uint8 mask of class indices (binary: 0/1), cleaned by
+        ``postprocessing``."""
+        return self.postprocessing(self.classes(probs))
 
     def predict(self, images: ImageInput | Sequence[ImageInput]) -> np.ndarray | list[np.ndarray]:
         """Masks at original size: one (H, W) array for one image (path or array), a list for a list.

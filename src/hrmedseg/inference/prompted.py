@@ -26,6 +26,7 @@ import numpy as np
 
 from ..data.prompts import prompts_from_mask
 from ..errors import ConfigError, DataError
+from .postprocess import Postprocessing
 from .predictor import Predictor
 from .tiling import Tiling
 
@@ -41,12 +42,18 @@ class ObjectPrompt:
     labels: np.ndarray | None = None  # (N,) 1 = foreground, 0 = background
 
 
-def refuse_automatic_options(tiling: Tiling | None, tta: str) -> None:
+def refuse_automatic_options(
+    tiling: Tiling | None, tta: str, postprocessing: Postprocessing | None = None
+) -> None:
     """HRMedSegSAM models segment prompts: refuse the options only automatic models take."""
-    options = {"tiled prediction": tiling is not None, "test-time flips": tta != "none"}
+    options = {
+        "tiled prediction": tiling is not None,
+        "test-time flips": tta != "none",
+        "postprocessing": postprocessing is not None and postprocessing.active,
+    }
     given = [name for name, used in options.items() if used]
     if given:
-        verb = "is" if given == ["tiled prediction"] else "are"
+        verb = "is" if len(given) == 1 and given[0] != "test-time flips" else "are"
         raise ConfigError(
             f"{' and '.join(given)} {verb} for automatic models; HRMedSegSAM models segment prompts"
         )

@@ -15,6 +15,7 @@ from ..errors import ConfigError
 from ..modeling import AutomaticSegmentationModel
 from ..runtime import compile_model, resolve_device
 from .mask_predictor import ImageInput, MaskPredictor, tta_flips
+from .postprocess import Postprocessing
 from .tiling import Tiling, native_tiling, sliding_window_logits
 
 
@@ -31,6 +32,7 @@ class Segmenter(MaskPredictor):
     tiled, with ``Tiling()`` unless ``tiling`` says otherwise.
     With ``tta`` ("hflip" or "flips", see ``TTA_FLIPS``), the logits of each image (or window)
     are the mean over the plain pass and its flipped copies, flipped back: one pass per flip more.
+    ``postprocessing`` cleans each mask (see :mod:`.postprocess`; probabilities are left as they are).
 
     Example:
         >>> seg = Segmenter.from_checkpoint("run/best.safetensors")
@@ -46,6 +48,7 @@ class Segmenter(MaskPredictor):
         tiling: Tiling | None = None,
         compile_mode: str = "none",
         tta: str = "none",
+        postprocessing: Postprocessing | None = None,
     ) -> None:
         if not isinstance(model, AutomaticSegmentationModel):
             raise ConfigError(
@@ -61,6 +64,7 @@ class Segmenter(MaskPredictor):
         # Resized, a native-scale model would see its objects at a scale it never learned.
         self.tiling = tiling if tiling is not None else native_tiling(model.config)
         self.tta, self.flips = tta, tta_flips(tta)
+        self.postprocessing = postprocessing or Postprocessing()
         # Tiled, batch_size counts windows, and images are decoded one at a time.
         self.images_per_batch = 1 if tiling is not None else batch_size
 
@@ -73,8 +77,9 @@ class Segmenter(MaskPredictor):
         tiling: Tiling | None = None,
         compile_mode: str = "none",
         tta: str = "none",
+        postprocessing: Postprocessing | None = None,
     ) -> Segmenter:
-        return cls(load_model(path), device, batch_size, tiling, compile_mode, tta)
+        return cls(load_model(path), device, batch_size, tiling, compile_mode, tta, postprocessing)
 
     @torch.no_grad()
     def logits(self, batch: torch.Tensor) -> torch.Tensor:

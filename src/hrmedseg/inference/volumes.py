@@ -31,12 +31,13 @@ from .segmenter import Segmenter
 def segment_volume(
     segmenter: Segmenter, volume: Volume, axis: int = -1, window: tuple[float, float] | None = None
 ) -> np.ndarray:
-    """The (X, Y, Z) uint8 mask of ``volume`` (class indices; binary 0/1), slice by slice along ``axis``."""
+    """The (X, Y, Z) uint8 mask of ``volume`` (class indices; binary 0/1), slice by slice along ``axis``;
+    the segmenter's postprocessing applies to the whole volume (components connected in 3-D)."""
     if not -3 <= axis <= 2:
         raise DataError(f"{volume.path}: axis {axis} does not exist in a 3-D volume")
     slices = list(np.moveaxis(to_unit_range(volume.data, window), axis, 0))
-    masks = [segmenter.probabilities_to_mask(p) for p in segmenter.iter_probabilities(slices)]
-    return np.moveaxis(np.stack(masks), 0, axis)
+    masks = [segmenter.classes(p) for p in segmenter.iter_probabilities(slices)]
+    return segmenter.postprocessing(np.moveaxis(np.stack(masks), 0, axis))
 
 
 def list_volumes(path: str | Path) -> list[Path]:

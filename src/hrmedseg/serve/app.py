@@ -40,6 +40,7 @@ from pydantic import BaseModel
 
 from ..data.io import decode_image
 from ..errors import DataError
+from ..inference.postprocess import Postprocessing
 from ..inference.predictor import Predictor
 from ..inference.prompted import refuse_automatic_options
 from ..inference.segmenter import Segmenter
@@ -87,14 +88,19 @@ class SegmentationService:
         max_sessions: int = 16,
         tiling: Tiling | None = None,
         tta: str = "none",
+        postprocessing: Postprocessing | None = None,
     ) -> None:
         self.prompted = isinstance(model, HRMedSegSAM)
         if self.prompted:
-            refuse_automatic_options(tiling, tta)
+            refuse_automatic_options(tiling, tta, postprocessing)
         self.model_name = model.config.name
         self.img_size = list(model.config.img_size)
         self.model, self.device = model, device
-        self.segmenter = None if self.prompted else Segmenter(model, device, 1, tiling, tta=tta)
+        self.segmenter = (
+            None
+            if self.prompted
+            else Segmenter(model, device, 1, tiling, tta=tta, postprocessing=postprocessing)
+        )
         self.max_sessions = max_sessions
         self.sessions: OrderedDict[str, Session] = OrderedDict()
         self.lock = threading.Lock()  # one model computation at a time; the sessions stay apart
@@ -181,10 +187,11 @@ def create_app(
     max_sessions: int = 16,
     tiling: Tiling | None = None,
     tta: str = "none",
+    postprocessing: Postprocessing | None = None,
 ) -> FastAPI:
     """The FastAPI application for ``model`` (HRMedSeg or HRMedSegSAM). An HRMedSeg model's mask
-    is predicted as ``predict`` does with the same ``tiling`` and ``tta``."""
-    service = SegmentationService(model, device, max_sessions, tiling, tta)
+    is predicted as ``predict`` does with the same ``tiling``, ``tta`` and ``postprocessing``."""
+    service = SegmentationService(model, device, max_sessions, tiling, tta, postprocessing)
     app = FastAPI(title="hrmedseg", docs_url=None, redoc_url=None)
 
     @app.get("/", response_class=HTMLResponse)
