@@ -156,14 +156,11 @@ def test_predict_onnx_refuses_graphs_it_cannot_run(exported, tmp_path, capsys):
     ))  # fmt: skip
     onnx.save(identity, str(tmp_path / "other.onnx"))
     (tmp_path / "broken.onnx").write_bytes(b"not a graph")
-    native = hrmedseg.create_model("hrmedseg_t", img_size=SIZE, input_scale="native").eval()
-    export_onnx(native, tmp_path / "native.onnx")
     Image.new("RGB", (20, 20)).save(tmp_path / "a.png")
     for path, message in (
         (encoder_path, "the 'sam_encoder' graph of an hrmedseg export; predict --onnx needs"),
         (tmp_path / "other.onnx", "not exported by hrmedseg"),
         (tmp_path / "broken.onnx", "not a readable ONNX model"),
-        (tmp_path / "native.onnx", "trained at its images' own resolution (input_scale 'native')"),
         (tmp_path / "missing.onnx", "ONNX model not found"),
     ):
         argv = [
@@ -191,3 +188,32 @@ def test_onnx_masks_are_postprocessed_per_class(exported):
     cleaned = OnnxSegmenter(path, postprocessing=postprocessing).predict(image)
     np.testing.assert_array_equal(cleaned, postprocessing(plain))
     assert not np.array_equal(cleaned, plain)
+
+
+def test_onnx_tiles_as_pytorch_does_and_native_models_by_default(exported, tmp_path):
+    """Tiled ONNX prediction shares the PyTorch path's blending: the same probabilities up to
+    float rounding, for a model trained on native windows (tiled by default) and with --tile."""
+    from hrmedseg.deployment.onnx_segmenter import OnnxSegmenter
+    from hrmedseg.inference.tiling import Tiling
+
+    torch.manual_seed(1)
+    native = hrmedseg.create_model("hrmedseg_t", num_classes=3, img_size=SIZE, input_scale="native").eval()
+    (native_path,) = export_onnx(native, tmp_path / "native.onnx")
+    model, _, (resized_path,) = exported["binary"]
+    rng = np.random.default_rng(0)
+    images = [rng.random((150, 100, 3)).astype(np.float32), rng.random((40, 90, 3)).astype(np.float32)]
+    linear = Tiling(0.5, "linear")
+    for onnx_segmenter, segmenter in (
+        (
+            OnnxSegmenter(native_path, batch_size=3, tta="hflip"),
+            hrmedseg.Segmenter(native, "cpu", tta="hflip"),
+        ),
+        (OnnxSegmenter(resized_path, tiling=linear), hrmedseg.Segmenter(model, "cpu", tiling=linear)),
+    ):
+        assert onnx_segmenter.tiling is not None and onnx_segmenter.images_per_batch == 1
+        ours = list(onnx_segmenter.iter_probabilities(images))
+        reference = list(segmenter.iter_probabilities(images))
+        for image, a, b in zip(images, ours, reference, strict=True):
+            assert a.shape == b.shape == (b.shape[0], *image.shape[:2])
+            assert np.abs(a - b).max() < 1e-4
+    assert OnnxSegmenter(resized_path).tiling is None

@@ -196,15 +196,18 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     if args.onnx is not None:  # onnxruntime only: nothing on this path imports PyTorch
         from .deployment.onnx_segmenter import OnnxSegmenter
 
-        if args.prompts is not None or args.tile:
-            raise ConfigError(
-                "--prompts and --tile need a --checkpoint; --onnx runs automatic models resized"
-            )
+        if args.prompts is not None:
+            raise ConfigError("--prompts needs a --checkpoint; --onnx runs automatic models")
+        segmenter = OnnxSegmenter(
+            args.onnx,
+            args.batch_size,
+            tta=args.tta,
+            postprocessing=_postprocessing(args),
+            tiling=_tiling(args),
+        )
         report = predict_to_folder(
-            OnnxSegmenter(args.onnx, args.batch_size, tta=args.tta, postprocessing=_postprocessing(args)),
-            args.input, args.output,
-            args.probabilities, args.overlays, progress=not args.quiet,
-        )  # fmt: skip
+            segmenter, args.input, args.output, args.probabilities, args.overlays, progress=not args.quiet
+        )
         print(f"{len(report.written)} mask(s) written to {args.output}")
         return _report_failures(report.failures, args.output)
     from .checkpoint import read_model_config

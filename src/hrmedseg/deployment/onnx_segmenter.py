@@ -5,8 +5,10 @@ to the model's size with antialiased bilinear filtering (as ``data.transforms.im
 Pillow's filter and torch's antialiased one are the same triangle filter), normalised with the
 model's pixel mean and std; the logits are resized back to each image's original size with
 plain bilinear interpolation (half-pixel centres, as ``F.interpolate(align_corners=False)``)
-before the threshold or the argmax. Only NumPy, SciPy (the masks' postprocessing), Pillow and
-onnxruntime are imported.
+before the threshold or the argmax. Tiled (``tiling``, and always for a model trained at its
+images' own resolution), each image is segmented at its own size by the windows and blending of
+:mod:`hrmedseg.inference.tiling`, the same code the PyTorch ``Segmenter`` uses. Only NumPy,
+SciPy (the masks' postprocessing), Pillow and onnxruntime are imported.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from PIL import Image
 from ..errors import CheckpointError, InputNotFoundError, MissingDependencyError
 from ..inference.mask_predictor import ImageInput, MaskPredictor, tta_flips
 from ..inference.postprocess import Postprocessing
+from ..inference.tiling import Tiling, blend_windows, native_tiling
 
 # Metadata keys of an exported graph, and its roles (written by export_onnx).
 GRAPH_KEY, CONFIG_KEY = "hrmedseg_graph", "hrmedseg_config"
@@ -73,6 +76,7 @@ class OnnxSegmenter(MaskPredictor):
         threads: int | None = None,
         tta: str = "none",
         postprocessing: Postprocessing | None = None,
+        tiling: Tiling | None = None,
     ) -> None:
         self.tta, self.flips = tta, tta_flips(tta)
         self.postprocessing = postprocessing or Postprocessing()
@@ -103,17 +107,16 @@ class OnnxSegmenter(MaskPredictor):
                 "which `hrmedseg export` writes for HRMedSeg checkpoints"
             )
         config = json.loads(metadata[CONFIG_KEY])
-        if config.get("input_scale", "resized") != "resized":
-            raise CheckpointError(
-                f"{path}: the model was trained at its images' own resolution (input_scale "
-                f"'{config['input_scale']}') and predicts by tiling, which ONNX prediction does not "
-                "do (it resizes); predict from the .safetensors checkpoint instead"
-            )
+        # Resized, a native-scale model would see its objects at a scale it never learned.
+        native = native_tiling(config.get("input_scale", "resized"))
+        self.tiling = tiling if tiling is not None else native
         self.size = tuple(config["img_size"])
         self.num_classes = int(config["num_classes"])
         self.mean = np.asarray(config["pixel_mean"], dtype=np.float32)
         self.std = np.asarray(config["pixel_std"], dtype=np.float32)
-        self.batch_size = self.images_per_batch = batch_size
+        self.batch_size = batch_size
+        # Tiled, batch_size counts windows, and images are decoded one at a time.
+        self.images_per_batch = 1 if self.tiling is not None else batch_size
         self.input_name = self.session.get_inputs()[0].name
 
     def logits(self, batch: np.ndarray) -> np.ndarray:
@@ -125,15 +128,24 @@ class OnnxSegmenter(MaskPredictor):
             total += np.flip(self.session.run(None, {self.input_name: flipped})[0], axes)
         return total / (1 + len(self.flips))
 
+    def _probabilities(self, logits: np.ndarray) -> np.ndarray:
+        if self.num_classes == 1:
+            return 1 / (1 + np.exp(-logits))
+        exp = np.exp(logits - logits.max(0, keepdims=True))
+        return exp / exp.sum(0, keepdims=True)
+
     def iter_probabilities(self, images: Sequence[ImageInput]) -> Iterator[np.ndarray]:
+        if self.tiling is not None:
+            for image in images:
+                normalised = ((self._prepare(image) - self.mean) / self.std).transpose(2, 0, 1)
+                logits = blend_windows(
+                    self.logits, normalised.astype(np.float32), self.size, self.tiling, self.batch_size
+                )
+                yield self._probabilities(logits)
+            return
         for start in range(0, len(images), self.batch_size):
             arrays = [self._prepare(img) for img in images[start : start + self.batch_size]]
             resized = [np.clip(resize_antialiased(a.astype(np.float32), self.size), 0, 1) for a in arrays]
             batch = np.stack([((r - self.mean) / self.std).transpose(2, 0, 1) for r in resized])
             for array, item in zip(arrays, self.logits(batch.astype(np.float32)), strict=True):
-                full = resize_bilinear(item, array.shape[:2])
-                if self.num_classes == 1:
-                    yield 1 / (1 + np.exp(-full))
-                else:
-                    exp = np.exp(full - full.max(0, keepdims=True))
-                    yield exp / exp.sum(0, keepdims=True)
+                yield self._probabilities(resize_bilinear(item, array.shape[:2]))

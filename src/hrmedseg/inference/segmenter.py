@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +16,27 @@ from ..modeling import AutomaticSegmentationModel
 from ..runtime import compile_model, resolve_device
 from .mask_predictor import ImageInput, MaskPredictor, tta_flips
 from .postprocess import Postprocessing
-from .tiling import Tiling, native_tiling, sliding_window_logits
+from .tiling import Tiling, blend_windows, native_tiling
+
+
+@torch.no_grad()
+def sliding_window_logits(
+    model: Callable[[torch.Tensor], torch.Tensor],
+    image: torch.Tensor,
+    window: tuple[int, int],
+    tiling: Tiling,
+    batch_size: int,
+    device: torch.device,
+) -> torch.Tensor:
+    """Blended logits (K, H, W) float32 on the CPU of a normalised (C, H, W) image (see
+    :mod:`.tiling`). ``model`` (a module, or any function) maps (B, C, h, w) windows on ``device``
+    to (B, K, h, w) logits; ``window`` is (h, w)."""
+
+    def window_logits(tiles: np.ndarray) -> np.ndarray:
+        return model(torch.from_numpy(tiles).to(device)).float().cpu().numpy()
+
+    image = image.detach().float().cpu().numpy()
+    return torch.from_numpy(blend_windows(window_logits, image, window, tiling, batch_size))
 
 
 class Segmenter(MaskPredictor):
@@ -62,7 +82,7 @@ class Segmenter(MaskPredictor):
         self.size = model.config.img_size
         self.num_classes = model.num_classes
         # Resized, a native-scale model would see its objects at a scale it never learned.
-        self.tiling = tiling if tiling is not None else native_tiling(model.config)
+        self.tiling = tiling if tiling is not None else native_tiling(model.config.input_scale)
         self.tta, self.flips = tta, tta_flips(tta)
         self.postprocessing = postprocessing or Postprocessing()
         # Tiled, batch_size counts windows, and images are decoded one at a time.

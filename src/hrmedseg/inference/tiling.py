@@ -13,7 +13,11 @@ logits are averaged with per-window weights:
 
 Weights are floored at 1e-3, as in MONAI, so no pixel is left without one. Only one batch of
 window logits exists at a time; the blended logits of the whole image accumulate in one
-(K, H, W) float32 map.
+(K, H, W) float32 map in host memory.
+
+The blending is NumPy, so the PyTorch ``Segmenter`` (through :func:`sliding_window_logits` in
+:mod:`.segmenter`) and the onnxruntime ``OnnxSegmenter`` share it; only the windows' logits come
+from the model.
 """
 
 from __future__ import annotations
@@ -22,11 +26,9 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import torch
-import torch.nn.functional as F
+import numpy as np
 
 from ..errors import ConfigError
-from ..modeling.config import ModelConfig
 
 BLENDS = ("gaussian", "linear", "constant")
 MIN_WEIGHT = 1e-3
@@ -49,10 +51,10 @@ class Tiling:
             raise ConfigError(f"sigma_scale must be positive, got {self.sigma_scale}")
 
 
-def native_tiling(config: ModelConfig) -> Tiling | None:
-    """The tiling a model trained at its images' own resolution (``input_scale == "native"``) is
-    validated and predicted with; None for a model trained on resized images."""
-    return Tiling() if config.input_scale == "native" else None
+def native_tiling(input_scale: str) -> Tiling | None:
+    """The tiling of a model trained at its images' own resolution (``ModelConfig.input_scale ==
+    "native"``), with which it is validated and predicts; None for one trained on resized images."""
+    return Tiling() if input_scale == "native" else None
 
 
 def window_starts(length: int, window: int, overlap: float) -> list[int]:
@@ -67,57 +69,56 @@ def window_starts(length: int, window: int, overlap: float) -> list[int]:
     return starts
 
 
-def _axis_weights(size: int, blend: str, sigma_scale: float) -> torch.Tensor:
-    offsets = torch.arange(size, dtype=torch.float32) - (size - 1) / 2
+def _axis_weights(size: int, blend: str, sigma_scale: float) -> np.ndarray:
+    offsets = np.arange(size, dtype=np.float32) - np.float32((size - 1) / 2)
     if blend == "gaussian":
-        return torch.exp(-(offsets**2) / (2 * (sigma_scale * size) ** 2))
+        return np.exp(-(offsets**2) / np.float32(2 * (sigma_scale * size) ** 2))
     if blend == "linear":
-        return 1 - offsets.abs() / ((size + 1) / 2)
-    return torch.ones(size)
+        return 1 - np.abs(offsets) / np.float32((size + 1) / 2)
+    return np.ones(size, dtype=np.float32)
 
 
-def blend_weights(window: tuple[int, int], tiling: Tiling) -> torch.Tensor:
-    """(h, w) weights of one window's logits."""
+def blend_weights(window: tuple[int, int], tiling: Tiling) -> np.ndarray:
+    """(h, w) float32 weights of one window's logits."""
     rows, cols = (_axis_weights(n, tiling.blend, tiling.sigma_scale) for n in window)
     weights = rows[:, None] * cols[None, :]
-    return weights.clamp(min=max(weights.min().item(), MIN_WEIGHT))
+    return np.maximum(weights, max(weights.min(), MIN_WEIGHT)).astype(np.float32)
 
 
-@torch.no_grad()
-def sliding_window_logits(
-    model: Callable[[torch.Tensor], torch.Tensor],
-    image: torch.Tensor,
+def blend_windows(
+    window_logits: Callable[[np.ndarray], np.ndarray],
+    image: np.ndarray,
     window: tuple[int, int],
     tiling: Tiling,
     batch_size: int,
-    device: torch.device,
-) -> torch.Tensor:
-    """Blended logits (K, H, W) float32 on the CPU of a normalised (C, H, W) image.
+) -> np.ndarray:
+    """Blended logits (K, H, W) float32 of a normalised (C, H, W) float32 image.
 
-    ``model`` (a module, or any function) maps (B, C, h, w) windows to (B, K, h, w) logits;
-    ``window`` is (h, w).
+    ``window_logits`` maps a (B, C, h, w) float32 batch of windows to their (B, K, h, w) logits;
+    ``window`` is (h, w); at most ``batch_size`` windows go in one call.
     """
     height, width = image.shape[-2:]
     pad_h, pad_w = max(window[0] - height, 0), max(window[1] - width, 0)
-    padding = (pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2)
-    padded = F.pad(image, padding) if pad_h or pad_w else image
-    size = padded.shape[-2:]
+    top, left = pad_h // 2, pad_w // 2
+    if pad_h or pad_w:
+        image = np.pad(image, ((0, 0), (top, pad_h - top), (left, pad_w - left)))
+    size = image.shape[-2:]
     corners = [
         (y, x)
         for y in window_starts(size[0], window[0], tiling.overlap)
         for x in window_starts(size[1], window[1], tiling.overlap)
     ]
     weights = blend_weights(window, tiling)
-    logits: torch.Tensor | None = None
-    total_weight = torch.zeros(size)
+    logits: np.ndarray | None = None
+    total_weight = np.zeros(size, dtype=np.float32)
     for first in range(0, len(corners), batch_size):
         batch = corners[first : first + batch_size]
-        tiles = torch.stack([padded[:, y : y + window[0], x : x + window[1]] for y, x in batch])
-        tile_logits = model(tiles.to(device)).float().cpu()
+        tiles = np.stack([image[:, y : y + window[0], x : x + window[1]] for y, x in batch])
+        tile_logits = np.asarray(window_logits(np.ascontiguousarray(tiles, dtype=np.float32)), np.float32)
         if logits is None:
-            logits = torch.zeros(tile_logits.shape[1], *size)
+            logits = np.zeros((tile_logits.shape[1], *size), dtype=np.float32)
         for (y, x), tile in zip(batch, tile_logits, strict=True):
             logits[:, y : y + window[0], x : x + window[1]] += tile * weights
             total_weight[y : y + window[0], x : x + window[1]] += weights
     logits /= total_weight
-    return logits[:, padding[2] : padding[2] + height, padding[0] : padding[0] + width]
+    return logits[:, top : top + height, left : left + width]

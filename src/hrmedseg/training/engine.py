@@ -28,7 +28,8 @@ from ..data import DatasetIndex, Sample, SegmentationDataset, check_samples, fin
 from ..data.volume_slices import slice_volume_dataset
 from ..data.volumes import is_volume_dataset
 from ..errors import ConfigError, DataError
-from ..inference.tiling import native_tiling, sliding_window_logits
+from ..inference.segmenter import sliding_window_logits
+from ..inference.tiling import native_tiling
 from ..losses import SegmentationLoss, hard_masks, one_hot, overlap_scores
 from ..modeling import HRMedSegSAM
 from ..runtime import compile_model, resolve_device
@@ -141,7 +142,7 @@ def validate(
     model's input resolution, or for a native-scale model each whole image (batch 1) by sliding
     windows at its own resolution, as its Segmenter predicts; the loss is then the segmentation
     loss of the blended logits (no IoU-head term)."""
-    tiling = native_tiling(objective.model.config)
+    tiling = native_tiling(objective.model.config.input_scale)
     objective.eval()
     total_loss, dices, ious = 0.0, [], []
     for batch in loader:
