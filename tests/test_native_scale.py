@@ -128,3 +128,12 @@ def test_input_scale_is_checked_and_reaches_the_config_from_the_command_line(tmp
     assert cli_main(argv) == 0
     assert load_config(run / "config.yaml").input_scale == "native"
     assert hrmedseg.load_model(run / "best.safetensors").config.input_scale == "native"
+
+
+def test_command_line_input_scales_are_the_model_configs(capsys):
+    """The command line spells the choices out (it parses before importing PyTorch)."""
+    from hrmedseg.modeling.config import INPUT_SCALES
+
+    with pytest.raises(SystemExit):
+        cli_main(["train", "--help"])
+    assert "--input-scale {" + ",".join(INPUT_SCALES) + "}" in capsys.readouterr().out
