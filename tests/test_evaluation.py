@@ -208,3 +208,74 @@ def test_demo_runs_the_whole_workflow(tmp_path, capsys):
     summary = json.loads((tmp_path / "demo" / "evaluation" / "summary.json").read_text())
     assert summary["mean"]["dice"]["mean"] > 0.8
     assert len(list((tmp_path / "demo" / "predictions").glob("*_overlay.png"))) == 80
+
+
+def test_predicted_masks_score_as_the_model_that_wrote_them(tmp_path, trained, capsys):
+    """``predict`` then ``evaluate --predictions`` gives ``evaluate --checkpoint``'s every row."""
+    data, checkpoint = trained
+    test_cases = json.loads((data / "split.json").read_text())["test"]
+    predicted = tmp_path / "pred"
+    predicted.mkdir()
+    for case in test_cases:  # predict's folder holds every image; only the test ones are needed
+        (predicted / f"{case}.png").symlink_to(next((data / "images").glob(f"{case}.*")))
+    assert cli_main(["predict", "--checkpoint", str(checkpoint), "--input", str(predicted),
+                     "--output", str(tmp_path / "masks"), "--quiet"]) == 0  # fmt: skip
+    argv = ["evaluate", "--data", str(data), "--quiet"]
+    assert cli_main([*argv, "--checkpoint", str(checkpoint), "--output", str(tmp_path / "model")]) == 0
+    assert (
+        cli_main([*argv, "--predictions", str(tmp_path / "masks"), "--output", str(tmp_path / "files")]) == 0
+    )
+    capsys.readouterr()
+
+    def rows(folder):
+        with (tmp_path / folder / "metrics.csv").open() as f:
+            return list(csv.DictReader(f))
+
+    assert rows("files") == rows("model") and len(rows("files")) == len(test_cases)
+    summary = json.loads((tmp_path / "files" / "summary.json").read_text())
+    assert summary["predictions"] == str(tmp_path / "masks") and summary["failures"] == []
+
+
+def test_predicted_multiclass_masks_and_their_problems_are_named(tmp_path, capsys):
+    from hrmedseg.evaluation.predictions import evaluate_predictions
+
+    data, predictions = tmp_path / "data", tmp_path / "pred"
+    for folder in (data / "images", data / "masks", predictions):
+        folder.mkdir(parents=True)
+    truth = np.zeros((12, 16), np.uint8)
+    truth[:6], truth[6:, :8] = 1, 2
+    for case in ("a", "b", "c", "d", "e"):
+        Image.fromarray(np.full((12, 16, 3), 90, np.uint8)).save(data / "images" / f"{case}.png")
+        Image.fromarray(truth).save(data / "masks" / f"{case}.png")
+    Image.fromarray(truth).save(predictions / "a.png")  # perfect
+    swapped = np.where(truth == 0, 0, 3 - truth).astype(np.uint8)
+    Image.fromarray(swapped).save(predictions / "b.tif")  # every class wrong, another format
+    Image.fromarray(np.full((12, 16), 5, np.uint8)).save(predictions / "c.png")  # no class 5
+    Image.fromarray(truth[:, :10]).save(predictions / "d.png")  # wrong size; e: missing
+    summary = evaluate_predictions(
+        predictions, data, tmp_path / "ev", split="all", num_classes=3, progress=False
+    )
+    with (tmp_path / "ev" / "metrics.csv").open() as f:
+        dice = {(r["case"], r["class"]): float(r["dice"]) for r in csv.DictReader(f)}
+    assert dice == {("a", "1"): 1.0, ("a", "2"): 1.0, ("b", "1"): 0.0, ("b", "2"): 0.0}
+    failures = "\n".join(summary["failures"])
+    assert "c.png: prediction values [5] outside 0..2 (num_classes=3)" in failures
+    assert "d.png: prediction is 10x12 but its mask is 16x12 (W x H)" in failures
+    assert "no prediction for case 'e'" in failures and summary["cases"] == 2
+
+    argv = ["evaluate", "--data", str(data), "--split", "all", "--predictions", str(predictions),
+            "--output", str(tmp_path / "cli"), "--quiet"]  # fmt: skip
+    assert cli_main([*argv, "--num-classes", "3"]) == 1  # scored, with the failures named
+    Image.fromarray(truth).save(predictions / "a.jpg")
+    for extra, message in (
+        (["--num-classes", "3"], "a.jpg and a.png are both case 'a'"),
+        (["--tta", "hflip", "--tile"], "--tile, --tta: options of a model's prediction"),
+    ):
+        assert cli_main([*argv, *extra]) == 2
+        assert message in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # argparse: one of the two
+        cli_main([*argv, "--checkpoint", "m.safetensors"])
+    assert "--checkpoint: not allowed with argument --predictions" in capsys.readouterr().err
+    model_argv = ["evaluate", "--checkpoint", "m.safetensors", "--data", str(data), "--output", str(tmp_path)]
+    assert cli_main([*model_argv, "--num-classes", "2"]) == 2
+    assert "--num-classes is for --predictions" in capsys.readouterr().err

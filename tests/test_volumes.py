@@ -173,3 +173,26 @@ def test_training_on_volumes_uses_their_slices_split_by_volume(tmp_path):
     manifest = json.loads((slices / "slices.json").read_text())
     assert manifest["recipe"]["window"] == [40.0, 400.0] and manifest["volumes"] == 4
     assert (tmp_path / "run" / "best.safetensors").is_file()
+
+
+def test_predicted_mask_volumes_score_as_the_model_that_wrote_them(tmp_path, capsys):
+    data = volume_dataset(tmp_path / "data")
+    torch.manual_seed(0)
+    model = hrmedseg.save_model(hrmedseg.create_model("hrmedseg_t", img_size=32), tmp_path / "m.safetensors")
+    window = ["--window", "40", "400"]
+    assert cli_main(["predict", "--checkpoint", str(model), "--input", str(data / "images"),
+                     "--output", str(tmp_path / "pred"), "--quiet", *window]) == 0  # fmt: skip
+    argv = ["evaluate", "--data", str(data), "--split", "all", "--quiet"]
+    assert cli_main([*argv, "--checkpoint", str(model), "--output", str(tmp_path / "model"), *window]) == 0
+    assert cli_main([*argv, "--predictions", str(tmp_path / "pred"), "--output", str(tmp_path / "files")]) == 0
+    capsys.readouterr()
+    model_rows, file_rows = ((tmp_path / f / "metrics.csv").read_text() for f in ("model", "files"))
+    assert file_rows == model_rows and len(file_rows.splitlines()) == 5  # a header and four volumes
+    assert "nsd_mm" in file_rows.splitlines()[0]
+
+    (tmp_path / "pred" / "ct_1_mask.nii.gz").rename(tmp_path / "pred" / "ct_1.nii.gz")  # the other name
+    (tmp_path / "pred" / "ct_2_mask.nii.gz").unlink()
+    assert cli_main([*argv, "--predictions", str(tmp_path / "pred"), "--output", str(tmp_path / "x")]) == 1
+    assert "no prediction for case 'ct_2' (ct_2_mask.nii.gz or ct_2.nii.gz)" in capsys.readouterr().err
+    summary = json.loads((tmp_path / "x" / "summary.json").read_text())
+    assert summary["cases"] == 3 and summary["num_classes"] == 1

@@ -138,6 +138,10 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from .data.volumes import is_volume_dataset
     from .evaluation.evaluate import evaluate
 
+    if args.predictions is not None:
+        return _evaluate_predictions(args)
+    if args.num_classes != 1:
+        raise ConfigError("--num-classes is for --predictions; a model file knows its classes")
     if is_volume_dataset(args.data):
         return _evaluate_volumes(args)
     _volume_options(args, volumes=False)
@@ -149,6 +153,41 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     )  # fmt: skip
     print(Path(args.output, "summary.md").read_text())
     print(f"{summary['cases']} cases; per-case metrics, summary.json and summary.md in {args.output}")
+    return _report_failures(summary["failures"], args.output)
+
+
+def _evaluate_predictions(args: argparse.Namespace) -> int:
+    from .data.volumes import is_volume_dataset
+    from .evaluation.predictions import evaluate_predictions
+
+    model_options = {
+        "--prompts": args.prompts is not None, "--prompt-dir": args.prompt_dir is not None,
+        "--tile": args.tile, "--tta": args.tta != "none", "--compile": args.compile != "none",
+        "--axis": args.axis is not None, "--window": args.window is not None,
+    }  # fmt: skip
+    given = [flag for flag, used in model_options.items() if used]
+    if given:
+        raise ConfigError(
+            f"{', '.join(given)}: options of a model's prediction; --predictions scores masks as they are"
+        )
+    if is_volume_dataset(args.data):
+        from .evaluation.volumes import evaluate_volume_predictions
+
+        if args.overlays:
+            raise ConfigError("--overlays is for 2-D images")
+        summary = evaluate_volume_predictions(
+            args.predictions, args.data, args.output, args.split, args.num_classes, not args.quiet,
+            args.nsd_tolerance, _postprocessing(args),
+        )  # fmt: skip
+        what = "volumes"
+    else:
+        summary = evaluate_predictions(
+            args.predictions, args.data, args.output, args.split, args.num_classes, args.overlays,
+            not args.quiet, args.nsd_tolerance, _postprocessing(args),
+        )  # fmt: skip
+        what = "cases"
+    print(Path(args.output, "summary.md").read_text())
+    print(f"{summary['cases']} {what}; per-case metrics, summary.json and summary.md in {args.output}")
     return _report_failures(summary["failures"], args.output)
 
 
@@ -383,8 +422,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="folder for the teacher-embedding cache: the teacher runs once per image, not per epoch",
     )
 
-    evaluate = add("evaluate", "score a model on a dataset split at original resolution", _cmd_evaluate)
-    evaluate.add_argument("--checkpoint", required=True, help="model file (.safetensors) from train")
+    evaluate = add(
+        "evaluate", "score a model (or a folder of predicted masks) on a dataset split at original size",
+        _cmd_evaluate,
+    )  # fmt: skip
+    scored = evaluate.add_mutually_exclusive_group(required=True)
+    scored.add_argument("--checkpoint", help="model file (.safetensors) from train")
+    scored.add_argument(
+        "--predictions", metavar="DIR",
+        help="instead of a model: a folder of masks <case>.png (any format read; from predict or "
+        "another tool) at original size, scored against the data's masks",
+    )  # fmt: skip
+    evaluate.add_argument(
+        "--num-classes", type=int, default=1,
+        help="with --predictions: 1 = binary (any non-zero value), K = class indices 0..K-1 (default 1)",
+    )  # fmt: skip
     evaluate.add_argument("--data", required=True, help="dataset folder")
     evaluate.add_argument("--split", default="test", help="split to score (train/val/test) or 'all'")
     evaluate.add_argument("--output", required=True, help="folder for metrics.csv, summary.json, summary.md")

@@ -15,7 +15,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from ..checkpoint import read_model_config
-from ..data import Sample, find_dataset, read_image, read_mask, sample_problems
+from ..data import DatasetIndex, Sample, find_dataset, read_image, read_mask, sample_problems
 from ..errors import ConfigError, DataError
 from ..inference.overlay import overlay
 from ..inference.postprocess import Postprocessing
@@ -99,6 +99,58 @@ def _predictions(
         yield segmenter.segment(sample.image, objects)[0]
 
 
+def usable_cases(
+    data: str | Path, split: str, num_classes: int
+) -> tuple[DatasetIndex, list[Sample], list[str]]:
+    """The dataset's index, the usable cases of ``split`` (``"all"``: every case) and the problem
+    of each unusable one (each names its file); raises when no case is usable."""
+    index = find_dataset(data)
+    if split == "all":
+        stems = sorted(index.samples)
+    elif index.split is None:
+        raise DataError(f"{data} has no split file; pass split='all' (--split all) to evaluate every case")
+    elif split not in index.split or not index.split[split]:
+        raise DataError(
+            f"{index.split_file} has no '{split}' cases; available: {sorted(index.split)} or 'all'"
+        )
+    else:
+        stems = index.split[split]
+    samples, failures = [], []
+    for sample in index.subset(stems):  # every usable case is scored; the others are reported
+        problems = sample_problems(sample, num_classes)
+        failures.extend(problems)
+        if not problems:
+            samples.append(sample)
+    raise_if_nothing_done(len(samples), failures, f"'{split}' cases of {data}")
+    return index, samples, failures
+
+
+def score_cases(
+    pairs: Iterable[tuple[Sample, np.ndarray]],
+    total: int,
+    index: DatasetIndex,
+    num_classes: int,
+    nsd_tolerance: float,
+    output: Path,
+    overlays: bool,
+    progress: bool,
+) -> list[dict[str, Any]]:
+    """Metric rows (one per case and class) of each (case, predicted mask at original size), and
+    with ``overlays`` a picture per case in ``output/overlays``."""
+    if overlays:
+        (output / "overlays").mkdir(exist_ok=True)
+    rows: list[dict[str, Any]] = []
+    for sample, pred in tqdm(pairs, total=total, disable=not progress, desc="evaluate", unit="image"):
+        truth = read_mask(sample.mask)
+        spacing = index.spacing.get(sample.stem)
+        for row in case_metrics(pred, truth, num_classes, spacing, nsd_tolerance):
+            rows.append({"case": sample.stem, "height": truth.shape[0], "width": truth.shape[1], **row})
+        if overlays:
+            picture = overlay(read_image(sample.image), pred, truth)
+            Image.fromarray(picture).save(output / "overlays" / f"{sample.stem}.png")
+    return rows
+
+
 def evaluate(
     checkpoint: str | Path | Segmenter | PromptedSegmenter,
     data: str | Path,
@@ -136,24 +188,7 @@ def evaluate(
     )
     if not isinstance(checkpoint, str | Path):
         checkpoint = "(in-memory model)"
-    index = find_dataset(data)
-    if split == "all":
-        stems = sorted(index.samples)
-    elif index.split is None:
-        raise DataError(f"{data} has no split file; pass split='all' (--split all) to evaluate every case")
-    elif split not in index.split or not index.split[split]:
-        raise DataError(
-            f"{index.split_file} has no '{split}' cases; available: {sorted(index.split)} or 'all'"
-        )
-    else:
-        stems = index.split[split]
-    samples, failures = [], []
-    for sample in index.subset(stems):  # every usable case is scored; the others are reported
-        problems = sample_problems(sample, segmenter.num_classes)
-        failures.extend(problems)
-        if not problems:
-            samples.append(sample)
-    raise_if_nothing_done(len(samples), failures, f"'{split}' cases of {data}")
+    index, samples, failures = usable_cases(data, split, segmenter.num_classes)
     if prompts == "json":
         if prompt_dir is None:
             raise ConfigError(
@@ -166,18 +201,10 @@ def evaluate(
                             + ", ".join(f"{m}.json" for m in missing[:10]))  # fmt: skip
 
     output = ensure_output_folder(output)
-    if overlays:
-        (output / "overlays").mkdir(exist_ok=True)
-    rows: list[dict[str, Any]] = []
     pairs = zip(samples, _predictions(segmenter, samples, prompts, prompt_dir), strict=True)
-    for sample, pred in tqdm(pairs, total=len(samples), disable=not progress, desc="evaluate", unit="image"):
-        truth = read_mask(sample.mask)
-        spacing = index.spacing.get(sample.stem)
-        for row in case_metrics(pred, truth, segmenter.num_classes, spacing, nsd_tolerance):
-            rows.append({"case": sample.stem, "height": truth.shape[0], "width": truth.shape[1], **row})
-        if overlays:
-            picture = overlay(read_image(sample.image), pred, truth)
-            Image.fromarray(picture).save(output / "overlays" / f"{sample.stem}.png")
+    rows = score_cases(
+        pairs, len(samples), index, segmenter.num_classes, nsd_tolerance, output, overlays, progress
+    )
 
     # A ready Segmenter brings its own tiling, flips and postprocessing.
     if isinstance(segmenter, Segmenter):
