@@ -155,3 +155,37 @@ def test_augmentation_is_joint_and_reproducible_per_epoch(tmp_path):
     torch.testing.assert_close(ds[1]["image"], first["image"])
     ds.set_epoch(1)
     assert not torch.equal(ds[1]["image"], first["image"])
+
+
+def test_jpeg_masks_are_binary_without_their_compression_noise(tmp_path):
+    """A JPEG mask has noise around every edge (values 1-15 outside, 240-254 inside): read as
+    "any non-zero" a drawn disc would gain a halo (Dice 0.96 against itself); halfway it is exact.
+    As index masks they are refused: compression changes the indices."""
+    yy, xx = np.mgrid[:96, :128]
+    disc = (yy - 50) ** 2 + (xx - 60) ** 2 < 30**2
+    for name, values, mode in (
+        ("grey", disc * 255, "L"),
+        ("bright", disc * 200, "L"),
+        ("rgb", disc * 255, "RGB"),
+    ):
+        array = values.astype(np.uint8)
+        if mode == "RGB":
+            array = np.repeat(array[..., None], 3, axis=2)
+        path = tmp_path / "masks" / f"{name}.jpg"
+        _write(path, array)
+        raw = np.asarray(Image.open(path))
+        if name == "grey":
+            assert (raw[~disc] > 0).sum() > 100  # the halo "any non-zero" would keep
+        np.testing.assert_array_equal(read_mask(path), disc)
+        _write(tmp_path / "images" / f"{name}.png", np.zeros((96, 128, 3), np.uint8))
+    _write(tmp_path / "masks" / "empty.jpeg", np.zeros((96, 128), np.uint8))
+    _write(tmp_path / "images" / "empty.png", np.zeros((96, 128, 3), np.uint8))
+    assert not read_mask(tmp_path / "masks" / "empty.jpeg").any()
+    samples = list(find_dataset(tmp_path).samples.values())
+    check_samples(samples, num_classes=1)
+    with pytest.raises(DataError) as err:
+        check_samples(samples, num_classes=3)
+    assert "4 problem(s)" in str(err.value)
+    assert "grey.jpg: a JPEG mask cannot hold class indices (compression changes them; num_classes=3)" in str(
+        err.value
+    )

@@ -184,7 +184,9 @@ def test_predicted_mask_volumes_score_as_the_model_that_wrote_them(tmp_path, cap
                      "--output", str(tmp_path / "pred"), "--quiet", *window]) == 0  # fmt: skip
     argv = ["evaluate", "--data", str(data), "--split", "all", "--quiet"]
     assert cli_main([*argv, "--checkpoint", str(model), "--output", str(tmp_path / "model"), *window]) == 0
-    assert cli_main([*argv, "--predictions", str(tmp_path / "pred"), "--output", str(tmp_path / "files")]) == 0
+    assert (
+        cli_main([*argv, "--predictions", str(tmp_path / "pred"), "--output", str(tmp_path / "files")]) == 0
+    )
     capsys.readouterr()
     model_rows, file_rows = ((tmp_path / f / "metrics.csv").read_text() for f in ("model", "files"))
     assert file_rows == model_rows and len(file_rows.splitlines()) == 5  # a header and four volumes

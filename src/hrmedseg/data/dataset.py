@@ -30,6 +30,7 @@ from .io import (
     IMAGE_SUFFIXES,
     DataError,
     current_pixel_limit,
+    is_lossy,
     pixel_limit,
     raise_for_problems,
     read_image,
@@ -186,12 +187,20 @@ def make_split(
     }
 
 
+def lossy_index_mask(path: Path, num_classes: int) -> str:
+    """The problem of a multi-class mask stored in a lossy format."""
+    return (f"{path}: a JPEG mask cannot hold class indices (compression changes them; "
+            f"num_classes={num_classes}); save index masks as PNG, TIFF or BMP")  # fmt: skip
+
+
 def sample_problems(sample: Sample, num_classes: int) -> list[str]:
     """What is wrong with one image/mask pair, each problem naming its file (empty: usable).
 
-    Checks: readable and complete files, mask size equal to image size, and (multi-class)
-    mask values below ``num_classes``. Decodes both files.
+    Checks: readable and complete files, mask size equal to image size, and (multi-class) a
+    lossless mask format and mask values below ``num_classes``. Decodes both files.
     """
+    if sample.mask is not None and num_classes > 1 and is_lossy(sample.mask):
+        return [lossy_index_mask(sample.mask, num_classes)]
     try:
         image_hw = read_image(sample.image).shape[:2]
         mask = None if sample.mask is None else read_mask(sample.mask)

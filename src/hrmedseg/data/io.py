@@ -14,6 +14,13 @@ from PIL import Image, UnidentifiedImageError
 from ..errors import DataError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+# Lossy formats: a mask saved as JPEG (Kvasir-SEG ships its masks so) carries compression noise,
+# values 1-15 around every edge and 240-254 inside, so "any non-zero value" would add a halo.
+LOSSY_SUFFIXES = (".jpg", ".jpeg")
+
+
+def is_lossy(path: str | Path) -> bool:
+    return Path(path).suffix.lower() in LOSSY_SUFFIXES
 
 
 def raise_for_problems(problems: list[str], summary: str) -> None:
@@ -125,14 +132,24 @@ def as_float_rgb(array: np.ndarray, name: str = "image") -> np.ndarray:
 
 
 def read_mask(path: str | Path) -> np.ndarray:
-    """A mask as an int64 array (H, W) of its stored values (grey; RGB masks must be grey-valued)."""
+    """A mask as an int64 array (H, W) of its stored values (grey; RGB masks must be grey-valued).
+
+    A JPEG mask is lossy, so it can only be binary: it is read as 0/1, foreground where the value
+    is above half its maximum (0/255 as usual, or any other bright value), which restores the
+    drawn mask. (A 0/1 mask does not survive JPEG: its noise is as large as its values.)
+    """
     path = Path(path)
     array = _open(path, as_image=False)
     if array.ndim == 3:
+        # JPEG chroma noise makes a grey mask's channels differ slightly; their mean is the grey.
         channels = array[..., :3] if array.shape[2] >= 3 else array[..., :1]
-        if not (channels == channels[..., :1]).all():
+        if is_lossy(path):
+            channels = channels.mean(axis=2, keepdims=True)
+        elif not (channels == channels[..., :1]).all():
             raise DataError(f"{path}: colour mask; masks must hold one value per pixel (grey or index)")
         array = channels[..., 0]
+    if is_lossy(path):
+        return (array > array.max(initial=0) / 2).astype(np.int64)
     return array.astype(np.int64)
 
 

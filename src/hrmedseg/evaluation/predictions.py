@@ -4,7 +4,8 @@ and reports as :func:`~hrmedseg.evaluation.evaluate.evaluate`.
 
 A prediction is ``<predictions>/<case>.<ext>`` (any image format the package reads), at its
 image's original size. Binary (``num_classes=1``): any non-zero value is foreground, so
-``predict``'s 0/255 PNGs and 0/1 masks both work. Multi-class: class indices 0..K-1. A case with
+``predict``'s 0/255 PNGs and 0/1 masks both work (JPEG: above half the maximum, see
+:func:`~hrmedseg.data.io.read_mask`). Multi-class: class indices 0..K-1, in a lossless format. A case with
 no prediction, or one of the wrong size or values, is named and not scored (``failures``).
 """
 
@@ -17,7 +18,8 @@ from typing import Any
 import numpy as np
 
 from ..data import Sample, read_mask
-from ..data.io import IMAGE_SUFFIXES
+from ..data.dataset import lossy_index_mask
+from ..data.io import IMAGE_SUFFIXES, is_lossy
 from ..errors import ConfigError, DataError, InputNotFoundError
 from ..inference.postprocess import Postprocessing
 from ..output import ensure_output_folder, raise_if_nothing_done
@@ -57,6 +59,8 @@ def checked_classes(path: Path, pred: np.ndarray, num_classes: int) -> np.ndarra
 
 def read_prediction(path: Path, truth_shape: tuple[int, ...], num_classes: int) -> np.ndarray:
     """A predicted index mask (binary: 0/1), checked against its ground truth's shape."""
+    if num_classes > 1 and is_lossy(path):
+        raise DataError(lossy_index_mask(path, num_classes))
     pred = read_mask(path)
     if pred.shape != truth_shape:
         raise DataError(
