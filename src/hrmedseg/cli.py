@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import logging
 import sys
 from collections.abc import Sequence
@@ -283,6 +284,17 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     return _report_failures(report.failures, args.output)
 
 
+def _cmd_inspect(args: argparse.Namespace) -> int:
+    from .data.inspect import fingerprint_markdown, inspect_dataset
+
+    fingerprint = inspect_dataset(args.data, args.num_classes, progress=not args.quiet)
+    print(fingerprint_markdown(fingerprint), end="")
+    if args.output:
+        Path(args.output).write_text(json.dumps(fingerprint.as_dict(), indent=2))
+        print(f"fingerprint written to {args.output}")
+    return 1 if fingerprint.problems else 0
+
+
 def _cmd_export(args: argparse.Namespace) -> int:
     from .checkpoint import load_model
     from .deployment.export_onnx import export_onnx
@@ -515,6 +527,17 @@ def build_parser() -> argparse.ArgumentParser:
         _cmd_demo,
     )
     demo.add_argument("--output", default="hrmedseg_demo", help="folder for the demo's data and results")
+
+    inspect = add(
+        "inspect", "a dataset's fingerprint (sizes, masks, objects), its problems and the options it needs",
+        _cmd_inspect,
+    )  # fmt: skip
+    inspect.add_argument("--data", required=True, help="dataset folder")
+    inspect.add_argument(
+        "--num-classes", type=int, default=1,
+        help="as for train: 1 = binary (any non-zero mask value), K = classes 0..K-1 (default 1)",
+    )  # fmt: skip
+    inspect.add_argument("--output", help="also write the fingerprint as JSON to this file")
 
     models = add("models", "list registered models with parameter counts (and FLOPs)", _cmd_models, False)
     models.add_argument("pattern", nargs="?", default="*", help="shell-style name filter, e.g. '*sam*'")
