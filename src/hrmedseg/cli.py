@@ -204,8 +204,8 @@ def _evaluate_volumes(args: argparse.Namespace) -> int:
         _postprocessing(args),
     )  # fmt: skip
     summary = evaluate_volumes(
-        segmenter, args.data, args.output, args.split, axis, window, not args.quiet, str(args.checkpoint),
-        args.nsd_tolerance,
+        segmenter, args.data, args.output, args.split, axis, window, not args.quiet,
+        " + ".join(args.checkpoint), args.nsd_tolerance,
     )  # fmt: skip
     print(Path(args.output, "summary.md").read_text())
     print(f"{summary['cases']} volumes; per-case metrics, summary.json and summary.md in {args.output}")
@@ -255,13 +255,16 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     from .inference.segmenter import Segmenter
 
     tiling = _tiling(args)
-    if read_model_config(args.checkpoint).arch == "hrmedseg_sam":
+    prompted = [path for path in args.checkpoint if read_model_config(path).arch == "hrmedseg_sam"]
+    if prompted and len(args.checkpoint) > 1:
+        raise ConfigError(f"an ensemble is of automatic models; {', '.join(prompted)} segment prompts")
+    if prompted:
         refuse_automatic_options(tiling, args.tta, _postprocessing(args))
         if args.prompts is None:
             raise ConfigError(
                 "an HRMedSegSAM model needs prompts: --prompts FOLDER of <stem>.json files (or one file)"
             )
-        segmenter = PromptedSegmenter.from_checkpoint(args.checkpoint, args.device)
+        segmenter = PromptedSegmenter.from_checkpoint(prompted[0], args.device)
         report = predict_prompted_to_folder(
             segmenter, args.input, args.prompts, args.output, args.overlays, progress=not args.quiet
         )
@@ -439,7 +442,7 @@ def build_parser() -> argparse.ArgumentParser:
         _cmd_evaluate,
     )  # fmt: skip
     scored = evaluate.add_mutually_exclusive_group(required=True)
-    scored.add_argument("--checkpoint", help="model file (.safetensors) from train")
+    scored.add_argument("--checkpoint", nargs="+", metavar="MODEL", help=CHECKPOINT_HELP)
     scored.add_argument(
         "--predictions", metavar="DIR",
         help="instead of a model: a folder of masks <case>.png (any format read; from predict or "
@@ -473,7 +476,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     predict = add("predict", "write a mask per image, each at its original size", _cmd_predict)
     model_source = predict.add_mutually_exclusive_group(required=True)
-    model_source.add_argument("--checkpoint", help="model file (.safetensors) from train")
+    model_source.add_argument("--checkpoint", nargs="+", metavar="MODEL", help=CHECKPOINT_HELP)
     model_source.add_argument(
         "--onnx", help="graph from `hrmedseg export` of an automatic model: onnxruntime, no PyTorch"
     )
@@ -559,6 +562,12 @@ def _add_tiling_options(parser: argparse.ArgumentParser) -> None:
         "--blend", choices=["gaussian", "linear", "constant"],
         help="with --tile: weights of overlapping windows (default gaussian, MONAI's convention)",
     )  # fmt: skip
+
+
+CHECKPOINT_HELP = (
+    "model file (.safetensors) from train; several automatic models: their ensemble (the mean of "
+    "their logits; same classes, input size and normalisation)"
+)
 
 
 def _add_postprocessing_options(parser: argparse.ArgumentParser) -> None:

@@ -50,7 +50,7 @@ def _summarise(rows: list[dict[str, Any]], keys: list[str]) -> dict[str, dict[st
 
 
 def _load_segmenter(
-    checkpoint: str | Path | Segmenter | PromptedSegmenter,
+    checkpoint: str | Path | list[str | Path] | Segmenter | PromptedSegmenter,
     device: str,
     batch_size: int,
     prompts: str | None,
@@ -60,8 +60,17 @@ def _load_segmenter(
     postprocessing: Postprocessing | None = None,
 ) -> tuple[Segmenter | PromptedSegmenter, str | None]:
     """The segmenter for a model file (or the one given) and the prompt kind it will use."""
+    if isinstance(checkpoint, list) and len(checkpoint) == 1:
+        checkpoint = checkpoint[0]
     if isinstance(checkpoint, Segmenter | PromptedSegmenter):
         segmenter = checkpoint
+    elif isinstance(checkpoint, list):  # an ensemble of automatic models
+        prompted = [str(p) for p in checkpoint if read_model_config(p).arch == "hrmedseg_sam"]
+        if prompted:
+            raise ConfigError(f"an ensemble is of automatic models; {', '.join(prompted)} segment prompts")
+        segmenter = Segmenter.from_checkpoint(
+            checkpoint, device, batch_size, tiling, compile_mode, tta, postprocessing
+        )
     elif read_model_config(checkpoint).arch == "hrmedseg_sam":
         segmenter = PromptedSegmenter.from_checkpoint(checkpoint, device)
     else:
@@ -77,6 +86,12 @@ def _load_segmenter(
     if prompts not in (*GT_PROMPT_KINDS, "json"):
         raise ConfigError(f"prompts must be one of {(*GT_PROMPT_KINDS, 'json')}, got {prompts!r}")
     return segmenter, prompts
+
+
+def _models(checkpoint: str | list[str]) -> str:
+    if isinstance(checkpoint, list):
+        return f"the ensemble of {' + '.join(f'`{c}`' for c in checkpoint)}"
+    return f"`{checkpoint}`"
 
 
 def _predictions(
@@ -152,7 +167,7 @@ def score_cases(
 
 
 def evaluate(
-    checkpoint: str | Path | Segmenter | PromptedSegmenter,
+    checkpoint: str | Path | list[str | Path] | Segmenter | PromptedSegmenter,
     data: str | Path,
     output: str | Path,
     split: str = "test",
@@ -170,7 +185,8 @@ def evaluate(
 ) -> dict[str, Any]:
     """Segment the ``split`` cases of ``data`` (``"all"``: every case) and score them.
 
-    ``checkpoint`` is a model file, or a ready :class:`Segmenter` / :class:`PromptedSegmenter`
+    ``checkpoint`` is a model file, a list of them (automatic models: their ensemble, see
+    :class:`Segmenter`), or a ready :class:`Segmenter` / :class:`PromptedSegmenter`
     (then ``device``, ``batch_size``, ``tiling``, ``tta`` and ``postprocessing`` are its own).
     ``prompts`` and ``prompt_dir`` apply to HRMedSegSAM models (see the module docstring).
     ``tiling`` segments each image at its own resolution by sliding windows (automatic models; see
@@ -186,7 +202,9 @@ def evaluate(
     segmenter, prompts = _load_segmenter(
         checkpoint, device, batch_size, prompts, tiling, compile_mode, tta, postprocessing
     )
-    if not isinstance(checkpoint, str | Path):
+    if isinstance(checkpoint, list):
+        checkpoint = [str(p) for p in checkpoint] if len(checkpoint) > 1 else str(checkpoint[0])
+    elif not isinstance(checkpoint, str | Path):
         checkpoint = "(in-memory model)"
     index, samples, failures = usable_cases(data, split, segmenter.num_classes)
     if prompts == "json":
@@ -224,14 +242,15 @@ def evaluate(
         )
     description = f"`{data}` ({'; '.join(settings)})"
     about = {
-        "checkpoint": str(checkpoint), "data": str(data), "split": split,
+        "checkpoint": checkpoint if isinstance(checkpoint, list) else str(checkpoint),
+        "data": str(data), "split": split,
         "prompts": prompts or "none (automatic)", "cases": len(samples),
         "tiling": dataclasses.asdict(tiling) if tiling else "none (resized to the model size)",
         "tta": tta, "postprocessing": postprocessing.describe() if postprocessing.active else "none",
         "nsd_tolerance": nsd_tolerance,
     }  # fmt: skip
     return write_reports(
-        output, rows, ["height", "width"], about, failures, f"`{checkpoint}` on {description}"
+        output, rows, ["height", "width"], about, failures, f"{_models(checkpoint)} on {description}"
     )
 
 

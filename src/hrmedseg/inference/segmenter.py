@@ -12,11 +12,30 @@ import torch.nn.functional as F
 from ..checkpoint import load_model
 from ..data.transforms import image_to_tensor, normalize
 from ..errors import ConfigError
-from ..modeling import AutomaticSegmentationModel
+from ..modeling import AutomaticSegmentationModel, ModelConfig
 from ..runtime import compile_model, resolve_device
 from .mask_predictor import ImageInput, MaskPredictor, tta_flips
 from .postprocess import Postprocessing
 from .tiling import Tiling, blend_windows, native_tiling
+
+# What ensemble members must share: how an image becomes their input, and what comes out.
+ENSEMBLE_FIELDS = ("num_classes", "img_size", "pixel_mean", "pixel_std", "input_scale")
+
+
+def ensemble_config(configs: Sequence[ModelConfig]) -> ModelConfig:
+    """The first config, once every other agrees with it on ``ENSEMBLE_FIELDS`` (else a
+    :class:`ConfigError` naming the field and both values)."""
+    if not configs:
+        raise ConfigError("a Segmenter needs at least one model")
+    first = configs[0]
+    for index, other in enumerate(configs[1:], start=1):
+        for name in ENSEMBLE_FIELDS:
+            if getattr(other, name) != getattr(first, name):
+                raise ConfigError(
+                    f"ensemble models differ in {name}: {getattr(first, name)} (model 0, "
+                    f"{first.name}) against {getattr(other, name)} (model {index}, {other.name})"
+                )
+    return first
 
 
 @torch.no_grad()
@@ -53,16 +72,20 @@ class Segmenter(MaskPredictor):
     With ``tta`` ("hflip" or "flips", see ``TTA_FLIPS``), the logits of each image (or window)
     are the mean over the plain pass and its flipped copies, flipped back: one pass per flip more.
     ``postprocessing`` cleans each mask (see :mod:`.postprocess`; probabilities are left as they are).
+    Given several models (an ensemble: folds of a cross-validation, or runs with other seeds or
+    recipes), the logits are their mean, as for the flips; they must share the input contract
+    (``ENSEMBLE_FIELDS`` of their configs).
 
     Example:
         >>> seg = Segmenter.from_checkpoint("run/best.safetensors")
         >>> mask = seg.predict("scan.png")          # (H, W) uint8 class indices at original size
         >>> masks = seg.predict([img_a, img_b])     # one mask per image, each at its own size
+        >>> ensemble = Segmenter.from_checkpoint(["fold0/best.safetensors", "fold1/best.safetensors"])
     """
 
     def __init__(
         self,
-        model: AutomaticSegmentationModel,
+        model: AutomaticSegmentationModel | Sequence[AutomaticSegmentationModel],
         device: str | torch.device = "auto",
         batch_size: int = 4,
         tiling: Tiling | None = None,
@@ -70,19 +93,24 @@ class Segmenter(MaskPredictor):
         tta: str = "none",
         postprocessing: Postprocessing | None = None,
     ) -> None:
-        if not isinstance(model, AutomaticSegmentationModel):
-            raise ConfigError(
-                f"Segmenter needs an automatic HRMedSeg model, got {type(model).__name__}; "
-                "promptable HRMedSegSAM models are used through hrmedseg.Predictor"
-            )
+        models = [model] if isinstance(model, torch.nn.Module) else list(model)
+        for member in models:
+            if not isinstance(member, AutomaticSegmentationModel):
+                raise ConfigError(
+                    f"Segmenter needs an automatic HRMedSeg model, got {type(member).__name__}; "
+                    "promptable HRMedSegSAM models are used through hrmedseg.Predictor"
+                )
+        config = ensemble_config([m.config for m in models])
         self.device = resolve_device(device) if isinstance(device, str) else device
-        self.model = model.to(self.device).eval()
-        compile_model(self.model, compile_mode)
+        self.models = [m.to(self.device).eval() for m in models]
+        for member in self.models:
+            compile_model(member, compile_mode)
+        self.config = config
         self.batch_size = batch_size
-        self.size = model.config.img_size
-        self.num_classes = model.num_classes
+        self.size = config.img_size
+        self.num_classes = config.num_classes
         # Resized, a native-scale model would see its objects at a scale it never learned.
-        self.tiling = tiling if tiling is not None else native_tiling(model.config.input_scale)
+        self.tiling = tiling if tiling is not None else native_tiling(config.input_scale)
         self.tta, self.flips = tta, tta_flips(tta)
         self.postprocessing = postprocessing or Postprocessing()
         # Tiled, batch_size counts windows, and images are decoded one at a time.
@@ -91,7 +119,7 @@ class Segmenter(MaskPredictor):
     @classmethod
     def from_checkpoint(
         cls,
-        path: str | Path,
+        path: str | Path | Sequence[str | Path],
         device: str = "auto",
         batch_size: int = 4,
         tiling: Tiling | None = None,
@@ -99,20 +127,24 @@ class Segmenter(MaskPredictor):
         tta: str = "none",
         postprocessing: Postprocessing | None = None,
     ) -> Segmenter:
-        return cls(load_model(path), device, batch_size, tiling, compile_mode, tta, postprocessing)
+        paths = [path] if isinstance(path, str | Path) else list(path)
+        models = [load_model(p) for p in paths]
+        return cls(models, device, batch_size, tiling, compile_mode, tta, postprocessing)
 
     @torch.no_grad()
     def logits(self, batch: torch.Tensor) -> torch.Tensor:
         """(B, C, h, w) normalised images at the model size -> (B, K, h, w) float32 logits,
         averaged over the test-time flips."""
-        total = self.model(batch).float()
-        for dims in self.flips:
-            total += self.model(batch.flip(dims)).float().flip(dims)
-        return total / (1 + len(self.flips))
+        total = torch.zeros((), device=batch.device)
+        for model in self.models:
+            total = total + model(batch).float()
+            for dims in self.flips:
+                total += model(batch.flip(dims)).float().flip(dims)
+        return total / (len(self.models) * (1 + len(self.flips)))
 
     @torch.no_grad()
     def iter_probabilities(self, images: Sequence[ImageInput]) -> Iterator[np.ndarray]:
-        config = self.model.config
+        config = self.config
         if self.tiling is not None:
             for image in images:
                 array = self._prepare(image)
