@@ -2,6 +2,7 @@
 the test split from one pass of the model (masks are segmented once, cleaned per candidate).
 
     python benchmarks/postprocess_study.py --checkpoint run/best.safetensors --data ../shared/data/hc18
+    python benchmarks/postprocess_study.py --checkpoint run_a/best.safetensors run_b/best.safetensors ...
 
 Choose on validation (nnU-Net keeps a step when it does not lower the validation Dice), then read
 the test row of that choice. Prints a Markdown table per split: mean Dice, IoU, HD95 and NSD (2 px).
@@ -51,7 +52,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--checkpoint", type=Path, required=True)
+    parser.add_argument("--checkpoint", type=Path, nargs="+", required=True, help="several: their ensemble")
     parser.add_argument("--data", type=Path, required=True)
     parser.add_argument("--splits", nargs="+", default=["val", "test"])
     parser.add_argument("--min-sizes", type=int, nargs="+", default=[10, 30, 100])
@@ -67,7 +68,8 @@ def main() -> None:
     options = candidates(args.min_sizes)
     device = args.device if args.device != "cpu" else f"CPU ({torch.get_num_threads()} threads)"
     scoring = f"{'tiled' if segmenter.tiling else 'resized'}, --tta {args.tta}"
-    print(f"`{args.checkpoint}` on `{args.data}`, {scoring}, {device}")
+    models = " + ".join(f"`{c}`" for c in args.checkpoint)
+    print(f"{models} on `{args.data}`, {scoring}, {device}")
     for split in args.splits:
         started = time.perf_counter()
         table = score_split(segmenter, args.data, split, options)

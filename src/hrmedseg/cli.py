@@ -49,6 +49,7 @@ def _train_config(args: argparse.Namespace):
     overrides = {
         **_run_overrides(args), "model": args.model, "num_classes": args.num_classes,
         "init_encoder": args.init_encoder, "input_scale": args.input_scale,
+        "folds": args.folds, "fold": args.fold,
     }  # fmt: skip
     config = _run_config(args, TrainConfig, overrides)
     for name in ("data", "output"):
@@ -150,7 +151,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         args.checkpoint, args.data, args.output, args.split, args.overlays, args.device, args.batch_size,
         progress=not args.quiet, prompts=args.prompts, prompt_dir=args.prompt_dir, tiling=_tiling(args),
         compile_mode=args.compile, tta=args.tta, nsd_tolerance=args.nsd_tolerance,
-        postprocessing=_postprocessing(args),
+        postprocessing=_postprocessing(args), split_file=args.split_file,
     )  # fmt: skip
     print(Path(args.output, "summary.md").read_text())
     print(f"{summary['cases']} cases; per-case metrics, summary.json and summary.md in {args.output}")
@@ -178,13 +179,13 @@ def _evaluate_predictions(args: argparse.Namespace) -> int:
             raise ConfigError("--overlays is for 2-D images")
         summary = evaluate_volume_predictions(
             args.predictions, args.data, args.output, args.split, args.num_classes, not args.quiet,
-            args.nsd_tolerance, _postprocessing(args),
+            args.nsd_tolerance, _postprocessing(args), args.split_file,
         )  # fmt: skip
         what = "volumes"
     else:
         summary = evaluate_predictions(
             args.predictions, args.data, args.output, args.split, args.num_classes, args.overlays,
-            not args.quiet, args.nsd_tolerance, _postprocessing(args),
+            not args.quiet, args.nsd_tolerance, _postprocessing(args), args.split_file,
         )  # fmt: skip
         what = "cases"
     print(Path(args.output, "summary.md").read_text())
@@ -205,7 +206,7 @@ def _evaluate_volumes(args: argparse.Namespace) -> int:
     )  # fmt: skip
     summary = evaluate_volumes(
         segmenter, args.data, args.output, args.split, axis, window, not args.quiet,
-        " + ".join(args.checkpoint), args.nsd_tolerance,
+        " + ".join(args.checkpoint), args.nsd_tolerance, args.split_file,
     )  # fmt: skip
     print(Path(args.output, "summary.md").read_text())
     print(f"{summary['cases']} volumes; per-case metrics, summary.json and summary.md in {args.output}")
@@ -412,6 +413,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--init-encoder", help="model file whose image_encoder weights initialise the encoder")
     train.add_argument(
+        "--folds", type=int, metavar="N",
+        help="cross-validation: N folds over the split's train and val cases (test stays), dealt with "
+        "--seed; train each fold K with --fold K into its own --output, then ensemble them",
+    )  # fmt: skip
+    train.add_argument("--fold", type=int, metavar="K", help="with --folds: the fold to validate on (0..N-1)")
+    train.add_argument(
         "--input-scale", choices=("resized", "native"),
         help="resized (default): each image resized to --img-size; native: random --img-size windows "
         "at each image's own resolution, validated and predicted tiled (small objects in large or "
@@ -454,6 +461,11 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     evaluate.add_argument("--data", required=True, help="dataset folder")
     evaluate.add_argument("--split", default="test", help="split to score (train/val/test) or 'all'")
+    evaluate.add_argument(
+        "--split-file", metavar="FILE",
+        help="use this split instead of the data's split.json, e.g. RUN/split.json that train wrote "
+        "(its generated split, or a cross-validation fold's)",
+    )  # fmt: skip
     evaluate.add_argument("--output", required=True, help="folder for metrics.csv, summary.json, summary.md")
     evaluate.add_argument("--overlays", action="store_true", help="also write overlay PNGs")
     evaluate.add_argument(

@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -184,6 +184,34 @@ def make_split(
         "train": stems[:n_train],
         "val": stems[n_train : n_train + n_val],
         "test": stems[n_train + n_val :],
+    }
+
+
+def cross_validation_split(
+    split: dict[str, list[str]],
+    folds: int,
+    fold: int,
+    seed: int,
+    group: Callable[[str], str] = lambda stem: stem,
+) -> dict[str, list[str]]:
+    """Fold ``fold`` of a ``folds``-fold cross-validation over ``split``'s train and val cases:
+    their groups (``group(stem)``; the scan of a volume's slice, so a scan stays in one fold) are
+    shuffled with ``seed`` and dealt into ``folds`` parts; part ``fold`` validates, the rest
+    trains. The test cases stay as they are. The same seed gives every fold the same partition."""
+    if folds < 2 or not 0 <= fold < folds:
+        raise DataError(
+            f"cross-validation needs folds >= 2 and 0 <= fold < folds, got fold {fold} of {folds}"
+        )
+    pool = [*split.get("train", []), *split.get("val", [])]
+    groups = sorted({group(stem) for stem in pool})
+    if len(groups) < folds:
+        raise DataError(f"{folds} folds need at least {folds} cases to validate on; there are {len(groups)}")
+    random.Random(seed).shuffle(groups)
+    held_out = set(groups[fold::folds])
+    return {
+        "train": sorted(s for s in pool if group(s) not in held_out),
+        "val": sorted(s for s in pool if group(s) in held_out),
+        "test": list(split.get("test", [])),
     }
 
 

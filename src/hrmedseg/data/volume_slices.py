@@ -31,6 +31,16 @@ from .volumes import find_volume_pairs, read_volume_pair, read_volume_split, to_
 MANIFEST = "slices.json"
 
 
+def slice_stem(case: str, index: int) -> str:
+    """The stem of slice ``index`` of volume ``case``."""
+    return f"{case}_s{index:04d}"
+
+
+def slice_case(stem: str) -> str:
+    """The volume a slice stem (:func:`slice_stem`) comes from."""
+    return stem.rsplit("_s", 1)[0]
+
+
 def slice_volume_dataset(
     data: str | Path,
     target: str | Path,
@@ -72,7 +82,7 @@ def slice_volume_dataset(
         counts["empty"] += wanted
         slices_of[case] = []
         for k in chosen:
-            stem = f"{case}_s{k:04d}"
+            stem = slice_stem(case, k)
             write_mask(target / "images" / f"{stem}.png", np.rint(pixels[k] * 255).astype(np.uint8))
             write_mask(target / "masks" / f"{stem}.png", labels[k].astype(np.uint8))
             slices_of[case].append(stem)

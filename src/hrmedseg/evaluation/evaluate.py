@@ -25,7 +25,8 @@ from tqdm import tqdm
 
 from ..checkpoint import read_model_config
 from ..data import DatasetIndex, Sample, find_dataset, read_image, read_mask, sample_problems
-from ..errors import ConfigError, DataError
+from ..data.dataset import read_split
+from ..errors import ConfigError, DataError, InputNotFoundError
 from ..inference.overlay import overlay
 from ..inference.postprocess import Postprocessing
 from ..inference.prompted import (
@@ -115,15 +116,24 @@ def _predictions(
 
 
 def usable_cases(
-    data: str | Path, split: str, num_classes: int
+    data: str | Path, split: str, num_classes: int, split_file: str | Path | None = None
 ) -> tuple[DatasetIndex, list[Sample], list[str]]:
     """The dataset's index, the usable cases of ``split`` (``"all"``: every case) and the problem
-    of each unusable one (each names its file); raises when no case is usable."""
+    of each unusable one (each names its file); raises when no case is usable. ``split_file``
+    (e.g. the ``split.json`` a training run wrote) replaces the dataset's own split."""
     index = find_dataset(data)
+    if split_file is not None:
+        index.split_file = Path(split_file)
+        if not index.split_file.is_file():
+            raise InputNotFoundError(f"{split_file}: split file not found")
+        index.split = read_split(index.split_file, index.samples)
     if split == "all":
         stems = sorted(index.samples)
     elif index.split is None:
-        raise DataError(f"{data} has no split file; pass split='all' (--split all) to evaluate every case")
+        raise DataError(
+            f"{data} has no split file; pass split='all' (--split all) to evaluate every case, or the "
+            "split a training run wrote: split_file='RUN/split.json' (--split-file RUN/split.json)"
+        )
     elif split not in index.split or not index.split[split]:
         raise DataError(
             f"{index.split_file} has no '{split}' cases; available: {sorted(index.split)} or 'all'"
@@ -182,6 +192,7 @@ def evaluate(
     tta: str = "none",
     nsd_tolerance: float = DEFAULT_NSD_TOLERANCE,
     postprocessing: Postprocessing | None = None,
+    split_file: str | Path | None = None,
 ) -> dict[str, Any]:
     """Segment the ``split`` cases of ``data`` (``"all"``: every case) and score them.
 
@@ -195,7 +206,8 @@ def evaluate(
     copies of each image ("hflip" or "flips", see :class:`Segmenter`); ``postprocessing`` cleans
     each predicted mask before it is scored (see :mod:`hrmedseg.inference.postprocess`).
     ``nsd_tolerance`` is NSD's tolerance in pixels (and in millimetres for ``nsd_mm``; see
-    :mod:`hrmedseg.evaluation.metrics`). Returns the summary that is also written to
+    :mod:`hrmedseg.evaluation.metrics`). ``split_file`` replaces the dataset's ``split.json``
+    (e.g. with the one a training run wrote). Returns the summary that is also written to
     ``summary.json``.
     """
     check_nsd_tolerance(nsd_tolerance)
@@ -206,7 +218,7 @@ def evaluate(
         checkpoint = [str(p) for p in checkpoint] if len(checkpoint) > 1 else str(checkpoint[0])
     elif not isinstance(checkpoint, str | Path):
         checkpoint = "(in-memory model)"
-    index, samples, failures = usable_cases(data, split, segmenter.num_classes)
+    index, samples, failures = usable_cases(data, split, segmenter.num_classes, split_file)
     if prompts == "json":
         if prompt_dir is None:
             raise ConfigError(
@@ -244,6 +256,7 @@ def evaluate(
     about = {
         "checkpoint": checkpoint if isinstance(checkpoint, list) else str(checkpoint),
         "data": str(data), "split": split,
+        "split_file": str(index.split_file) if index.split_file else "none",
         "prompts": prompts or "none (automatic)", "cases": len(samples),
         "tiling": dataclasses.asdict(tiling) if tiling else "none (resized to the model size)",
         "tta": tta, "postprocessing": postprocessing.describe() if postprocessing.active else "none",

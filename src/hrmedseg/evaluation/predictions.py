@@ -80,16 +80,17 @@ def evaluate_predictions(
     progress: bool = True,
     nsd_tolerance: float = DEFAULT_NSD_TOLERANCE,
     postprocessing: Postprocessing | None = None,
+    split_file: str | Path | None = None,
 ) -> dict[str, Any]:
-    """Score the ``split`` cases of ``data`` (``"all"``: every case) with the masks in
-    ``predictions``; ``postprocessing`` cleans each one first. Writes and returns the reports of
-    :func:`~hrmedseg.evaluation.evaluate.evaluate`."""
+    """Score the ``split`` cases of ``data`` (``"all"``: every case; ``split_file`` replaces the
+    dataset's split) with the masks in ``predictions``; ``postprocessing`` cleans each one first.
+    Writes and returns the reports of :func:`~hrmedseg.evaluation.evaluate.evaluate`."""
     check_nsd_tolerance(nsd_tolerance)
     check_num_classes(num_classes)
     postprocessing = postprocessing or Postprocessing()
     folder = Path(predictions)
     files = prediction_files(folder)
-    index, samples, failures = usable_cases(data, split, num_classes)
+    index, samples, failures = usable_cases(data, split, num_classes, split_file)
     present = []
     for sample in samples:
         if sample.stem in files:
@@ -113,7 +114,8 @@ def evaluate_predictions(
     scored = len({r["case"] for r in rows})
     raise_if_nothing_done(scored, failures, f"'{split}' cases of {data} with predictions in {folder}")
     about = {
-        "predictions": str(folder), "data": str(data), "split": split, "cases": scored,
+        "predictions": str(folder), "data": str(data), "split": split,
+        "split_file": str(index.split_file) if index.split_file else "none", "cases": scored,
         "num_classes": num_classes,
         "postprocessing": postprocessing.describe() if postprocessing.active else "none",
         "nsd_tolerance": nsd_tolerance,

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from ..data.dataset import read_split
 from ..data.volumes import (
     Volume,
     find_volume_pairs,
@@ -42,13 +43,19 @@ def _score_volumes(
     predict: Callable[[str, Volume], np.ndarray],
     progress: bool,
     nsd_tolerance: float,
+    split_file: str | Path | None,
 ) -> tuple[list[dict[str, Any]], list[str], int]:
     """Metric rows of ``predict(case, image)`` on each ``split`` volume, the problem of each
     unusable case (a :class:`DataError` of reading or predicting) and the number scored."""
     check_nsd_tolerance(nsd_tolerance)
     pairs = find_volume_pairs(data)
+    if split_file is not None and not Path(split_file).is_file():
+        raise InputNotFoundError(f"{split_file}: split file not found")
     if split != "all":
-        volume_split = read_volume_split(data, pairs)
+        if split_file is not None:
+            volume_split = read_split(Path(split_file), pairs, what="volume")
+        else:
+            volume_split = read_volume_split(data, pairs)
         if volume_split is None:
             raise DataError(
                 f"{data} has no split.json; pass split='all' (--split all) to evaluate every case"
@@ -82,14 +89,16 @@ def evaluate_volumes(
     progress: bool = True,
     checkpoint: str = "(in-memory model)",
     nsd_tolerance: float = DEFAULT_NSD_TOLERANCE,
+    split_file: str | Path | None = None,
 ) -> dict[str, Any]:
     """Score ``segmenter`` on the ``split`` volumes of ``data`` (``"all"``: every case); writes and
     returns the same reports as :func:`~hrmedseg.evaluation.evaluate.evaluate` (``nsd_tolerance``:
-    in voxels for ``nsd``, in millimetres for ``nsd_mm``)."""
+    in voxels for ``nsd``, in millimetres for ``nsd_mm``; ``split_file`` replaces the dataset's
+    split)."""
     data = Path(data)
     rows, failures, scored = _score_volumes(
         data, split, segmenter.num_classes, lambda _, image: segment_volume(segmenter, image, axis, window),
-        progress, nsd_tolerance,
+        progress, nsd_tolerance, split_file,
     )  # fmt: skip
     output = ensure_output_folder(output)
     about = {
@@ -126,6 +135,7 @@ def evaluate_volume_predictions(
     progress: bool = True,
     nsd_tolerance: float = DEFAULT_NSD_TOLERANCE,
     postprocessing: Postprocessing | None = None,
+    split_file: str | Path | None = None,
 ) -> dict[str, Any]:
     """Score a folder of predicted mask volumes (see :func:`prediction_volumes`; any tool's, on
     the scan's voxel grid) against the ``split`` volumes of ``data``; binary: any non-zero voxel
@@ -150,7 +160,7 @@ def evaluate_volume_predictions(
         return postprocessing(checked_classes(path, pred, num_classes))
 
     rows, failures, scored = _score_volumes(
-        data, split, num_classes, read_prediction, progress, nsd_tolerance
+        data, split, num_classes, read_prediction, progress, nsd_tolerance, split_file
     )
     output = ensure_output_folder(output)
     about = {

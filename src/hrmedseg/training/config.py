@@ -93,6 +93,10 @@ class TrainConfig(RunConfig):
     quality_weight: float = 1.0  # MSE of the IoU head against the achieved IoU
     init_encoder: str | None = None  # model file whose image_encoder.* weights start the encoder
     split_fractions: list[float] = field(default_factory=lambda: [0.7, 0.1, 0.2])  # when no split.json
+    # Cross-validation: fold `fold` of `folds` (> 1) over the split's train and val cases, dealt
+    # with `seed` (the same for every fold); test stays. 0: the split as it is.
+    folds: int = 0
+    fold: int = 0
     # A data folder of NIfTI volumes trains on their slices (hrmedseg.data.volume_slices).
     volume_axis: int = -1  # the array axis to slice along
     volume_window: list[float] | None = None  # [level, width] intensity window (CT); none: min-max
@@ -119,6 +123,11 @@ class TrainConfig(RunConfig):
         if not 0 <= self.warmup < 1 or not 0 <= self.min_lr_ratio <= 1:
             raise ConfigError(
                 f"warmup must be in [0, 1) and min_lr_ratio in [0, 1], got {self.warmup}, {self.min_lr_ratio}"
+            )
+        if self.folds == 1 or self.folds < 0 or not 0 <= self.fold < max(self.folds, 1):
+            raise ConfigError(
+                f"cross-validation needs folds >= 2 and fold in 0..folds-1 (folds 0: off), "
+                f"got fold {self.fold} of {self.folds}"
             )
         self.augmentation()  # fail early on unknown augmentation fields
 

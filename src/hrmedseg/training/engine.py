@@ -25,7 +25,8 @@ from torch.utils.data import DataLoader, DistributedSampler
 from ..build import create_model
 from ..checkpoint import load_encoder_weights, load_state_dict_checked, save_model
 from ..data import DatasetIndex, Sample, SegmentationDataset, check_samples, find_dataset, make_split
-from ..data.volume_slices import slice_volume_dataset
+from ..data.dataset import cross_validation_split
+from ..data.volume_slices import slice_case, slice_volume_dataset
 from ..data.volumes import is_volume_dataset
 from ..errors import ConfigError, DataError
 from ..inference.segmenter import sliding_window_logits
@@ -67,12 +68,17 @@ def setup_distributed(device_name: str) -> tuple[Distributed, torch.device]:
     return ctx, device
 
 
-def resolve_split(config: TrainConfig, index: DatasetIndex) -> dict[str, list[str]]:
-    """The dataset's own split, else a new seeded split (a resumed run reads its stored one)."""
+def resolve_split(config: TrainConfig, index: DatasetIndex, slices: bool = False) -> dict[str, list[str]]:
+    """The dataset's own split, else a new seeded split (a resumed run reads its stored one);
+    with ``config.folds``, its fold ``config.fold`` of a cross-validation over the train and val
+    cases (``slices``: the dataset holds a volume dataset's slices, kept together by scan)."""
     if index.split is not None:
         split = index.split
     else:
         split = make_split(index.samples, config.seed, tuple(config.split_fractions))
+    if config.folds:
+        group = slice_case if slices else (lambda stem: stem)
+        split = cross_validation_split(split, config.folds, config.fold, config.seed, group)
     for name in ("train", "val"):
         if not split.get(name):
             source = index.split_file or "the generated split"
@@ -327,7 +333,7 @@ def train(
 
     data = training_data(config, output, ctx)
     index = find_dataset(data)
-    split = stored_split(output) if resume else resolve_split(config, index)
+    split = stored_split(output) if resume else resolve_split(config, index, is_volume_dataset(config.data))
     train_samples, val_samples = index.subset(split["train"]), index.subset(split["val"])
     check_samples(train_samples + val_samples, config.num_classes)
 
