@@ -131,6 +131,7 @@ def test_evaluate_writes_per_case_csv_and_summaries(tmp_path, trained):
     assert [r["case"] for r in rows] == test_cases
     assert summary["mean"]["dice"]["n"] == len(test_cases)
     assert np.mean([float(r["dice"]) for r in rows]) == pytest.approx(summary["mean"]["dice"]["mean"])
+    assert np.median([float(r["hd95"]) for r in rows]) == pytest.approx(summary["mean"]["hd95"]["median"])
     assert "± " in (tmp_path / "ev" / "summary.md").read_text()
     assert list(rows[0])[-2:] == ["asd", "nsd"] and summary["nsd_tolerance"] == DEFAULT_NSD_TOLERANCE
     assert sorted(p.stem for p in (tmp_path / "ev" / "overlays").iterdir()) == sorted(test_cases)

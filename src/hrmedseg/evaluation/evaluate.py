@@ -1,7 +1,7 @@
 """Evaluate a trained model on a dataset split at each image's original resolution.
 
-Writes ``metrics.csv`` (one row per case and class), ``summary.json`` (mean, std, n per class
-and over all classes) and ``summary.md``, and optionally ``overlays/<case>.png``. A case whose
+Writes ``metrics.csv`` (one row per case and class), ``summary.json`` (mean, std, median, n per
+class and over all classes) and ``summary.md``, and optionally ``overlays/<case>.png``. A case whose
 files cannot be used is skipped and named in ``summary.json`` (``failures``) and
 ``failures.txt``; the others are scored.
 
@@ -44,7 +44,7 @@ from .metrics import DEFAULT_NSD_TOLERANCE, METRIC_NAMES, PHYSICAL_METRIC_NAMES,
 
 def _summarise(rows: list[dict[str, Any]], keys: list[str]) -> dict[str, dict[str, float]]:
     return {
-        k: {"mean": float(np.mean(v)), "std": float(np.std(v)), "n": len(v)}
+        k: {"mean": float(np.mean(v)), "std": float(np.std(v)), "median": float(np.median(v)), "n": len(v)}
         for k in keys
         if (v := [r[k] for r in rows])
     }
@@ -314,12 +314,15 @@ def write_reports(
         "| class | " + " | ".join(metric_keys) + " |",
         "|---|" + "---|" * len(metric_keys),
     ]
-    for c in classes:
+    for c in classes:  # the median too: a few far-off misses set the mean of a distance
         stats = summary["per_class"][str(c)]
         lines.append(
             f"| {c} | "
             + " | ".join(f"{stats[k]['mean']:.4f} ± {stats[k]['std']:.4f}" for k in metric_keys)
             + " |"
+        )
+        lines.append(
+            f"| {c} (median) | " + " | ".join(f"{stats[k]['median']:.4f}" for k in metric_keys) + " |"
         )
     (output / "summary.md").write_text("\n".join(lines) + "\n")
     return summary
