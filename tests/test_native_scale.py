@@ -105,7 +105,7 @@ def test_native_training_validates_tiled_and_its_model_predicts_tiled(tmp_path, 
     assert result["best_dice"] == pytest.approx(summary["mean"]["dice"]["mean"], abs=1e-4)
 
     segmenter = hrmedseg.Segmenter(model, device="cpu")
-    assert segmenter.tiling == Tiling()
+    assert segmenter.tiling == Tiling() and segmenter.images_per_batch == 1  # tiled: one image at a time
     image = np.random.default_rng(0).random((90, 130, 3)).astype(np.float32)
     explicit = hrmedseg.Segmenter(model, device="cpu", tiling=Tiling())
     assert np.array_equal(segmenter.predict(image), explicit.predict(image))

@@ -114,7 +114,7 @@ class Segmenter(MaskPredictor):
         self.tta, self.flips = tta, tta_flips(tta)
         self.postprocessing = postprocessing or Postprocessing()
         # Tiled, batch_size counts windows, and images are decoded one at a time.
-        self.images_per_batch = 1 if tiling is not None else batch_size
+        self.images_per_batch = 1 if self.tiling is not None else batch_size
 
     @classmethod
     def from_checkpoint(
@@ -134,7 +134,7 @@ class Segmenter(MaskPredictor):
     @torch.no_grad()
     def logits(self, batch: torch.Tensor) -> torch.Tensor:
         """(B, C, h, w) normalised images at the model size -> (B, K, h, w) float32 logits,
-        averaged over the test-time flips."""
+        averaged over the models and the test-time flips."""
         total = torch.zeros((), device=batch.device)
         for model in self.models:
             total = total + model(batch).float()
