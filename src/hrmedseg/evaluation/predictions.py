@@ -19,7 +19,7 @@ import numpy as np
 
 from ..data import Sample, read_mask
 from ..data.dataset import lossy_index_mask
-from ..data.io import IMAGE_SUFFIXES, is_lossy
+from ..data.io import IMAGE_SUFFIXES, image_size, is_lossy
 from ..errors import ConfigError, DataError, InputNotFoundError
 from ..inference.postprocess import Postprocessing
 from ..output import ensure_output_folder, raise_if_nothing_done
@@ -103,7 +103,7 @@ def evaluate_predictions(
     def pairs() -> Iterator[tuple[Sample, np.ndarray]]:  # one mask in memory at a time
         for sample in present:
             try:
-                pred = read_prediction(files[sample.stem], read_mask(sample.mask).shape, num_classes)
+                pred = read_prediction(files[sample.stem], image_size(sample.mask), num_classes)
             except DataError as err:
                 failures.append(str(err))
                 continue
