@@ -251,21 +251,18 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         )
         print(f"{len(report.written)} mask(s) written to {args.output}")
         return _report_failures(report.failures, args.output)
-    from .checkpoint import read_model_config
-    from .inference.prompted import PromptedSegmenter, refuse_automatic_options
+    from .inference.prompted import PromptedSegmenter, prompted_model_file, refuse_automatic_options
     from .inference.segmenter import Segmenter
 
     tiling = _tiling(args)
-    prompted = [path for path in args.checkpoint if read_model_config(path).arch == "hrmedseg_sam"]
-    if prompted and len(args.checkpoint) > 1:
-        raise ConfigError(f"an ensemble is of automatic models; {', '.join(prompted)} segment prompts")
-    if prompted:
+    prompted = prompted_model_file(args.checkpoint)
+    if prompted is not None:
         refuse_automatic_options(tiling, args.tta, _postprocessing(args))
         if args.prompts is None:
             raise ConfigError(
                 "an HRMedSegSAM model needs prompts: --prompts FOLDER of <stem>.json files (or one file)"
             )
-        segmenter = PromptedSegmenter.from_checkpoint(prompted[0], args.device)
+        segmenter = PromptedSegmenter.from_checkpoint(prompted, args.device)
         report = predict_prompted_to_folder(
             segmenter, args.input, args.prompts, args.output, args.overlays, progress=not args.quiet
         )

@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
+from ..errors import InputNotFoundError
 from .io import (
     IMAGE_SUFFIXES,
     DataError,
@@ -98,6 +99,15 @@ def read_split(
         shown = ", ".join(unknown[:10]) + (f" and {len(unknown) - 10} more" if len(unknown) > 10 else "")
         raise DataError(f"{path}: {len(unknown)} stem(s) with no {what}: {shown}")
     return split
+
+
+def read_split_file(path: str | Path, known: Iterable[str], what: str = "image") -> dict[str, list[str]]:
+    """:func:`read_split` of a split file the user names (e.g. a training run's ``split.json``)
+    in place of the dataset's own; a missing file is named as such."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputNotFoundError(f"{path}: split file not found")
+    return read_split(path, known, what=what)
 
 
 def _read_split(path: Path, authors: bool) -> dict[str, list[str]]:

@@ -23,15 +23,15 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from ..checkpoint import read_model_config
 from ..data import DatasetIndex, Sample, find_dataset, read_image, read_mask, sample_problems
-from ..data.dataset import read_split
-from ..errors import ConfigError, DataError, InputNotFoundError
+from ..data.dataset import read_split_file
+from ..errors import ConfigError, DataError
 from ..inference.overlay import overlay
 from ..inference.postprocess import Postprocessing
 from ..inference.prompted import (
     GT_PROMPT_KINDS,
     PromptedSegmenter,
+    prompted_model_file,
     prompts_from_ground_truth,
     read_prompt_file,
     refuse_automatic_options,
@@ -61,23 +61,17 @@ def _load_segmenter(
     postprocessing: Postprocessing | None = None,
 ) -> tuple[Segmenter | PromptedSegmenter, str | None]:
     """The segmenter for a model file (or the one given) and the prompt kind it will use."""
-    if isinstance(checkpoint, list) and len(checkpoint) == 1:
-        checkpoint = checkpoint[0]
     if isinstance(checkpoint, Segmenter | PromptedSegmenter):
         segmenter = checkpoint
-    elif isinstance(checkpoint, list):  # an ensemble of automatic models
-        prompted = [str(p) for p in checkpoint if read_model_config(p).arch == "hrmedseg_sam"]
-        if prompted:
-            raise ConfigError(f"an ensemble is of automatic models; {', '.join(prompted)} segment prompts")
-        segmenter = Segmenter.from_checkpoint(
-            checkpoint, device, batch_size, tiling, compile_mode, tta, postprocessing
-        )
-    elif read_model_config(checkpoint).arch == "hrmedseg_sam":
-        segmenter = PromptedSegmenter.from_checkpoint(checkpoint, device)
     else:
-        segmenter = Segmenter.from_checkpoint(
-            checkpoint, device, batch_size, tiling, compile_mode, tta, postprocessing
-        )
+        paths = checkpoint if isinstance(checkpoint, list) else [checkpoint]
+        prompted = prompted_model_file(paths)
+        if prompted is not None:
+            segmenter = PromptedSegmenter.from_checkpoint(prompted, device)
+        else:
+            segmenter = Segmenter.from_checkpoint(
+                paths, device, batch_size, tiling, compile_mode, tta, postprocessing
+            )
     if isinstance(segmenter, Segmenter):
         if prompts is not None:
             raise ConfigError("prompts are for HRMedSegSAM models; this model segments without prompts")
@@ -123,10 +117,7 @@ def usable_cases(
     (e.g. the ``split.json`` a training run wrote) replaces the dataset's own split."""
     index = find_dataset(data)
     if split_file is not None:
-        index.split_file = Path(split_file)
-        if not index.split_file.is_file():
-            raise InputNotFoundError(f"{split_file}: split file not found")
-        index.split = read_split(index.split_file, index.samples)
+        index.split, index.split_file = read_split_file(split_file, index.samples), Path(split_file)
     if split == "all":
         stems = sorted(index.samples)
     elif index.split is None:
@@ -259,7 +250,7 @@ def evaluate(
         "split_file": str(index.split_file) if index.split_file else "none",
         "prompts": prompts or "none (automatic)", "cases": len(samples),
         "tiling": dataclasses.asdict(tiling) if tiling else "none (resized to the model size)",
-        "tta": tta, "postprocessing": postprocessing.describe() if postprocessing.active else "none",
+        "tta": tta, "postprocessing": postprocessing.describe(),
         "nsd_tolerance": nsd_tolerance,
     }  # fmt: skip
     return write_reports(

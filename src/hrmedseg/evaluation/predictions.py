@@ -117,7 +117,7 @@ def evaluate_predictions(
         "predictions": str(folder), "data": str(data), "split": split,
         "split_file": str(index.split_file) if index.split_file else "none", "cases": scored,
         "num_classes": num_classes,
-        "postprocessing": postprocessing.describe() if postprocessing.active else "none",
+        "postprocessing": postprocessing.describe(),
         "nsd_tolerance": nsd_tolerance,
     }  # fmt: skip
     description = f"the masks in `{folder}` on `{data}` ({split}: {scored} cases)"

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from ..data.dataset import read_split
+from ..data.dataset import read_split_file
 from ..data.volumes import (
     Volume,
     find_volume_pairs,
@@ -49,13 +49,10 @@ def _score_volumes(
     unusable case (a :class:`DataError` of reading or predicting) and the number scored."""
     check_nsd_tolerance(nsd_tolerance)
     pairs = find_volume_pairs(data)
-    if split_file is not None and not Path(split_file).is_file():
-        raise InputNotFoundError(f"{split_file}: split file not found")
+    # A named split file is read (and checked) as the 2-D path reads it, whatever the split.
+    given = read_split_file(split_file, pairs, what="volume") if split_file is not None else None
     if split != "all":
-        if split_file is not None:
-            volume_split = read_split(Path(split_file), pairs, what="volume")
-        else:
-            volume_split = read_volume_split(data, pairs)
+        volume_split = given if given is not None else read_volume_split(data, pairs)
         if volume_split is None:
             raise DataError(
                 f"{data} has no split.json; pass split='all' (--split all) to evaluate every case"
@@ -166,7 +163,7 @@ def evaluate_volume_predictions(
     about = {
         "predictions": str(folder), "data": str(data), "split": split, "cases": scored,
         "num_classes": num_classes,
-        "postprocessing": postprocessing.describe() if postprocessing.active else "none",
+        "postprocessing": postprocessing.describe(),
         "nsd_tolerance": nsd_tolerance,
     }  # fmt: skip
     description = f"the masks in `{folder}` on `{data}` ({split}: {scored} volumes, 3-D metrics)"

@@ -46,8 +46,9 @@ class Postprocessing:
     def active(self) -> bool:
         return self.min_size > 1 or self.keep_largest or self.fill_holes
 
-    def describe(self) -> dict[str, int | bool]:
-        return asdict(self)
+    def describe(self) -> dict[str, int | bool] | str:
+        """The settings for a report, or "none" when nothing is changed."""
+        return asdict(self) if self.active else "none"
 
     def __call__(self, mask: np.ndarray) -> np.ndarray:
         """The cleaned copy of an (H, W) or (X, Y, Z) index mask (binary: 0/1)."""

@@ -19,11 +19,13 @@ kept (SAM's convention); an object with a box uses the single-mask output, as in
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from ..checkpoint import read_model_config
 from ..data.prompts import prompts_from_mask
 from ..errors import ConfigError, DataError
 from .postprocess import Postprocessing
@@ -40,6 +42,17 @@ class ObjectPrompt:
     box: np.ndarray | None = None  # (4,) XYXY
     points: np.ndarray | None = None  # (N, 2) (x, y)
     labels: np.ndarray | None = None  # (N,) 1 = foreground, 0 = background
+
+
+def prompted_model_file(paths: Sequence[str | Path]) -> str | Path | None:
+    """The HRMedSegSAM model file when ``paths`` is one, None when every file is an automatic
+    model (several: an ensemble); a prompted model in an ensemble is refused by name."""
+    prompted = [path for path in paths if read_model_config(path).arch == "hrmedseg_sam"]
+    if prompted and len(paths) > 1:
+        raise ConfigError(
+            f"an ensemble is of automatic models; {', '.join(map(str, prompted))} segment prompts"
+        )
+    return prompted[0] if prompted else None
 
 
 def refuse_automatic_options(
