@@ -83,6 +83,24 @@ class ECMDecoder(nn.Module):
         Returns:
             mask logits (B, num_mask_tokens, 4h, 4w) and predicted IoUs (B, num_mask_tokens).
         """
+        hyper_in, upscaled, iou_pred = self.decode(
+            image_embeddings, image_pe, sparse_prompt_embeddings, dense_prompt_embeddings
+        )
+        return mask_product(hyper_in, upscaled), iou_pred
+
+    def decode(
+        self,
+        image_embeddings: torch.Tensor,
+        image_pe: torch.Tensor,
+        sparse_prompt_embeddings: torch.Tensor | None = None,
+        dense_prompt_embeddings: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The decoder up to the mask product (arguments as :meth:`forward`).
+
+        Returns:
+            the hypernetwork outputs (B, num_mask_tokens, D/8), the upscaled mask features
+            (B, D/8, 4h, 4w) and the predicted IoUs (B, num_mask_tokens).
+        """
         batch = image_embeddings.shape[0]
         for prompt in (sparse_prompt_embeddings, dense_prompt_embeddings):
             if prompt is not None:
@@ -112,5 +130,9 @@ class ECMDecoder(nn.Module):
         hyper_in = torch.stack(
             [mlp(mask_tokens_out[:, i]) for i, mlp in enumerate(self.output_hypernetworks_mlps)], dim=1
         )  # (B, M, D/8)
-        masks = (hyper_in @ upscaled.flatten(2)).unflatten(-1, upscaled.shape[-2:])
-        return masks, self.iou_prediction_head(iou_token_out)
+        return hyper_in, upscaled, self.iou_prediction_head(iou_token_out)
+
+
+def mask_product(weights: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+    """One logit map per mask token: weights (B, M, C) applied to features (B, C, H, W) -> (B, M, H, W)."""
+    return (weights @ features.flatten(2)).unflatten(-1, features.shape[-2:])
