@@ -50,12 +50,19 @@ class ThresholdModel(AutomaticSegmentationModel):
 PROMPTS = ("boxes", "points", "boxes+points+mask")
 
 
-def zero_init_unfrozen(model: nn.Module) -> nn.Module:
-    """MBConv's last BatchNorm starts at weight 0, which stops gradients into the block by design;
-    weight 1 lets every parameter's gradient be compared."""
+def zero_init_unfrozen(model: nn.Module, seed: int = 0) -> nn.Module:
+    """MBConv's last BatchNorm starts at weight 0, and the detail path's full-resolution head at a
+    zero output: both stop gradients into a part of the model by design. Weight 1 for the former
+    and small random head weights for the latter let every parameter's gradient be compared, and
+    make the head's residual part of every output."""
+    gen = torch.Generator().manual_seed(seed)
     for name, module in model.named_modules():
         if name.endswith("project.bn"):
             nn.init.ones_(module.weight)
+        if name.endswith("head_weights"):
+            with torch.no_grad():
+                module.weight.copy_(0.5 * torch.randn(module.weight.shape, generator=gen))
+                module.bias.copy_(0.5 * torch.randn(module.bias.shape, generator=gen))
     return model
 
 

@@ -38,6 +38,19 @@ def test_hrmedseg_gradients_match_fp64(num_classes, checkpointed):
     fp32_vs_fp64(model, gradient_batch(2, SIZE)).assert_agree()
 
 
+@pytest.mark.parametrize("checkpointed", [False, True])
+def test_hrmedseg_detail_gradients_match_fp64(checkpointed):
+    # Every parameter of the detail path too: stem, skips, the full-resolution head (recomputed in
+    # backward) and the early-convolution patch embedding.
+    model = gradient_model("hrmedseg_detail_b", SIZE, num_classes=2)
+    model.set_grad_checkpointing(checkpointed)
+    comparison = fp32_vs_fp64(model, gradient_batch(2, SIZE))
+    comparison.assert_agree()
+    for name in ("detail_stem.half_res.0.weight", "mask_decoder.head_conv.0.weight",
+                 "mask_decoder.skip_quarter.weight", "image_encoder.patch_embed.weight"):  # fmt: skip
+        assert name in comparison.errors and name not in comparison.negligible, name
+
+
 @pytest.mark.parametrize("prompts", PROMPTS)
 def test_hrmedseg_sam_gradients_match_fp64(prompts):
     model = gradient_model("hrmedseg_sam_b", SIZE)

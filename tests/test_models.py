@@ -16,9 +16,9 @@ def model_b():
     return create_model("hrmedseg_b").eval()
 
 
-def test_registry_lists_every_size_of_both_architectures():
+def test_registry_lists_every_size_of_every_architecture():
     assert hrmedseg.list_models() == sorted(
-        f"{arch}_{size}" for arch in ("hrmedseg", "hrmedseg_sam") for size in "tsbl"
+        f"{arch}_{size}" for arch in ("hrmedseg", "hrmedseg_detail", "hrmedseg_sam") for size in "tsbl"
     )
     assert hrmedseg.list_models("*sam*") == [
         "hrmedseg_sam_b",

@@ -43,7 +43,8 @@ _EXPORTS = {
     "PromptedSegmenter": ".inference.prompted",
     "Segmenter": ".inference.segmenter",
     **dict.fromkeys(
-        ("AutomaticSegmentationModel", "HRMedSeg", "HRMedSegSAM", "SegmentationModel"), ".modeling"
+        ("AutomaticSegmentationModel", "HRMedSeg", "HRMedSegDetail", "HRMedSegSAM", "SegmentationModel"),
+        ".modeling",
     ),
 }
 
@@ -54,6 +55,7 @@ __all__ = [
     "ConfigError",
     "DataError",
     "HRMedSeg",
+    "HRMedSegDetail",
     "HRMedSegError",
     "HRMedSegSAM",
     "InputNotFoundError",
@@ -111,4 +113,10 @@ if TYPE_CHECKING:  # what static analysis and IDEs see
     from .inference.predictor import Predictor
     from .inference.prompted import PromptedSegmenter
     from .inference.segmenter import Segmenter
-    from .modeling import AutomaticSegmentationModel, HRMedSeg, HRMedSegSAM, SegmentationModel
+    from .modeling import (
+        AutomaticSegmentationModel,
+        HRMedSeg,
+        HRMedSegDetail,
+        HRMedSegSAM,
+        SegmentationModel,
+    )

@@ -13,6 +13,8 @@ from typing import Any
 from .errors import ConfigError, UnknownOptionError
 from .modeling import ECMDecoder, HRMedSeg, HRMedSegSAM, LGViT, PromptEncoder
 from .modeling.config import ARCHITECTURES, ModelConfig
+from .modeling.detail import DetailDecoder, DetailStem
+from .modeling.hrmedseg_detail import HRMedSegDetail
 
 __all__ = ["ARCHITECTURES", "ModelConfig", "build_model", "create_model", "get_model_config", "list_models"]
 
@@ -24,11 +26,15 @@ _SIZES: dict[str, dict[str, Any]] = {
     "l": {"embed_dim": 192, "num_heads": (6, 12, 24)},
 }
 
+# The detail path chosen by the ablation in docs/benchmarks.md.
+_DETAIL = {"detail": ("early_convs", "skips", "full_res_head"), "deep_supervision": 0.4}
+
 _REGISTRY: dict[str, ModelConfig] = {}
 for _size, _kwargs in _SIZES.items():
     for _arch in ARCHITECTURES:
         _name = f"{_arch}_{_size}"
-        _REGISTRY[_name] = ModelConfig(name=_name, arch=_arch, **_kwargs)
+        _extra = _DETAIL if _arch == "hrmedseg_detail" else {}
+        _REGISTRY[_name] = ModelConfig(name=_name, arch=_arch, **_kwargs, **_extra)
 
 
 def list_models(pattern: str = "*") -> list[str]:
@@ -50,10 +56,11 @@ def build_model(config: ModelConfig) -> HRMedSeg | HRMedSegSAM:
     """Instantiate the model a config describes (random initialisation)."""
     if config.arch not in ARCHITECTURES:
         raise ConfigError(f"unknown arch {config.arch!r}; expected one of {ARCHITECTURES}")
+    early_convs = "early_convs" in config.detail
     encoder = LGViT(
-        in_chans=config.in_chans,
+        in_chans=config.detail_chans[1] if early_convs else config.in_chans,
         embed_dim=config.embed_dim,
-        patch_size=config.patch_size,
+        patch_size=config.patch_size // 4 if early_convs else config.patch_size,
         num_mbconv=config.num_mbconv,
         depths=config.depths,
         num_heads=config.num_heads,
@@ -62,14 +69,24 @@ def build_model(config: ModelConfig) -> HRMedSeg | HRMedSegSAM:
         out_chans=config.decoder_dim,
     )
     sam = config.arch == "hrmedseg_sam"
-    decoder = ECMDecoder(
-        num_mask_tokens=1 + config.num_multimask_outputs if sam else config.num_classes,
-        transformer_dim=config.decoder_dim,
-        transformer_depth=config.decoder_depth,
-        num_heads=config.decoder_heads,
-        mlp_dim=config.decoder_mlp_dim,
-        pool_sizes=config.pool_sizes,
-    )
+    decoder_options = {
+        "num_mask_tokens": 1 + config.num_multimask_outputs if sam else config.num_classes,
+        "transformer_dim": config.decoder_dim,
+        "transformer_depth": config.decoder_depth,
+        "num_heads": config.decoder_heads,
+        "mlp_dim": config.decoder_mlp_dim,
+        "pool_sizes": config.pool_sizes,
+    }
+    if config.detail:
+        decoder = DetailDecoder(
+            skip_chans=config.detail_chans,
+            skips="skips" in config.detail,
+            full_res_head="full_res_head" in config.detail,
+            head_dim=config.detail_head_dim,
+            **decoder_options,
+        )
+        return HRMedSegDetail(DetailStem(config.in_chans, config.detail_chans), encoder, decoder, config)
+    decoder = ECMDecoder(**decoder_options)
     if sam:
         return HRMedSegSAM(encoder, PromptEncoder(config.decoder_dim, config.mask_in_chans), decoder, config)
     return HRMedSeg(encoder, decoder, config)
@@ -81,7 +98,8 @@ def create_model(
     """Build a registered model by name.
 
     Args:
-        name: one of :func:`list_models`, e.g. ``"hrmedseg_b"`` or ``"hrmedseg_sam_b"``.
+        name: one of :func:`list_models`, e.g. ``"hrmedseg_b"``, ``"hrmedseg_detail_b"`` or
+            ``"hrmedseg_sam_b"``.
         num_classes: 1 for binary (sigmoid), K >= 2 for K-class softmax output.
         img_size: native input size (int or (H, W)) the data pipeline resizes to.
         overrides: any other :class:`ModelConfig` field, e.g. ``drop_path_rate=0.0`` or

@@ -2,8 +2,10 @@
 
 from .base import AutomaticSegmentationModel, SegmentationModel
 from .config import ARCHITECTURES, ModelConfig
+from .detail import DetailDecoder, DetailStem
 from .ecm_decoder import ECMDecoder
 from .hrmedseg import HRMedSeg
+from .hrmedseg_detail import HRMedSegDetail
 from .hrmedseg_sam import HRMedSegSAM
 from .lgvit import LGViT
 from .prompt_encoder import PromptEncoder
@@ -11,8 +13,11 @@ from .prompt_encoder import PromptEncoder
 __all__ = [
     "ARCHITECTURES",
     "AutomaticSegmentationModel",
+    "DetailDecoder",
+    "DetailStem",
     "ECMDecoder",
     "HRMedSeg",
+    "HRMedSegDetail",
     "HRMedSegSAM",
     "LGViT",
     "ModelConfig",

@@ -9,8 +9,10 @@ from typing import Any
 from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from ..errors import ConfigError
 
-ARCHITECTURES = ("hrmedseg", "hrmedseg_sam")
+ARCHITECTURES = ("hrmedseg", "hrmedseg_sam", "hrmedseg_detail")
 INPUT_SCALES = ("resized", "native")
+# The detail path's components (modeling/detail.py); hrmedseg_detail models use a non-empty set.
+DETAIL_COMPONENTS = ("early_convs", "skips", "full_res_head")
 
 
 @dataclass(frozen=True)
@@ -25,6 +27,10 @@ class ModelConfig:
     W / patch_size) grid, and the network accepts any input whose sides are multiples of it.
     ``arch`` names the class that :func:`hrmedseg.build_model` builds (``ARCHITECTURES``); the
     fields from ``embed_dim`` to ``num_multimask_outputs`` are that architecture's hyper-parameters.
+    ``detail`` to ``deep_supervision`` describe the detail path of ``hrmedseg_detail`` models
+    (:mod:`hrmedseg.modeling.detail`): its components (``DETAIL_COMPONENTS``), the stem's widths at
+    1/2 and 1/4 resolution, the width of the full-resolution head, and the weight of the loss on
+    the 1/4-resolution logits during training (0: none).
     """
 
     name: str
@@ -49,6 +55,10 @@ class ModelConfig:
     pixel_mean: tuple[float, ...] = IMAGENET_MEAN
     pixel_std: tuple[float, ...] = IMAGENET_STD
     input_scale: str = "resized"
+    detail: tuple[str, ...] = ()
+    detail_chans: tuple[int, ...] = (16, 32)
+    detail_head_dim: int = 16
+    deep_supervision: float = 0.0
 
     def __post_init__(self) -> None:
         if self.patch_size < 1:
@@ -61,7 +71,15 @@ class ModelConfig:
                 f"got {self.img_size}"
             )
         object.__setattr__(self, "img_size", size)
-        for name in ("depths", "num_heads", "pool_sizes", "pixel_mean", "pixel_std"):
+        for name in (
+            "depths",
+            "num_heads",
+            "pool_sizes",
+            "pixel_mean",
+            "pixel_std",
+            "detail",
+            "detail_chans",
+        ):
             object.__setattr__(self, name, tuple(getattr(self, name)))
         if self.num_classes < 1:
             raise ConfigError(f"num_classes must be >= 1, got {self.num_classes}")
@@ -76,6 +94,32 @@ class ModelConfig:
             raise ConfigError(
                 "HRMedSegSAM is class-agnostic (one mask per prompt); "
                 "use num_classes=1 and one prompt per object"
+            )
+
+        self._check_detail()
+
+    def _check_detail(self) -> None:
+        unknown = sorted(set(self.detail) - set(DETAIL_COMPONENTS))
+        if unknown:
+            raise ConfigError(f"unknown detail components {unknown}; known: {list(DETAIL_COMPONENTS)}")
+        if (self.arch == "hrmedseg_detail") != bool(self.detail):
+            raise ConfigError(
+                "hrmedseg_detail models need at least one detail component and other models none; "
+                f"got arch {self.arch!r} with detail {list(self.detail)}"
+            )
+        if len(self.detail_chans) != 2 or min(self.detail_chans) < 1 or self.detail_head_dim < 1:
+            raise ConfigError(
+                f"detail_chans must be two positive widths (1/2 and 1/4) and detail_head_dim positive, "
+                f"got {self.detail_chans} and {self.detail_head_dim}"
+            )
+        if "early_convs" in self.detail and self.patch_size % 4:
+            raise ConfigError(
+                f"early_convs needs a patch size that is a multiple of 4, got {self.patch_size}"
+            )
+        if not self.deep_supervision >= 0.0 or (self.deep_supervision and not self.detail):
+            raise ConfigError(
+                "deep_supervision must be >= 0 and only set for hrmedseg_detail models, "
+                f"got {self.deep_supervision}"
             )
 
     @property

@@ -1,0 +1,167 @@
+"""The detail path: what lets a model draw structures finer than its 1/16 tokens.
+
+The paper's model sees the image only through one stride-16 patch embedding and predicts logits on
+the 1/4 grid, so nothing narrower than about 4 input pixels (a vessel, a cell border) can be drawn.
+The detail path adds, as selectable components:
+
+- ``early_convs``: a shallow convolutional stem (two stride-2 3×3 convolutions, to 1/2 and 1/4)
+  whose 1/4 map the encoder patchifies (4×4, stride 4) instead of the raw image (Xiao et al. 2021,
+  "Early convolutions help transformers see better");
+- ``skips``: the stem's 1/4 map added to the decoder's upscaled mask features before the mask
+  product, as U-Net skips and SAM-HQ's early-feature fusion do;
+- ``full_res_head``: the fused 1/4 features upsampled to 1/2 with the stem's 1/2 map added, a 3×3
+  convolution, and a mask product with four weights per output pixel (one per position of a 2×2
+  block, re-arranged by pixel shuffle), giving a residual at the input resolution that is added
+  to the bilinearly upsampled 1/4 logits.
+
+Every component that needs the stem builds it; the stem sees every input pixel, so logits at the
+input resolution come from features computed at 1/2 resolution from full-resolution pixels.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from .common import LayerNorm2d
+from .ecm_decoder import ECMDecoder, mask_product
+
+
+class ConvGELU(nn.Sequential):
+    """3×3 convolution, LayerNorm2d, GELU.
+
+    A channel LayerNorm rather than BatchNorm: it keeps no running statistics, so recomputing the
+    layer in backward (below) changes nothing, and a batch of one large window trains as well as
+    a batch of many.
+    """
+
+    def __init__(self, in_ch: int, out_ch: int, stride: int = 1) -> None:
+        super().__init__(
+            nn.Conv2d(in_ch, out_ch, 3, stride=stride, padding=1, bias=False),
+            LayerNorm2d(out_ch),
+            nn.GELU(),
+        )
+
+
+def recomputed(module: nn.Module, *inputs: torch.Tensor) -> torch.Tensor:
+    """Run ``module``; in training, recompute it in backward instead of storing its activations.
+
+    Used for the layers at 1/2 and 1/4 resolution: they cost a few per cent of the model's
+    FLOPs, but each map they would store at 1/2 resolution is as large as all the 1/16
+    encoder's activations of one block.
+    """
+    if torch.is_grad_enabled():
+        return checkpoint(module, *inputs, use_reentrant=False)
+    return module(*inputs)
+
+
+class DetailStem(nn.Module):
+    """(B, in_chans, H, W) -> feature maps at 1/2 (B, chans[0], H/2, W/2) and 1/4 (B, chans[1], H/4, W/4).
+
+    The stem is recomputed in backward (:func:`recomputed`): only its outputs are kept, which the
+    encoder and the decoder read.
+
+    Args:
+        in_chans: image channels.
+        chans: widths at 1/2 and 1/4.
+    """
+
+    def __init__(self, in_chans: int = 3, chans: Sequence[int] = (16, 32)) -> None:
+        super().__init__()
+        if len(chans) != 2:
+            raise ValueError(f"the detail stem takes two widths (1/2 and 1/4), got {tuple(chans)}")
+        self.half_res = ConvGELU(in_chans, chans[0], stride=2)
+        self.quarter_res = ConvGELU(chans[0], chans[1], stride=2)
+        self.out_chans = tuple(chans)
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        half = recomputed(self.half_res, images)
+        return half, recomputed(self.quarter_res, half)
+
+
+class DetailDecoder(ECMDecoder):
+    """The ECM-Decoder with the stem's skips and a full-resolution head (module docstring).
+
+    Keys of the ECM-Decoder's own parts are unchanged, so its weights load into this decoder.
+
+    Args:
+        skip_chans: widths of the stem's 1/2 and 1/4 maps.
+        skips: add the 1/4 map to the upscaled mask features.
+        full_res_head: predict a residual at the input resolution from a 1/2-resolution map.
+        head_dim: width of the 1/2-resolution map of the head.
+        **ecm_kwargs: the ECM-Decoder's arguments.
+    """
+
+    def __init__(
+        self,
+        *,
+        skip_chans: Sequence[int],
+        skips: bool = True,
+        full_res_head: bool = True,
+        head_dim: int = 16,
+        **ecm_kwargs,
+    ) -> None:
+        super().__init__(**ecm_kwargs)
+        mask_dim = self.output_hypernetworks_mlps[0].layers[-1].out_features
+        self.head_dim = head_dim
+        self.skip_quarter = nn.Conv2d(skip_chans[1], mask_dim, 1) if skips else None
+        if full_res_head:
+            self.head_up = nn.ConvTranspose2d(mask_dim, head_dim, kernel_size=2, stride=2)
+            self.skip_half = nn.Conv2d(skip_chans[0], head_dim, 1)
+            self.head_conv = ConvGELU(head_dim, head_dim)
+            # Four weights per output pixel from each token's hypernetwork output; zero at the start,
+            # so training begins from the 1/4 path's logits and the residual grows from there.
+            self.head_weights = nn.Linear(mask_dim, 4 * head_dim)
+            nn.init.zeros_(self.head_weights.weight)
+            nn.init.zeros_(self.head_weights.bias)
+        else:
+            self.head_up = None
+
+    def forward_detail(
+        self,
+        image_embeddings: torch.Tensor,
+        image_pe: torch.Tensor,
+        skip_features: tuple[torch.Tensor, torch.Tensor],
+        output_size: tuple[int, int],
+        sparse_prompt_embeddings: torch.Tensor | None = None,
+        dense_prompt_embeddings: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Decode with the detail path.
+
+        Args:
+            image_embeddings, image_pe, sparse_prompt_embeddings, dense_prompt_embeddings: as
+                :meth:`ECMDecoder.forward`, with an (h, w) embedding grid.
+            skip_features: the stem's maps (B, c0, 8h, 8w) and (B, c1, 4h, 4w).
+            output_size: (H, W) = (16h, 16w), the input resolution.
+        Returns:
+            logits (B, M, H, W), predicted IoUs (B, M) and the 1/4-resolution logits
+            (B, M, 4h, 4w) (for deep supervision and mask prompts).
+        """
+        hyper_in, features, iou_pred = self.decode(
+            image_embeddings, image_pe, sparse_prompt_embeddings, dense_prompt_embeddings
+        )
+        half, quarter = skip_features
+        if self.skip_quarter is not None:
+            features = features + self.skip_quarter(quarter)
+        low_res = mask_product(hyper_in, features)
+        logits = F.interpolate(low_res, size=output_size, mode="bilinear", align_corners=False)
+        if self.head_up is None:
+            return logits, iou_pred, low_res
+        weights = (
+            self.head_weights(hyper_in).unflatten(-1, (4, self.head_dim)).flatten(1, 2)
+        )  # (B, 4M, head_dim)
+        residual = recomputed(self._full_res_residual, features, half, weights)
+        return logits + residual, iou_pred, low_res
+
+    def _full_res_residual(
+        self, features: torch.Tensor, half: torch.Tensor, weights: torch.Tensor
+    ) -> torch.Tensor:
+        """(B, D/8, H/4, W/4) mask features, (B, c0, H/2, W/2) stem map, (B, 4M, head_dim) weights
+        -> (B, M, H, W): each 1/2-resolution position gives the logits of its 2×2 output pixels."""
+        fine = F.gelu(self.head_up(features) + self.skip_half(half))
+        fine = self.head_conv(fine)  # (B, head_dim, H/2, W/2)
+        return F.pixel_shuffle(mask_product(weights, fine), 2)

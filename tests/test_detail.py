@@ -1,0 +1,204 @@
+"""hrmedseg_detail: the detail path (modeling/detail.py) and its place in the rest of the package."""
+
+import base64
+import csv
+import dataclasses
+import io
+import json
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from helpers import zero_init_unfrozen
+from PIL import Image
+
+import hrmedseg
+from hrmedseg import ModelConfig, Segmenter, create_model, load_model, save_model
+from hrmedseg.cli import main as cli_main
+from hrmedseg.data.synthetic import make_synthetic_dataset
+from hrmedseg.errors import ConfigError
+from hrmedseg.inference.tiling import Tiling
+from hrmedseg.losses import SegmentationLoss
+from hrmedseg.modeling.hrmedseg_detail import HRMedSegDetail
+from hrmedseg.training.objectives import AutomaticObjective
+
+
+def detail_model(size=64, seed=0, **options):
+    """A tiny detail model whose full-resolution head already contributes (it starts at zero)."""
+    torch.manual_seed(seed)
+    return zero_init_unfrozen(create_model("hrmedseg_detail_t", img_size=size, **options), seed).eval()
+
+
+def test_registered_sizes_and_the_paper_models_unchanged():
+    assert hrmedseg.list_models("hrmedseg_detail_*") == [f"hrmedseg_detail_{s}" for s in "blst"]
+    model = create_model("hrmedseg_detail_b")
+    assert type(model) is HRMedSegDetail and model.config.detail == ("early_convs", "skips", "full_res_head")
+    # Within 1 % of hrmedseg_b's parameters: the early convolutions replace the 16×16 patch embedding.
+    assert abs(hrmedseg.count_parameters(model) / 3_371_857 - 1) < 0.01
+    # The paper-faithful models keep their classes and checkpoint keys.
+    paper = create_model("hrmedseg_b")
+    assert type(paper) is hrmedseg.HRMedSeg and paper.config.detail == ()
+    assert not any(k.startswith("detail_stem") or "head_" in k for k in paper.state_dict())
+
+
+def test_a_model_file_written_before_the_detail_fields_existed_loads():
+    old = {k: v for k, v in create_model("hrmedseg_t").config.to_dict().items()
+           if k not in ("detail", "detail_chans", "detail_head_dim", "deep_supervision")}  # fmt: skip
+    assert ModelConfig.from_dict(old) == create_model("hrmedseg_t").config
+
+
+@pytest.mark.parametrize(
+    "options,message",
+    [
+        ({"detail": ("sharpen",)}, r"unknown detail components \['sharpen'\]"),
+        ({"detail": ()}, "need at least one detail component"),
+        ({"detail_chans": (16,)}, "two positive widths"),
+        ({"deep_supervision": -1.0}, "deep_supervision must be >= 0"),
+        ({"patch_size": 2, "img_size": 64}, "multiple of 4"),
+    ],
+)
+def test_bad_detail_configs_are_refused_by_name(options, message):
+    with pytest.raises(ConfigError, match=message):
+        create_model("hrmedseg_detail_t", **options)
+
+
+def test_other_architectures_refuse_detail_components():
+    with pytest.raises(ConfigError, match="other models none"):
+        create_model("hrmedseg_t", detail=("skips",))
+
+
+@pytest.mark.parametrize(
+    "detail", [("early_convs",), ("skips",), ("full_res_head",), ("skips", "full_res_head")]
+)
+@pytest.mark.parametrize("num_classes", [1, 3])
+def test_every_component_set_gives_logits_at_the_input_resolution(detail, num_classes):
+    model = detail_model(num_classes=num_classes, detail=detail)
+    images = torch.randn(2, 3, 96, 160)
+    with torch.no_grad():
+        logits, quality, low_res = model(images, return_quality=True, return_low_res=True)
+        assert torch.equal(model(images), logits)
+    assert logits.shape == (2, num_classes, 96, 160) and quality.shape == (2, num_classes)
+    assert low_res.shape == (2, num_classes, 24, 40)
+    upsampled = F.interpolate(low_res, size=(96, 160), mode="bilinear", align_corners=False)
+    # Only the full-resolution head adds anything to the upsampled 1/4 logits.
+    assert torch.allclose(logits, upsampled, atol=1e-6) != ("full_res_head" in detail)
+
+
+def test_the_head_sets_pixels_within_one_quarter_cell_independently():
+    """Bilinear upsampling of 1/4-resolution logits varies linearly inside each cell; the head's
+    residual gives each pixel of a 2×2 block its own weights, so one pixel can differ from its
+    neighbours as a one-pixel-wide vessel needs."""
+    model = detail_model()
+    with torch.no_grad():
+        logits, _, low_res = model(torch.randn(1, 3, 64, 64), return_quality=True, return_low_res=True)
+    residual = logits - F.interpolate(low_res, size=(64, 64), mode="bilinear", align_corners=False)
+    blocks = residual[0, 0].unfold(0, 2, 2).unfold(1, 2, 2)  # (32, 32, 2, 2)
+    assert blocks.std((-2, -1)).mean() > 0.05 * residual.abs().mean()
+
+
+def test_the_detail_model_learns_one_pixel_lines_that_the_quarter_grid_cannot_draw():
+    """Images with 1-px bright vertical lines, the lines as target. A perfect 1/4-grid model
+    (the truth averaged onto the grid, upsampled bilinearly, thresholded) scores Dice 0 here;
+    the detail model, trained for a few dozen steps, draws them."""
+    gen = torch.Generator().manual_seed(0)
+    images = torch.randn(8, 3, 64, 64, generator=gen) * 0.1
+    masks = torch.zeros(8, 64, 64, dtype=torch.long)
+    for i in range(8):
+        columns = torch.randperm(64, generator=gen)[:6]
+        masks[i, :, columns] = 1
+    images = images + 2.0 * masks.unsqueeze(1).float()
+    ceiling = F.interpolate(F.avg_pool2d(masks.unsqueeze(1).float(), 4), size=(64, 64), mode="bilinear") > 0.5
+    assert ceiling.sum() == 0  # the quarter grid cannot represent them at all
+
+    model = create_model("hrmedseg_detail_t", img_size=64, drop_path_rate=0.0).train()
+    objective = AutomaticObjective(model, SegmentationLoss(1), 0.0, None)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    for _ in range(60):
+        loss, _ = objective(images, masks)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    with torch.no_grad():
+        predicted = model.eval()(images)[:, 0] > 0
+    dice = 2 * (predicted & (masks > 0)).sum() / (predicted.sum() + masks.sum())
+    assert dice > 0.8, dice
+
+
+def test_deep_supervision_adds_the_weighted_loss_of_the_quarter_logits():
+    model = detail_model(num_classes=3).train()
+    model.config = dataclasses.replace(model.config, deep_supervision=0.4)
+    images = torch.randn(2, 3, 64, 64)
+    masks = torch.randint(0, 3, (2, 64, 64))
+    loss_fn = SegmentationLoss(3)
+    torch.manual_seed(1)
+    loss, logits = AutomaticObjective(model, loss_fn, 0.0, None)(images, masks)
+    torch.manual_seed(1)
+    full, _, low_res = model(images, return_quality=True, return_low_res=True)
+    torch.testing.assert_close(full, logits)
+    expected = loss_fn(full, masks) + 0.4 * loss_fn(low_res, masks[:, 2::4, 2::4])
+    torch.testing.assert_close(loss, expected)
+
+
+def test_save_load_round_trip_and_onnx_parity(tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    from hrmedseg.deployment.export_onnx import export_onnx
+
+    model = detail_model((64, 96), num_classes=2)
+    restored = load_model(save_model(model, tmp_path / "m.safetensors"))
+    assert type(restored) is HRMedSegDetail and restored.config == model.config
+    images = torch.randn(3, 3, 64, 96)
+    with torch.no_grad():
+        reference = model(images)
+        assert torch.equal(restored(images), reference)
+    (path,) = export_onnx(model, tmp_path / "m.onnx")
+    graph = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (logits,) = graph.run(None, {"images": images.numpy()})
+    assert np.abs(logits - reference.numpy()).max() < 1e-4
+
+
+def test_tiled_ensembles_serve_and_scored_predictions(tmp_path, capsys):
+    """A native-scale detail model tiles by default; two of them ensemble; predict's masks score
+    as the model itself does; the page serves the same mask."""
+    from fastapi.testclient import TestClient
+
+    from hrmedseg.serve.app import create_app
+
+    data = make_synthetic_dataset(tmp_path / "data", num_images=6, size_range=(70, 130))
+    files = [
+        save_model(detail_model(seed=s, input_scale="native"), tmp_path / f"m{s}.safetensors") for s in (0, 1)
+    ]
+    image = np.asarray(Image.open(next((data / "images").iterdir())).convert("RGB"))
+    members = [load_model(f) for f in files]
+    tiled = Segmenter(members[0], "cpu")
+    assert tiled.tiling is not None
+    np.testing.assert_array_equal(
+        tiled.predict(image), Segmenter(members[0], "cpu", tiling=Tiling()).predict(image)
+    )
+    (ensemble,) = Segmenter(members, "cpu").iter_probabilities([image])
+    singles = [next(Segmenter(m, "cpu").iter_probabilities([image])).astype(np.float64) for m in members]
+    mean_logit = np.mean([np.log(p) - np.log1p(-p) for p in singles], axis=0)
+    np.testing.assert_allclose(ensemble, 1 / (1 + np.exp(-mean_logit)), atol=2e-5)
+
+    assert cli_main(["predict", "--checkpoint", str(files[0]), "--input", str(data / "images"),
+                     "--output", str(tmp_path / "masks"), "--quiet"]) == 0  # fmt: skip
+    argv = ["evaluate", "--data", str(data), "--split", "all", "--quiet"]
+    assert cli_main([*argv, "--checkpoint", str(files[0]), "--output", str(tmp_path / "model")]) == 0
+    assert (
+        cli_main([*argv, "--predictions", str(tmp_path / "masks"), "--output", str(tmp_path / "files")]) == 0
+    )
+    capsys.readouterr()
+
+    def rows(folder):
+        with (tmp_path / folder / "metrics.csv").open() as f:
+            return list(csv.DictReader(f))
+
+    assert rows("files") == rows("model") and len(rows("model")) == 6
+    assert json.loads((tmp_path / "files" / "summary.json").read_text())["failures"] == []
+
+    client = TestClient(create_app(members[0], "cpu"))
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG")
+    (served,) = client.post("/api/image", content=buffer.getvalue()).json()["masks"]
+    served = np.asarray(Image.open(io.BytesIO(base64.b64decode(served))))
+    np.testing.assert_array_equal(served > 0, tiled.predict(image) > 0)
