@@ -53,7 +53,9 @@ def run_single(args: argparse.Namespace) -> dict:
 
         model, quality_weight = UNetBaseline(args.size).to(device), 0.0
     else:
-        model, quality_weight = hrmedseg.create_model(args.model, img_size=args.size).to(device), 1.0
+        options = json.loads(args.model_options)
+        model = hrmedseg.create_model(args.model, img_size=args.size, **options).to(device)
+        quality_weight = 1.0
         model.set_grad_checkpointing(args.checkpointing)
     if args.compile != "none":
         from hrmedseg.runtime import compile_model
@@ -127,6 +129,10 @@ def main() -> None:
     parser.add_argument(
         "--model", default="hrmedseg_b", help="a registered name, or unet_resnet34 (needs smp)"
     )
+    parser.add_argument(
+        "--model-options", default="{}",
+        help='JSON of ModelConfig fields, e.g. \'{"detail": ["skips"]}\' (the ablation of the detail path)',
+    )  # fmt: skip
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--sizes", type=int, nargs="+", default=[512, 1024])
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 4])
@@ -181,6 +187,8 @@ def main() -> None:
             str(args.repeats),
             "--compile",
             args.compile,
+            "--model-options",
+            args.model_options,
         ]
         cmd += ["--checkpointing"] if ckpt else []  # fmt: skip
         try:
