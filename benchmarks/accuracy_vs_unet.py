@@ -158,6 +158,7 @@ def train_and_test(
         "epochs": len(curve),
         "best_epoch": best_epoch,
         "params_m": sum(p.numel() for p in model.parameters()) / 1e6,
+        "model_options": config.model_options,
         "best_val_dice": improvements[best_epoch][0],
         "val_dice": curve,
         "epoch_seconds": epoch_seconds,
@@ -183,10 +184,12 @@ def length_independent(config: TrainConfig) -> bool:
     return config.schedule == "exponential"
 
 
-def training_memory_per_image(name: str, img_size: int, device: str) -> float:
+def training_memory_per_image(name: str, img_size: int, device: str, model_options: dict) -> float:
     with tempfile.TemporaryDirectory() as tmp:
         result_file = Path(tmp) / "memory.json"
         options = ["--model", name, "--device", device, "--sizes", str(img_size), "--batches", "1"]
+        if name != "unet_resnet34":
+            options += ["--model-options", json.dumps(model_options)]
         options += ["--modes", "train", "--repeats", "1", "--json", str(result_file)]
         subprocess.run(
             [sys.executable, str(HERE / "memory_speed.py"), *options], capture_output=True, check=True
@@ -249,7 +252,9 @@ def main() -> None:
         for name in args.models:
             output = args.output / data.name / name
             row = train_and_test(name, data, args, args.epochs, output, args.patience)
-            row["train_gb_per_image"] = training_memory_per_image(name, args.img_size, args.device)
+            row["train_gb_per_image"] = training_memory_per_image(
+                name, args.img_size, args.device, row["model_options"]
+            )
             equal_epochs.append(row)
             if args.minutes:
                 timed = row.pop("budget", None)

@@ -97,6 +97,28 @@ def test_the_head_sets_pixels_within_one_quarter_cell_independently():
     assert blocks.std((-2, -1)).mean() > 0.05 * residual.abs().mean()
 
 
+@pytest.mark.parametrize("band_rows", [1, 3, 64])
+def test_the_banded_head_in_training_equals_one_pass_in_values_and_gradients(band_rows):
+    """Training runs the head in bands of rows (to bound its memory); fp64 logits and every
+    parameter's gradient must match one pass over the whole map, including a last short band."""
+    model = detail_model(size=112).double()  # a 7×7 grid: 28 rows at 1/4, bands of 3 leave 1
+    images = torch.randn(2, 3, 112, 112, dtype=torch.float64)
+
+    def logits_and_grads(rows):
+        model.mask_decoder.band_rows = rows
+        model.zero_grad()
+        logits = model(images)
+        (logits * torch.linspace(-1, 1, logits.numel(), dtype=torch.float64).view_as(logits)).sum().backward()
+        return logits.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    banded, banded_grads = logits_and_grads(band_rows)
+    whole, whole_grads = logits_and_grads(10_000)
+    torch.testing.assert_close(banded, whole, rtol=1e-10, atol=1e-10)
+    assert banded_grads.keys() == whole_grads.keys() and any("head_conv" in n for n in whole_grads)
+    for name, grad in whole_grads.items():
+        torch.testing.assert_close(banded_grads[name], grad, rtol=1e-9, atol=1e-10, msg=name)
+
+
 def test_the_detail_model_learns_one_pixel_lines_that_the_quarter_grid_cannot_draw():
     """Images with 1-px bright vertical lines, the lines as target. A perfect 1/4-grid model
     (the truth averaged onto the grid, upsampled bilinearly, thresholded) scores Dice 0 here;

@@ -93,6 +93,8 @@ class DetailDecoder(ECMDecoder):
         skips: add the 1/4 map to the upscaled mask features.
         full_res_head: predict a residual at the input resolution from a 1/2-resolution map.
         head_dim: width of the 1/2-resolution map of the head.
+        band_rows: rows at 1/4 resolution per band of the head in training
+            (:meth:`_full_res_residual`); it bounds the head's memory, not its result.
         **ecm_kwargs: the ECM-Decoder's arguments.
     """
 
@@ -103,6 +105,7 @@ class DetailDecoder(ECMDecoder):
         skips: bool = True,
         full_res_head: bool = True,
         head_dim: int = 16,
+        band_rows: int = 64,
         **ecm_kwargs,
     ) -> None:
         super().__init__(**ecm_kwargs)
@@ -120,6 +123,7 @@ class DetailDecoder(ECMDecoder):
             nn.init.zeros_(self.head_weights.bias)
         else:
             self.head_up = None
+        self.band_rows = band_rows
 
     def forward_detail(
         self,
@@ -151,17 +155,33 @@ class DetailDecoder(ECMDecoder):
         logits = F.interpolate(low_res, size=output_size, mode="bilinear", align_corners=False)
         if self.head_up is None:
             return logits, iou_pred, low_res
-        weights = (
-            self.head_weights(hyper_in).unflatten(-1, (4, self.head_dim)).flatten(1, 2)
-        )  # (B, 4M, head_dim)
-        residual = recomputed(self._full_res_residual, features, half, weights)
-        return logits + residual, iou_pred, low_res
+        # (B, 4M, head_dim): four weights per token, one per position of a 2×2 output block.
+        weights = self.head_weights(hyper_in).unflatten(-1, (4, self.head_dim)).flatten(1, 2)
+        return logits + self._full_res_residual(features, half, weights), iou_pred, low_res
 
     def _full_res_residual(
         self, features: torch.Tensor, half: torch.Tensor, weights: torch.Tensor
     ) -> torch.Tensor:
         """(B, D/8, H/4, W/4) mask features, (B, c0, H/2, W/2) stem map, (B, 4M, head_dim) weights
-        -> (B, M, H, W): each 1/2-resolution position gives the logits of its 2×2 output pixels."""
+        -> (B, M, H, W): each 1/2-resolution position gives the logits of its 2×2 output pixels.
+
+        In training the head runs in bands of ``band_rows`` rows at 1/4 resolution, each
+        recomputed in backward on its own, so the head's 1/2-resolution activations are never
+        all alive at once. Each band reads one more row on either side, which the 3×3
+        convolution needs; the result is the same as one pass over the whole map.
+        """
+        rows = features.shape[-2]
+        if not torch.is_grad_enabled() or rows <= self.band_rows:
+            return recomputed(self._residual, features, half, weights)
+        bands = []
+        for start in range(0, rows, self.band_rows):
+            stop = min(start + self.band_rows, rows)
+            lo, hi = max(start - 1, 0), min(stop + 1, rows)
+            band = recomputed(self._residual, features[:, :, lo:hi], half[:, :, 2 * lo : 2 * hi], weights)
+            bands.append(band[:, :, 4 * (start - lo) : 4 * (stop - lo)])
+        return torch.cat(bands, dim=2)
+
+    def _residual(self, features: torch.Tensor, half: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         fine = F.gelu(self.head_up(features) + self.skip_half(half))
         fine = self.head_conv(fine)  # (B, head_dim, H/2, W/2)
         return F.pixel_shuffle(mask_product(weights, fine), 2)
