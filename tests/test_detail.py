@@ -224,3 +224,10 @@ def test_tiled_ensembles_serve_and_scored_predictions(tmp_path, capsys):
     (served,) = client.post("/api/image", content=buffer.getvalue()).json()["masks"]
     served = np.asarray(Image.open(io.BytesIO(base64.b64decode(served))))
     np.testing.assert_array_equal(served > 0, tiled.predict(image) > 0)
+
+
+def test_the_models_command_lists_the_detail_models_in_aligned_columns(capsys):
+    assert cli_main(["models", "hrmedseg_*"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines[1:]] == hrmedseg.list_models("hrmedseg_*")
+    assert len({line.index("%") for line in lines[1:]}) == 1  # one column, whatever the name's length

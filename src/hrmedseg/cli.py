@@ -19,14 +19,16 @@ def _cmd_models(args: argparse.Namespace) -> int:
     from .build import create_model, list_models
     from .complexity import SAM_VIT_H_PARAMS, count_flops, count_parameters
 
-    header = f"{'name':<16} {'params':>10} {'% of SAM-H':>11}"
+    names = list_models(args.pattern)
+    width = max([len("name"), *map(len, names)])
+    header = f"{'name':<{width}} {'params':>10} {'% of SAM-H':>11}"
     if args.flops:
         header += f" {'GFLOPs @ ' + str(args.img_size):>16}"
     print(header)
-    for name in list_models(args.pattern):
+    for name in names:
         model = create_model(name)
         params = count_parameters(model)
-        row = f"{name:<16} {params / 1e6:>9.3f}M {100 * params / SAM_VIT_H_PARAMS:>10.2f}%"
+        row = f"{name:<{width}} {params / 1e6:>9.3f}M {100 * params / SAM_VIT_H_PARAMS:>10.2f}%"
         if args.flops:
             row += f" {count_flops(model, (args.img_size, args.img_size)) / 1e9:>16.2f}"
         print(row)
