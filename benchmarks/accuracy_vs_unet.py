@@ -105,7 +105,7 @@ def train_and_test(
     config = load_config(
         args.recipe, data=str(data), output=str(output), model=name, img_size=args.img_size,
         epochs=epochs, batch_size=args.batch_size, num_workers=args.num_workers, seed=args.seed,
-        input_scale=args.input_scale,
+        input_scale=args.input_scale, val_every=args.val_every,
     )  # fmt: skip
     torch.manual_seed(config.seed)
     model, quality_weight = build(name, config)
@@ -132,6 +132,7 @@ def train_and_test(
         validate=lambda: validate(objective, val_loader, device, config.batch_size),
         score=Score("val_dice"), device=device,
         epoch_aware=(sampler, train_set), accumulate=config.accumulate, clip_grad=config.clip_grad,
+        val_every=config.val_every,
     )  # fmt: skip
     # The best weights as they stood after each improvement: the best within any first k epochs.
     improvements: dict[int, tuple[float, dict]] = {}
@@ -143,7 +144,7 @@ def train_and_test(
             improvements[epoch] = (best, state)
 
     def record(epoch: int, row: dict) -> None:
-        curve.append(round(row["val_dice"], 4))
+        curve.append(round(row["val_dice"], 4) if "val_dice" in row else None)  # None: not validated
         epoch_seconds.append(round(row["epoch_seconds"], 1))
         if patience is not None and epoch - max(improvements) >= patience:
             raise Converged
@@ -239,6 +240,7 @@ def main() -> None:
         "--input-scale", choices=("resized", "native"),
         help="native: train on windows at the images' own resolution, validate and score tiled",
     )  # fmt: skip
+    parser.add_argument("--val-every", type=int, default=1, help="validate every N epochs and after the last")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--num-workers", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)

@@ -45,6 +45,7 @@ def exact_fp32(monkeypatch):
 GRADIENT_CASES = [
     pytest.param("hrmedseg_b", 256, 8, "", id="hrmedseg_b-256"),
     pytest.param("hrmedseg_b", 1024, 2, "", id="hrmedseg_b-1024"),
+    pytest.param("hrmedseg_detail_b", 1024, 2, "", id="hrmedseg_detail_b-1024"),
     pytest.param("hrmedseg_sam_b", 256, 4, "boxes+points+mask", id="hrmedseg_sam_b-256"),
 ]
 

@@ -1,5 +1,6 @@
 """Training: binary and multi-class runs, outputs, resume equivalence, encoder init and DDP."""
 
+import csv
 import json
 import os
 import subprocess
@@ -87,6 +88,30 @@ def test_resume_after_a_crash_ends_with_identical_weights(tmp_path, binary_data,
     ]  # fmt: skip
     with pytest.raises(ValueError, match="already holds a run"):
         train(TrainConfig(output=str(tmp_path / "resumed"), **base), progress=False)
+
+
+def test_validating_every_second_epoch_logs_blanks_keeps_the_best_and_resumes_exactly(tmp_path, binary_data):
+    """--val-every 2 over 5 epochs validates after epochs 2, 4 and 5 (the last); only those can
+    be the best, the log leaves the others' validation cells empty, and a crash after an epoch
+    without validation resumes to the weights of an uninterrupted run."""
+    base = {"data": str(binary_data), "epochs": 5, "val_every": 2, **TINY}
+    result = train(TrainConfig(output=str(tmp_path / "straight"), **base), progress=False)
+    rows = list(csv.DictReader((tmp_path / "straight" / "log.csv").open()))
+    assert [r["epoch"] for r in rows] == ["1", "2", "3", "4", "5"]
+    assert [bool(r["val_dice"]) for r in rows] == [False, True, False, True, True]
+    assert result["best_dice"] == max(float(r["val_dice"]) for r in rows if r["val_dice"])
+    assert (tmp_path / "straight" / "curves.png").is_file()
+
+    resumed = TrainConfig(output=str(tmp_path / "resumed"), **base)
+    run_until_crash(train, resumed, after_epoch=3, progress=False)
+    train(TrainConfig(output=str(tmp_path / "resumed"), **base), resume=True, progress=False)
+    for name in ("last.safetensors", "best.safetensors"):
+        straight, resumed = (load_file(str(tmp_path / run / name)) for run in ("straight", "resumed"))
+        assert all(torch.equal(straight[k], resumed[k]) for k in straight), name
+    assert (tmp_path / "resumed" / "log.csv").read_text().count("\n") == 6
+
+    with pytest.raises(ValueError, match="val_every must be >= 1"):
+        TrainConfig(output=str(tmp_path / "bad"), **{**base, "val_every": 0})
 
 
 def test_init_encoder_loads_weights_and_rejects_other_sizes(tmp_path, binary_data):

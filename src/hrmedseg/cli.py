@@ -38,7 +38,7 @@ def _cmd_models(args: argparse.Namespace) -> int:
 def _run_overrides(args: argparse.Namespace) -> dict:
     """The options of the run parent parser (train and distill), as config fields."""
     names = ("data", "output", "img_size", "epochs", "batch_size", "lr", "amp", "accumulate", "clip_grad",
-             "seed", "num_workers", "device", "compile")  # fmt: skip
+             "val_every", "seed", "num_workers", "device", "compile")  # fmt: skip
     return {
         **{n: getattr(args, n) for n in names},
         "grad_checkpointing": True if args.grad_checkpointing else None,
@@ -389,6 +389,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run_options.add_argument("--accumulate", type=int, help="gradient accumulation steps")
     run_options.add_argument("--clip-grad", type=float, metavar="NORM", help=CLIP_GRAD_HELP)
+    run_options.add_argument(
+        "--val-every", type=int, metavar="N", help="validate every N epochs and after the last (default 1)"
+    )
     run_options.add_argument("--seed", type=int)
     run_options.add_argument("--num-workers", type=int, help="data-loading processes")
     run_options.add_argument("--device", help="auto, cpu, cuda or cuda:N")

@@ -279,7 +279,7 @@ def distill(
         trained, student, optimizer, scheduler, scaler, train_loader,
         validate=lambda: validate_distillation(objective, val_loader, prepare),
         score=Score("val_loss", maximize=False), device=device, epoch_aware=(sampler,),
-        accumulate=config.accumulate, clip_grad=config.clip_grad, prepare=prepare,
+        accumulate=config.accumulate, clip_grad=config.clip_grad, val_every=config.val_every, prepare=prepare,
     )  # fmt: skip
     return run_epochs(
         loop, model, config, output, ctx, split, resume, changes, command="distill", progress=progress,

@@ -42,6 +42,9 @@ class RunConfig(ConfigFile):
     weight_decay: float = 0.0
     lr_gamma: float = 0.98  # exponential schedule: factor per epoch
     accumulate: int = 1  # gradient accumulation steps per optimiser step
+    # Validate after every val_every-th epoch and after the last; on large images (tiled
+    # validation of a few 8-megapixel fundus photographs) validation can cost more than training.
+    val_every: int = 1
     clip_grad: float | None = None  # max total gradient norm (e.g. 1.0); None: no clipping
     amp: str = "none"  # none | bf16 | fp16 (fp16 on CUDA only, with a gradient scaler)
     grad_checkpointing: bool = False
@@ -56,7 +59,7 @@ class RunConfig(ConfigFile):
             raise ConfigError(f"compile must be one of {COMPILE_MODES}, got {self.compile!r}")
         if self.amp not in ("none", "bf16", "fp16"):
             raise ConfigError(f"amp must be none, bf16 or fp16, got {self.amp!r}")
-        for name in ("epochs", "batch_size", "accumulate"):
+        for name in ("epochs", "batch_size", "accumulate", "val_every"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.clip_grad is not None and not self.clip_grad > 0:

@@ -368,7 +368,7 @@ def train(
         validate=lambda: validate(objective, val_loader, device, config.batch_size),
         score=Score("val_dice", maximize=True),
         device=device, epoch_aware=(sampler, train_set), accumulate=config.accumulate,
-        clip_grad=config.clip_grad,
+        clip_grad=config.clip_grad, val_every=config.val_every,
     )  # fmt: skip
     return run_epochs(
         loop, model, config, output, ctx, split, resume, changes, command="train", progress=progress,

@@ -53,7 +53,8 @@ class EpochLoop:
 
     ``trained`` is the objective as optimised (possibly DDP-wrapped), ``module`` the weights it
     trains (checked for non-finite values after every epoch). ``validate()`` runs on the main
-    process and returns named metrics, among them ``score.name``. ``epoch_aware`` objects (the
+    process after every ``val_every``-th epoch and after the last, and returns named metrics,
+    among them ``score.name``. ``epoch_aware`` objects (the
     sampler, an augmenting dataset) learn the epoch first, so a resumed run sees the same data.
     """
 
@@ -69,6 +70,7 @@ class EpochLoop:
     epoch_aware: Sequence[EpochAware] = ()
     accumulate: int = 1
     clip_grad: float | None = None
+    val_every: int = 1
     prepare: Callable[[dict[str, torch.Tensor]], tuple[torch.Tensor, torch.Tensor]] | None = None
 
 
@@ -143,10 +145,11 @@ def fit(
 
     Per epoch on the main process: ``log_row(row)`` before ``save(epoch, improved, best,
     rng_states)`` (a crash in between re-runs the epoch, whose row the logger then drops), then
-    ``on_epoch_end(epoch, row)``. Every process's RNG state is gathered after validation, so a
-    resumed multi-process run continues each rank's streams. A diverged epoch raises
-    :class:`~.guards.TrainingDivergedError`; with ``output`` (the run folder of ``hrmedseg
-    <command>``) its message says what was kept and how to go on.
+    ``on_epoch_end(epoch, row)``. The row of an epoch without validation has no validation
+    metrics, and only a validated epoch can become the best. Every process's RNG state is
+    gathered after validation, so a resumed multi-process run continues each rank's streams. A
+    diverged epoch raises :class:`~.guards.TrainingDivergedError`; with ``output`` (the run folder
+    of ``hrmedseg <command>``) its message says what was kept and how to go on.
     """
     best = loop.score.worst if best is None else best
     row: dict[str, float] = {}
@@ -162,7 +165,8 @@ def fit(
                 clip_grad=loop.clip_grad, epoch=epoch + 1, scheduler=loop.scheduler,
             )  # fmt: skip
             check_finite_state(loop.module, epoch + 1)
-        metrics = loop.validate() if is_main else {}
+        validating = is_main and ((epoch + 1) % loop.val_every == 0 or epoch + 1 == epochs)
+        metrics = loop.validate() if validating else {}
         rng_states = all_rng_states()  # every rank's, after validation (its loader draws a seed)
         if not is_main:
             continue
@@ -170,7 +174,7 @@ def fit(
                "epoch_seconds": time.perf_counter() - started}  # fmt: skip
         if log_row is not None:
             log_row(row)
-        improved = loop.score.improves(row[loop.score.name], best)
+        improved = validating and loop.score.improves(row[loop.score.name], best)
         best = row[loop.score.name] if improved else best
         save(epoch + 1, improved, best, rng_states)
         if progress:

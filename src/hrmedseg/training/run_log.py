@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -27,7 +28,7 @@ class RunLogger:
         with self.path.open("w", newline="") as f:
             writer = csv.writer(f)
             writer.writerow(self.columns)
-            writer.writerows([[row[c] for c in self.columns] for row in kept])
+            writer.writerows([_cells(row, self.columns) for row in kept])
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:  # optional dependency
@@ -39,10 +40,11 @@ class RunLogger:
 
     def log(self, row: dict[str, float]) -> None:
         with self.path.open("a", newline="") as f:
-            csv.writer(f).writerow([row[c] for c in self.columns])
+            csv.writer(f).writerow(_cells(row, self.columns))
         if self.tensorboard is not None:
             for key in self.columns[1:]:
-                self.tensorboard.add_scalar(key, row[key], row["epoch"])
+                if key in row:
+                    self.tensorboard.add_scalar(key, row[key], row["epoch"])
             self.tensorboard.flush()
 
     def close(self) -> None:
@@ -50,10 +52,16 @@ class RunLogger:
             self.tensorboard.close()
 
 
+def _cells(row: dict[str, float], columns: Sequence[str]) -> list[float | str]:
+    """A CSV row; empty where the epoch has no such value (no validation that epoch)."""
+    return ["" if row.get(c) is None or math.isnan(row[c]) else row[c] for c in columns]
+
+
 def read_log(path: Path) -> list[dict[str, float]]:
+    """The rows of ``log.csv``; an empty cell (an epoch without validation) reads as NaN."""
     with path.open() as f:
         return [
-            {k: int(float(v)) if k == "epoch" else float(v) for k, v in row.items()}
+            {k: int(float(v)) if k == "epoch" else float(v or "nan") for k, v in row.items()}
             for row in csv.DictReader(f)
         ]
 
@@ -69,11 +77,17 @@ def plot_curves(log_path: Path, png_path: Path) -> Path:
     epochs = [r["epoch"] for r in rows]
     fig, (loss_ax, metric_ax) = plt.subplots(1, 2, figsize=(10, 4))
     loss_ax.plot(epochs, [r["train_loss"] for r in rows], label="train")
-    loss_ax.plot(epochs, [r["val_loss"] for r in rows], label="validation")
+    validated = [r for r in rows if not math.isnan(r["val_loss"])]
+    loss_ax.plot(
+        [r["epoch"] for r in validated], [r["val_loss"] for r in validated], "o-", ms=3, label="validation"
+    )
     loss_ax.set(xlabel="epoch", ylabel="loss", title="Loss")
     scores = [c for c in rows[0] if c.startswith("val_") and c != "val_loss"] if rows else []
     for column in scores:
-        metric_ax.plot(epochs, [r[column] for r in rows], label=column.removeprefix("val_"))
+        metric_ax.plot(
+            [r["epoch"] for r in validated], [r[column] for r in validated], "o-", ms=3,
+            label=column.removeprefix("val_"),
+        )  # fmt: skip
     metric_ax.set(xlabel="epoch", ylabel="score", title="Validation", ylim=(0, 1))
     for ax in (loss_ax, metric_ax):
         ax.grid(alpha=0.3)
