@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import csv
 import statistics
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -169,3 +171,24 @@ def cosine_similarity(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) ->
     """Cosine similarity of two whole gradients (all tensors concatenated)."""
     flat_a, flat_b = (torch.cat([g[n].flatten() for n in sorted(a)]) for g in (a, b))
     return F.cosine_similarity(flat_a, flat_b, dim=0).item()
+
+
+def scores_of_model_and_of_its_masks(
+    checkpoint: Path, images: Path, data: Path, output: Path, *evaluate_options: str
+) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
+    """``predict`` the ``images`` folder with ``checkpoint``, then the metrics.csv rows of
+    ``evaluate --checkpoint`` and of ``evaluate --predictions`` on ``data``: two routes to one
+    score, which must agree row for row."""
+    from hrmedseg.cli import main as cli_main
+
+    assert cli_main(["predict", "--checkpoint", str(checkpoint), "--input", str(images),
+                     "--output", str(output / "masks"), "--quiet"]) == 0  # fmt: skip
+    argv = ["evaluate", "--data", str(data), "--quiet", *evaluate_options]
+    assert cli_main([*argv, "--checkpoint", str(checkpoint), "--output", str(output / "model")]) == 0
+    assert cli_main([*argv, "--predictions", str(output / "masks"), "--output", str(output / "files")]) == 0
+
+    def rows(folder: str) -> list[dict[str, str]]:
+        with (output / folder / "metrics.csv").open() as f:
+            return list(csv.DictReader(f))
+
+    return rows("model"), rows("files")

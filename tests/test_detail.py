@@ -1,7 +1,6 @@
 """hrmedseg_detail: the detail path (modeling/detail.py) and its place in the rest of the package."""
 
 import base64
-import csv
 import dataclasses
 import io
 import json
@@ -10,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import zero_init_unfrozen
+from helpers import scores_of_model_and_of_its_masks, zero_init_unfrozen
 from PIL import Image
 
 import hrmedseg
@@ -202,20 +201,11 @@ def test_tiled_ensembles_serve_and_scored_predictions(tmp_path, capsys):
     mean_logit = np.mean([np.log(p) - np.log1p(-p) for p in singles], axis=0)
     np.testing.assert_allclose(ensemble, 1 / (1 + np.exp(-mean_logit)), atol=2e-5)
 
-    assert cli_main(["predict", "--checkpoint", str(files[0]), "--input", str(data / "images"),
-                     "--output", str(tmp_path / "masks"), "--quiet"]) == 0  # fmt: skip
-    argv = ["evaluate", "--data", str(data), "--split", "all", "--quiet"]
-    assert cli_main([*argv, "--checkpoint", str(files[0]), "--output", str(tmp_path / "model")]) == 0
-    assert (
-        cli_main([*argv, "--predictions", str(tmp_path / "masks"), "--output", str(tmp_path / "files")]) == 0
+    by_model, by_files = scores_of_model_and_of_its_masks(
+        files[0], data / "images", data, tmp_path, "--split", "all"
     )
     capsys.readouterr()
-
-    def rows(folder):
-        with (tmp_path / folder / "metrics.csv").open() as f:
-            return list(csv.DictReader(f))
-
-    assert rows("files") == rows("model") and len(rows("model")) == 6
+    assert by_files == by_model and len(by_model) == 6
     assert json.loads((tmp_path / "files" / "summary.json").read_text())["failures"] == []
 
     client = TestClient(create_app(members[0], "cpu"))

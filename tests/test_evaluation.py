@@ -6,6 +6,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from helpers import scores_of_model_and_of_its_masks
 from monai.metrics import (
     compute_average_surface_distance,
     compute_dice,
@@ -219,20 +220,9 @@ def test_predicted_masks_score_as_the_model_that_wrote_them(tmp_path, trained, c
     predicted.mkdir()
     for case in test_cases:  # predict's folder holds every image; only the test ones are needed
         (predicted / f"{case}.png").symlink_to(next((data / "images").glob(f"{case}.*")))
-    assert cli_main(["predict", "--checkpoint", str(checkpoint), "--input", str(predicted),
-                     "--output", str(tmp_path / "masks"), "--quiet"]) == 0  # fmt: skip
-    argv = ["evaluate", "--data", str(data), "--quiet"]
-    assert cli_main([*argv, "--checkpoint", str(checkpoint), "--output", str(tmp_path / "model")]) == 0
-    assert (
-        cli_main([*argv, "--predictions", str(tmp_path / "masks"), "--output", str(tmp_path / "files")]) == 0
-    )
+    by_model, by_files = scores_of_model_and_of_its_masks(checkpoint, predicted, data, tmp_path)
     capsys.readouterr()
-
-    def rows(folder):
-        with (tmp_path / folder / "metrics.csv").open() as f:
-            return list(csv.DictReader(f))
-
-    assert rows("files") == rows("model") and len(rows("files")) == len(test_cases)
+    assert by_files == by_model and len(by_files) == len(test_cases)
     summary = json.loads((tmp_path / "files" / "summary.json").read_text())
     assert summary["predictions"] == str(tmp_path / "masks") and summary["failures"] == []
 
