@@ -9,6 +9,18 @@ import torch.nn.functional as F
 from torch import nn
 
 
+def check_images(images: torch.Tensor, in_chans: int, multiple: int) -> None:
+    """Refuse anything but (B, in_chans, H, W) with H and W multiples of ``multiple``."""
+    if images.ndim != 4 or images.shape[1] != in_chans:
+        raise ValueError(f"expected images of shape (B, {in_chans}, H, W), got {tuple(images.shape)}")
+    h, w = images.shape[-2:]
+    if h % multiple or w % multiple:
+        raise ValueError(
+            f"image height and width must be multiples of {multiple}, got {h}x{w}; "
+            "resize or pad the input first"
+        )
+
+
 class LayerNorm2d(nn.Module):
     """LayerNorm over the channel axis of a (B, C, H, W) map.
 

@@ -76,7 +76,6 @@ class DetailStem(nn.Module):
             raise ValueError(f"the detail stem takes two widths (1/2 and 1/4), got {tuple(chans)}")
         self.half_res = ConvGELU(in_chans, chans[0], stride=2)
         self.quarter_res = ConvGELU(chans[0], chans[1], stride=2)
-        self.out_chans = tuple(chans)
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         half = recomputed(self.half_res, images)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from .common import check_images
 from .config import ModelConfig
 from .detail import DetailDecoder, DetailStem
 from .hrmedseg import HRMedSeg
@@ -28,16 +29,8 @@ class HRMedSegDetail(HRMedSeg):
 
     def forward_detail(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Logits (B, K, H, W), predicted IoUs (B, K) and the 1/4-resolution logits (B, K, H/4, W/4)."""
-        if images.ndim != 4 or images.shape[1] != self.config.in_chans:
-            raise ValueError(
-                f"expected images of shape (B, {self.config.in_chans}, H, W), got {tuple(images.shape)}"
-            )
-        stride = self.config.patch_size
-        if images.shape[-2] % stride or images.shape[-1] % stride:
-            raise ValueError(
-                f"image height and width must be multiples of {stride}, got "
-                f"{images.shape[-2]}x{images.shape[-1]}; resize or pad the input first"
-            )
+        # Checked here, before the stem: with early_convs the encoder sees the stem's map, not the images.
+        check_images(images, self.config.in_chans, self.config.patch_size)
         skips = self.detail_stem(images)
         embeddings = self.image_encoder(skips[1] if self.early_convs else images)
         image_pe = self.pe_layer(embeddings.shape[-2:]).unsqueeze(0)

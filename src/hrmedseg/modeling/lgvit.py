@@ -17,7 +17,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 from torchvision.ops import StochasticDepth
 
-from .common import LayerNorm2d
+from .common import LayerNorm2d, check_images
 from .linear_attention import GatedLinearAttention, rope_2d_rotations
 
 
@@ -147,16 +147,6 @@ class LGViT(nn.Module):
             self._rope_cache[key] = rope_2d_rotations(grid_size, self.embed_dim, self.rope_base, device)
         return self._rope_cache[key]
 
-    def check_input(self, x: torch.Tensor) -> None:
-        if x.ndim != 4 or x.shape[1] != self.in_chans:
-            raise ValueError(f"expected images of shape (B, {self.in_chans}, H, W), got {tuple(x.shape)}")
-        h, w = x.shape[-2:]
-        if h % self.patch_size or w % self.patch_size:
-            raise ValueError(
-                f"image height and width must be multiples of {self.patch_size}, got {h}x{w}; "
-                "resize or pad the input first"
-            )
-
     def _run(self, module: nn.Module, *args: object) -> torch.Tensor:
         if self.grad_checkpointing and torch.is_grad_enabled():
             return checkpoint(module, *args, use_reentrant=False)
@@ -166,7 +156,7 @@ class LGViT(nn.Module):
         self, x: torch.Tensor, indices: Sequence[int] | None = None
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Neck output plus the token maps (B, C, h, w) after the attention blocks in ``indices``."""
-        self.check_input(x)
+        check_images(x, self.in_chans, self.patch_size)
         x = self.patch_embed(x)
         grid_size = (x.shape[-2], x.shape[-1])
         for block in self.conv_blocks:
