@@ -1,15 +1,20 @@
 """Prompted evaluation and prediction with HRMedSegSAM: GT-derived and JSON prompts."""
 
 import json
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
+from scipy import ndimage
 
 import hrmedseg
 from hrmedseg.cli import main
 from hrmedseg.data.io import DataError, read_mask
 from hrmedseg.evaluation.evaluate import evaluate
+from hrmedseg.evaluation.metrics import distance_metrics
+from hrmedseg.evaluation.objects import box_leak, object_hd95, truth_object_of
 from hrmedseg.inference.prompted import (
     ObjectPrompt,
     PromptedSegmenter,
@@ -202,3 +207,134 @@ def test_cli_predict_and_evaluate_with_a_sam_model(tmp_path, rectangles_data, ca
     ev[2] = str(plain)
     assert main(ev) == 2
     assert "prompts are for HRMedSegSAM models" in capsys.readouterr().err
+
+
+class AllObjectsPredictor(BoxFillingPredictor):
+    """A model that ignores its prompt: every prompt returns every object of the image."""
+
+    def __init__(self, masks_by_stem):
+        super().__init__()
+        self.masks_by_stem = masks_by_stem
+
+    def set_image(self, image):
+        super().set_image(image)
+        self.mask = self.masks_by_stem[Path(image).stem]
+
+    def _fill(self, box=None, point=None):
+        return self.mask.copy()
+
+
+def test_object_hd95_is_the_whole_image_hd95():
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        pred, truth = (rng.random((40, 50)) > 0.97 for _ in range(2))
+        pred[:, :3], truth[-2:] = pred[:, :3] | (rng.random() > 0.5), True  # objects on the border
+        pred = ndimage.binary_dilation(pred, iterations=2)
+        assert object_hd95(pred, truth) == pytest.approx(distance_metrics(pred, truth)[0])
+    empty, square = np.zeros((30, 40), bool), read_mask_from([(3, 3, 6, 6)])[:30, :40].astype(bool)
+    assert object_hd95(empty, square) == pytest.approx(50.0)  # the image diagonal
+    assert object_hd95(empty, empty) == 0.0
+
+
+def test_box_leak_is_the_share_of_the_mask_outside_its_box():
+    mask = np.zeros((20, 20), bool)
+    mask[5:7, 5:10] = True  # 10 pixels, columns 5..9
+    assert box_leak(mask, np.array([5, 5, 7, 6])) == pytest.approx(0.4)  # columns 8 and 9 outside
+    assert box_leak(mask, np.array([0, 0, 19, 19])) == 0.0
+    assert box_leak(np.zeros((20, 20), bool), np.array([0, 0, 3, 3])) == 0.0
+
+
+def test_a_model_that_masks_every_object_is_perfect_on_the_union_but_not_per_object(
+    tmp_path, rectangles_data
+):
+    masks = {f"case_{i}": read_mask_from(RECTANGLES[: i + 1]).astype(bool) for i in range(3)}
+    summary = evaluate(PromptedSegmenter(AllObjectsPredictor(masks)), rectangles_data, tmp_path / "ev",
+                       progress=False)  # fmt: skip
+    expected_dice, expected_leak = [], []
+    for i in range(3):
+        union = masks[f"case_{i}"].sum()
+        for x0, y0, x1, y1 in RECTANGLES[: i + 1]:
+            area = (x1 - x0 + 1) * (y1 - y0 + 1)
+            expected_dice.append(2 * area / (area + union))
+            expected_leak.append((union - area) / union)
+    assert summary["mean"]["dice"]["mean"] == pytest.approx(1.0)  # the union hides the failure
+    assert summary["objects_from"].startswith("connected components")
+    objects = csv_rows(tmp_path / "ev" / "objects.csv")
+    assert [(r["case"], r["object"]) for r in objects][:3] == [
+        ("case_0", "1"),
+        ("case_1", "1"),
+        ("case_1", "2"),
+    ]
+    np.testing.assert_allclose([float(r["dice"]) for r in objects], expected_dice)
+    np.testing.assert_allclose([float(r["leak"]) for r in objects], expected_leak)
+    per_object = summary["per_object"]
+    assert (
+        per_object["dice"]["mean"] == pytest.approx(np.mean(expected_dice)) and per_object["dice"]["n"] == 6
+    )
+    assert per_object["leak"]["mean"] == pytest.approx(np.mean(expected_leak))
+    case_2 = csv_rows(tmp_path / "ev" / "metrics.csv")[2]
+    assert int(case_2["objects"]) == 3
+    assert float(case_2["object_dice"]) == pytest.approx(np.mean(expected_dice[3:]))
+    report = (tmp_path / "ev" / "summary.md").read_text()
+    assert "Union of the object masks" in report and "Per object (6 objects" in report
+
+
+def csv_rows(path):
+    import csv
+
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def test_objects_come_from_instance_maps_and_a_wrong_map_is_named(tmp_path, rectangles_data):
+    touching = [(5, 8, 20, 30), (21, 8, 30, 30)]  # one connected component, two instances
+    instances = np.zeros((64, 80), np.uint16)
+    for value, (x0, y0, x1, y1) in zip((7, 3), touching, strict=True):
+        instances[y0 : y1 + 1, x0 : x1 + 1] = value
+    Image.fromarray((instances > 0).astype(np.uint8) * 255).save(rectangles_data / "masks" / "case_1.png")
+    (rectangles_data / "instances").mkdir()
+    Image.fromarray(instances).save(rectangles_data / "instances" / "case_1.png")
+    wrong = read_mask_from(RECTANGLES[:2]).astype(np.uint16)
+    wrong[0, 0] = 1  # one pixel outside case_2's mask
+    Image.fromarray(wrong).save(rectangles_data / "instances" / "case_2.png")
+
+    summary = evaluate(
+        PromptedSegmenter(BoxFillingPredictor()), rectangles_data, tmp_path / "ev", progress=False
+    )
+    assert summary["cases"] == 2  # case_2's instance map is refused, the others scored
+    assert any("instances/case_2.png: its objects differ from the mask's foreground in" in f
+               for f in summary["failures"])  # fmt: skip
+    rows = csv_rows(tmp_path / "ev" / "objects.csv")
+    assert [(r["case"], r["truth_label"]) for r in rows] == [
+        ("case_0", "1"),
+        ("case_1", "1"),
+        ("case_1", "2"),
+    ]
+    assert summary["per_object"]["dice"]["mean"] == pytest.approx(1.0)  # each box holds one instance
+    assert "instance) for 1 case(s), connected components" in summary["objects_from"]
+
+    # The same folder without its instance maps: the two touching instances are one object.
+    shutil.rmtree(rectangles_data / "instances")
+    summary = evaluate(
+        PromptedSegmenter(BoxFillingPredictor()), rectangles_data, tmp_path / "ev2", progress=False
+    )
+    assert summary["per_object"]["dice"]["n"] == 1 + 1 + 3
+
+
+def test_prompts_from_files_are_matched_to_the_object_they_point_at():
+    labels = np.zeros((30, 30), np.int64)
+    labels[2:10, 2:10], labels[12:28, 12:28] = 1, 2
+    assert truth_object_of(ObjectPrompt(box=np.array([0, 0, 15, 15])), labels) == 1  # most pixels inside
+    assert truth_object_of(ObjectPrompt(box=np.array([8, 8, 29, 29])), labels) == 2
+    points = ObjectPrompt(
+        points=np.array([[20.0, 20.0], [5.0, 5.0], [25.0, 14.0]]), labels=np.array([1, 0, 1])
+    )
+    assert truth_object_of(points, labels) == 2  # the negative point on object 1 does not count
+    assert truth_object_of(ObjectPrompt(box=np.array([11, 0, 29, 10])), labels) == 0  # background only
+
+
+def test_point_prompts_have_no_leak(tmp_path, rectangles_data):
+    summary = evaluate(PromptedSegmenter(BoxFillingPredictor()), rectangles_data, tmp_path / "ev",
+                       prompts="point", progress=False)  # fmt: skip
+    assert "leak" not in summary["per_object"] and summary["per_object"]["dice"]["n"] == 6
+    assert {r["leak"] for r in csv_rows(tmp_path / "ev" / "objects.csv")} == {""}

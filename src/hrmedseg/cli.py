@@ -156,7 +156,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         postprocessing=_postprocessing(args), split_file=args.split_file,
     )  # fmt: skip
     print(Path(args.output, "summary.md").read_text())
-    print(f"{summary['cases']} cases; per-case metrics, summary.json and summary.md in {args.output}")
+    scores = "per-case metrics" + (", per-object scores (objects.csv)" if "per_object" in summary else "")
+    print(f"{summary['cases']} cases; {scores}, summary.json and summary.md in {args.output}")
     return _report_failures(summary["failures"], args.output)
 
 
@@ -477,7 +478,9 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     evaluate.add_argument(
         "--prompts", choices=["box", "point", "box+point", "json"],
-        help="HRMedSegSAM models: prompts per ground-truth object (default box), or json from --prompt-dir",
+        help="HRMedSegSAM models: prompts per ground-truth object (default box; objects from the "
+        "folder's instances/ if it has them, else connected components), or json from --prompt-dir; "
+        "scored as the union of the object masks and object by object",
     )  # fmt: skip
     evaluate.add_argument("--prompt-dir", help="folder of <case>.json prompt files (with --prompts json)")
     evaluate.add_argument("--device", default="auto")

@@ -3,7 +3,8 @@
 Two layouts are understood:
 
 - ``images/`` + ``masks/`` with files matched by stem, and an optional ``split.json``
-  (``{"train": [...], "val": [...], "test": [...]}`` of stems);
+  (``{"train": [...], "val": [...], "test": [...]}`` of stems) and ``instances/`` (instance maps,
+  0 = background and one value per object, which prompted evaluation scores object by object);
 - the authors' layout: ``image_1024/`` + ``mask_1024/`` and ``<name>_data_split.json`` with
   ``train`` / ``valid`` / ``test`` lists.
 
@@ -47,6 +48,7 @@ class Sample:
     stem: str
     image: Path
     mask: Path | None
+    instances: Path | None = None  # its instance map in ``instances/``, where the folder has one
 
 
 @dataclass
@@ -171,7 +173,9 @@ def find_dataset(root: str | Path, require_masks: bool = True) -> DatasetIndex:
         ]
     raise_for_problems(problems, f"problems in dataset {root}")
 
-    samples = {s: Sample(s, p, masks.get(s)) for s, p in images.items()}
+    instance_dir = root / "instances"
+    instances = _files_by_stem(instance_dir)[0] if layout == "folder" and instance_dir.is_dir() else {}
+    samples = {s: Sample(s, p, masks.get(s), instances.get(s)) for s, p in images.items()}
     index = DatasetIndex(root, layout, samples, spacing=_read_spacing(root))
     if split_file is not None:
         index.split = read_split(split_file, samples, authors=layout == "authors")

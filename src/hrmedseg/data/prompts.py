@@ -1,6 +1,7 @@
 """Prompts derived from ground-truth masks: one box and one positive point per object.
 
-An object is a connected component (8-connected) of the foreground. Coordinates are pixels of
+An object is a connected component (8-connected) of the foreground, or one label of an instance
+map. Coordinates are pixels of
 the mask, (x, y) order; boxes are XYXY with inclusive pixel indices, as SAM's predictor takes them.
 """
 
@@ -21,18 +22,28 @@ def prompts_from_mask(
     mask: np.ndarray, box_jitter: float = 0.0, rng: np.random.Generator | None = None, min_area: int = 1
 ) -> tuple[np.ndarray, np.ndarray]:
     """Boxes (N, 4) and points (N, 2), one per connected component of ``mask > 0``, in the order
-    of the labels of :func:`label_objects` (top-to-bottom, left-to-right by first pixel).
+    of the labels of :func:`label_objects` (top-to-bottom, left-to-right by first pixel); see
+    :func:`prompts_from_labels`."""
+    return prompts_from_labels(label_objects(mask)[0], box_jitter, rng, min_area)
 
-    The point is the component pixel farthest from its border, so it lies inside the object even
+
+def prompts_from_labels(
+    labels: np.ndarray, box_jitter: float = 0.0, rng: np.random.Generator | None = None, min_area: int = 1
+) -> tuple[np.ndarray, np.ndarray]:
+    """Boxes (N, 4) and points (N, 2), one per object of a label image (0 = background, objects
+    1..N without gaps, as :func:`label_objects` and :func:`consecutive_labels` give), in label order.
+
+    The point is the object pixel farthest from its border, so it lies inside the object even
     for rings and crescents, where a centroid would not. ``box_jitter`` moves each box side by a
     random amount up to that fraction of the box's width or height (clipped to the image), as in
-    SAM-style training; ``min_area`` drops smaller components.
+    SAM-style training; ``min_area`` drops smaller objects.
     """
     if not 0 <= box_jitter < 0.5:
         raise ConfigError(f"box_jitter must be in [0, 0.5) so a box cannot turn inside out, got {box_jitter}")
-    labels, _ = label_objects(mask)
     boxes, points = [], []
     for index, region in enumerate(ndimage.find_objects(labels), start=1):
+        if region is None:
+            raise ValueError(f"label {index} is missing: labels must run from 1 to N without gaps")
         component = labels[region] == index
         if component.sum() < min_area:
             continue
@@ -46,6 +57,13 @@ def prompts_from_mask(
             rng = rng or np.random.default_rng()
             w, h = x1 - x0 + 1, y1 - y0 + 1
             box += rng.uniform(-box_jitter, box_jitter, 4) * np.array([w, h, w, h])
-            box = np.clip(box, 0, [mask.shape[1] - 1, mask.shape[0] - 1] * 2)
+            box = np.clip(box, 0, [labels.shape[1] - 1, labels.shape[0] - 1] * 2)
         boxes.append(box)
     return np.array(boxes, dtype=np.float32).reshape(-1, 4), np.array(points, dtype=np.float32).reshape(-1, 2)
+
+
+def consecutive_labels(instances: np.ndarray) -> np.ndarray:
+    """An instance map's labels renumbered 1..N in the order of their values (0 stays background)."""
+    values, inverse = np.unique(instances, return_inverse=True)
+    renumbered = inverse.reshape(instances.shape)
+    return renumbered if values[0] == 0 else renumbered + 1

@@ -7,7 +7,10 @@ files cannot be used is skipped and named in ``summary.json`` (``failures``) and
 
 HRMedSegSAM models are prompted per object: with boxes and/or points derived from the ground
 truth (``prompts="box"``, the default, ``"point"`` or ``"box+point"``), or with the prompts of
-``<prompt_dir>/<case>.json`` (``prompts="json"``); the union of the object masks is scored.
+``<prompt_dir>/<case>.json`` (``prompts="json"``). Two scores are written: the union of the object
+masks against the whole truth (the paper's protocol; ``metrics.csv`` and the summary's ``mean``),
+and each object's mask against its own truth (``objects.csv``, the summary's ``per_object``, and
+per-case means in ``metrics.csv``), with the leak of box prompts; see :mod:`.objects`.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+import math
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -32,7 +36,7 @@ from ..inference.prompted import (
     GT_PROMPT_KINDS,
     PromptedSegmenter,
     prompted_model_file,
-    prompts_from_ground_truth,
+    prompts_for_objects,
     read_prompt_file,
     refuse_automatic_options,
 )
@@ -40,6 +44,19 @@ from ..inference.segmenter import Segmenter
 from ..inference.tiling import Tiling
 from ..output import FAILURES_FILE, ensure_output_folder, raise_if_nothing_done, write_failures
 from .metrics import DEFAULT_NSD_TOLERANCE, METRIC_NAMES, PHYSICAL_METRIC_NAMES, case_metrics
+from .objects import (
+    OBJECT_COLUMNS,
+    OBJECT_METRIC_NAMES,
+    OBJECTS_FILE,
+    OBJECTS_FROM_COMPONENTS,
+    OBJECTS_FROM_INSTANCES,
+    case_object_means,
+    instance_problems,
+    object_labels,
+    score_objects,
+    summarise_objects,
+    truth_object_of,
+)
 
 
 def _summarise(rows: list[dict[str, Any]], keys: list[str]) -> dict[str, dict[str, float]]:
@@ -94,19 +111,36 @@ def _predictions(
     samples: list[Sample],
     prompts: str | None,
     prompt_dir: Path | None,
+    object_rows: list[dict[str, Any]],
 ) -> Iterator[np.ndarray]:
-    """Each sample's predicted mask at its original size, in order."""
+    """Each sample's predicted mask at its original size, in order; a prompted model's per-object
+    scores are appended to ``object_rows`` as each image is segmented."""
     if isinstance(segmenter, Segmenter):
         for probs in segmenter.iter_probabilities([s.image for s in samples]):
             yield segmenter.probabilities_to_mask(probs)
         return
     for sample in samples:
-        truth = read_mask(sample.mask)
+        labels, _ = object_labels(read_mask(sample.mask), sample)
         if prompts == "json":
-            objects = read_prompt_file(prompt_dir / f"{sample.stem}.json", truth.shape)
+            objects = read_prompt_file(prompt_dir / f"{sample.stem}.json", labels.shape)
+            matches = [truth_object_of(o, labels) for o in objects]
         else:
-            objects = prompts_from_ground_truth(truth, prompts)
-        yield segmenter.segment(sample.image, objects)[0]
+            objects = prompts_for_objects(labels, prompts)
+            matches = list(range(1, len(objects) + 1))
+        union, object_masks, _ = segmenter.segment(sample.image, objects)
+        scores = score_objects(object_masks, objects, labels, matches)
+        object_rows.extend({"case": sample.stem, "object": k, **row} for k, row in enumerate(scores, 1))
+        yield union
+
+
+def _objects_from(samples: list[Sample]) -> str:
+    with_instances = sum(s.instances is not None for s in samples)
+    if with_instances == len(samples):
+        return OBJECTS_FROM_INSTANCES
+    if with_instances == 0:
+        return OBJECTS_FROM_COMPONENTS
+    return (f"{OBJECTS_FROM_INSTANCES} for {with_instances} case(s), "
+            f"{OBJECTS_FROM_COMPONENTS} for {len(samples) - with_instances}")  # fmt: skip
 
 
 def usable_cases(
@@ -221,11 +255,20 @@ def evaluate(
             raise DataError(f"{prompt_dir}: no prompt file for {len(missing)} case(s): "
                             + ", ".join(f"{m}.json" for m in missing[:10]))  # fmt: skip
 
+    if prompts is not None:  # objects are scored one by one: their instance maps must fit
+        bad = {s.stem: problems for s in samples if (problems := instance_problems(s))}
+        failures += [problem for problems in bad.values() for problem in problems]
+        samples = [s for s in samples if s.stem not in bad]
+        raise_if_nothing_done(len(samples), failures, f"'{split}' cases of {data}")
+
     output = ensure_output_folder(output)
-    pairs = zip(samples, _predictions(segmenter, samples, prompts, prompt_dir), strict=True)
+    object_rows: list[dict[str, Any]] = []
+    pairs = zip(samples, _predictions(segmenter, samples, prompts, prompt_dir, object_rows), strict=True)
     rows = score_cases(
         pairs, len(samples), index, segmenter.num_classes, nsd_tolerance, output, overlays, progress
     )
+    for row in rows if prompts is not None else []:
+        row.update(case_object_means([r for r in object_rows if r["case"] == row["case"]]))
 
     # A ready Segmenter brings its own tiling, flips and postprocessing.
     if isinstance(segmenter, Segmenter):
@@ -253,9 +296,12 @@ def evaluate(
         "tta": tta, "postprocessing": postprocessing.describe(),
         "nsd_tolerance": nsd_tolerance,
     }  # fmt: skip
+    if prompts is not None:
+        about["objects_from"] = _objects_from(samples)
     return write_reports(
-        output, rows, ["height", "width"], about, failures, f"{_models(checkpoint)} on {description}"
-    )
+        output, rows, ["height", "width"], about, failures, f"{_models(checkpoint)} on {description}",
+        object_rows=object_rows if prompts is not None else None,
+    )  # fmt: skip
 
 
 def check_nsd_tolerance(tolerance: float) -> None:
@@ -270,17 +316,20 @@ def write_reports(
     about: dict[str, Any],
     failures: list[str],
     description: str,
+    *,
+    object_rows: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Write ``metrics.csv``, ``summary.json``, ``summary.md`` and ``failures.txt`` of scored
-    ``rows`` (one per case and class); ``about`` opens the summary. Returns the summary."""
+    ``rows`` (one per case and class); ``about`` opens the summary. With ``object_rows`` (prompted
+    models: one per object, see :mod:`.objects`) also ``objects.csv``, the per-case object means in
+    ``metrics.csv`` and the summary's ``per_object``. Returns the summary."""
     metric_keys = list(METRIC_NAMES)
     if any(PHYSICAL_METRIC_NAMES[0] in r for r in rows):
         metric_keys += PHYSICAL_METRIC_NAMES
-    columns = ["case", "class", *size_columns, *metric_keys]
-    with (output / "metrics.csv").open("w", newline="") as f:
-        writer = csv.DictWriter(f, columns, restval="")
-        writer.writeheader()
-        writer.writerows(rows)
+    object_columns = [] if object_rows is None else ["objects", *(f"object_{m}" for m in OBJECT_METRIC_NAMES)]
+    _write_csv(output / "metrics.csv", ["case", "class", *size_columns, *metric_keys, *object_columns], rows)
+    if object_rows is not None:
+        _write_csv(output / OBJECTS_FILE, list(OBJECT_COLUMNS), object_rows)
 
     classes = sorted({r["class"] for r in rows})
     summary = {
@@ -292,6 +341,13 @@ def write_reports(
         f"nsd: share of both surfaces within {about['nsd_tolerance']} of the other (in the units of "
         "each distance); empty-mask rules in hrmedseg.evaluation.metrics",
     }
+    if object_rows is not None:
+        summary["mean_is"] = "the union of the object masks against the whole truth (the paper's protocol)"
+        summary["per_object"] = summarise_objects(object_rows)
+        summary["per_object_is"] = (
+            "each object's mask against its own truth, every object counted once; leak: share of a "
+            "box-prompted mask outside its box"
+        )
     (output / "summary.json").write_text(json.dumps(summary, indent=2))
     write_failures(output, failures)
     lines = [
@@ -302,6 +358,7 @@ def write_reports(
             else []
         ),
         "",
+        *([UNION_HEADING, ""] if object_rows is not None else []),
         "| class | " + " | ".join(metric_keys) + " |",
         "|---|" + "---|" * len(metric_keys),
     ]
@@ -315,5 +372,34 @@ def write_reports(
         lines.append(
             f"| {c} (median) | " + " | ".join(f"{stats[k]['median']:.4f}" for k in metric_keys) + " |"
         )
+    if object_rows is not None:
+        lines += _object_table(summary["per_object"], len(object_rows), about["objects_from"])
     (output / "summary.md").write_text("\n".join(lines) + "\n")
     return summary
+
+
+UNION_HEADING = "Union of the object masks against the whole truth (the paper's protocol):"
+
+
+def _object_table(stats: dict[str, dict[str, float]], count: int, objects_from: str) -> list[str]:
+    names = list(stats)
+    return [
+        "",
+        f"Per object ({count} objects, from {objects_from}): each object's mask against its own truth; "
+        "leak: share of a box-prompted mask outside its box:",
+        "",
+        "| | " + " | ".join(names) + " |",
+        "|---|" + "---|" * len(names),
+        "| mean | " + " | ".join(f"{stats[k]['mean']:.4f} ± {stats[k]['std']:.4f}" for k in names) + " |",
+        "| median | " + " | ".join(f"{stats[k]['median']:.4f}" for k in names) + " |",
+    ]
+
+
+def _write_csv(path: Path, columns: list[str], rows: list[dict[str, Any]]) -> None:
+    """Rows as CSV; a missing or NaN value (a score that does not apply) is an empty cell."""
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, columns, restval="", extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(
+            {k: "" if isinstance(v, float) and math.isnan(v) else v for k, v in row.items()} for row in rows
+        )

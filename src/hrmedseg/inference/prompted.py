@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from ..checkpoint import read_model_config
-from ..data.prompts import prompts_from_mask
+from ..data.prompts import label_objects, prompts_from_labels
 from ..errors import ConfigError, DataError
 from .postprocess import Postprocessing
 from .predictor import Predictor
@@ -75,9 +75,15 @@ def refuse_automatic_options(
 def prompts_from_ground_truth(mask: np.ndarray, kind: str = "box") -> list[ObjectPrompt]:
     """One prompt set per connected component of ``mask > 0``: its exact box, its interior point
     (the pixel farthest from the border), or both."""
+    return prompts_for_objects(label_objects(mask)[0], kind)
+
+
+def prompts_for_objects(labels: np.ndarray, kind: str = "box") -> list[ObjectPrompt]:
+    """One prompt set per object of a label image (0 = background, objects 1..N), in label order;
+    as :func:`prompts_from_ground_truth`."""
     if kind not in GT_PROMPT_KINDS:
         raise ConfigError(f"ground-truth prompts are one of {GT_PROMPT_KINDS}, got {kind!r}")
-    boxes, points = prompts_from_mask(mask)
+    boxes, points = prompts_from_labels(labels)
     return [
         ObjectPrompt(
             box=box if "box" in kind else None,
