@@ -1,6 +1,7 @@
 """Training HRMedSegSAM with ground-truth prompts."""
 
 import numpy as np
+import pytest
 import torch
 
 import hrmedseg
@@ -10,6 +11,7 @@ from hrmedseg.losses import SegmentationLoss
 from hrmedseg.training.config import TrainConfig
 from hrmedseg.training.engine import train
 from hrmedseg.training.prompted import PromptConfig, PromptedObjective, sample_prompt_sets
+from hrmedseg.training.run_log import read_log
 
 
 def _two_object_masks():
@@ -60,8 +62,10 @@ def test_hrmedseg_sam_trains_with_prompts_and_loads_into_the_predictor(tmp_path)
         batch_size=4, num_workers=0, lr=3e-3, prompts={"box_probability": 0.7, "box_jitter": 0.05},
     )  # fmt: skip
     result = train(config, progress=False)
-    losses = [float(r.split(",")[2]) for r in (tmp_path / "run" / "log.csv").read_text().splitlines()[1:]]
-    assert losses[-1] < losses[0]
+    rows = read_log(tmp_path / "run" / "log.csv")
+    assert rows[-1]["train_loss"] < rows[0]["train_loss"]
+    # The best epoch is chosen by each object's own Dice, not by the union's.
+    assert result["best_object_dice"] == pytest.approx(max(r["val_object_dice"] for r in rows))
     predictor = hrmedseg.Predictor.from_checkpoint(result["best"], device="cpu")
     predictor.set_image(np.zeros((70, 50, 3), np.uint8))
     masks, scores, _ = predictor.predict(box=np.array([5, 5, 40, 60]))
@@ -114,3 +118,25 @@ def test_mask_prompts_from_a_first_pass_train_the_mask_prompt_path(monkeypatch):
     with torch.no_grad():
         objective(torch.randn(2, 3, 32, 32), _two_object_masks())
     assert calls == [None]  # evaluation decodes once, without a mask prompt
+
+
+def test_validation_scores_each_object_against_its_own_object():
+    torch.manual_seed(0)
+    model = hrmedseg.create_model("hrmedseg_sam_t", img_size=32).eval()
+    with torch.no_grad():  # a bias that makes some masks non-empty, so the Dice is not trivially 0
+        model.mask_decoder.output_hypernetworks_mlps[0].layers[-1].bias.fill_(0.5)
+    objective = PromptedObjective(model, SegmentationLoss(1), 1.0, PromptConfig(), None).eval()
+    images, masks = torch.randn(2, 3, 32, 32), _two_object_masks()
+    with torch.no_grad():
+        _, union, object_dice = objective.score_objects(images, masks)
+        boxes = torch.tensor([[3.0, 2.0, 9.0, 7.0], [15.0, 20.0, 27.0, 29.0]])
+        features = model.image_encoder(images[:1]).expand(2, -1, -1, -1)
+        out = model.decode(features, (32, 32), boxes=boxes, multimask_output=False)
+    labels, _ = label_objects(masks[0].numpy())
+    expected = []
+    for k in range(2):
+        pred, truth = out["masks"][k, 0].numpy() > 0, labels == k + 1
+        expected.append(2 * (pred & truth).sum() / (pred.sum() + truth.sum()))
+    np.testing.assert_allclose(object_dice.numpy(), expected, rtol=1e-5)
+    assert 0 < min(expected) < 1  # neither empty nor perfect: the formula is exercised
+    np.testing.assert_array_equal((union[0, 0] > 0).numpy(), (out["masks"][:, 0] > 0).any(0).numpy())

@@ -66,7 +66,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
     config = _train_config(args)
     result = train(config, resume=args.resume, progress=not args.quiet, overwrite=args.overwrite)
     if result:
-        print(f"best validation Dice {result['best_dice']:.4f}")
+        if "best_object_dice" in result:  # promptable models: chosen by each object's own Dice
+            print(f"best validation per-object Dice {result['best_object_dice']:.4f}")
+        else:
+            print(f"best validation Dice {result['best_dice']:.4f}")
         print(f"outputs in {result['output']} (best model: {result['best']})")
     return 0
 

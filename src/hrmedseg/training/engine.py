@@ -40,7 +40,7 @@ from .objectives import AutomaticObjective
 from .optim import build_optimizer, build_scheduler, optimizer_steps_per_epoch
 from .prompted import PromptConfig, PromptedObjective
 from .run_folder import check_resume, prepare_output, settle_run_files, stored_split
-from .run_log import COLUMNS, RunLogger, plot_curves
+from .run_log import COLUMNS, PROMPTED_COLUMNS, RunLogger, plot_curves
 from .state import load_training_state, restore_rng_state, save_training_state
 
 
@@ -147,13 +147,19 @@ def validate(
     """``val_loss`` and the mean per-image ``val_dice`` and ``val_iou`` over ``loader``: at the
     model's input resolution, or for a native-scale model each whole image (batch 1) by sliding
     windows at its own resolution, as its Segmenter predicts; the loss is then the segmentation
-    loss of the blended logits (no IoU-head term)."""
+    loss of the blended logits (no IoU-head term). A prompted objective's Dice and IoU are those of
+    the union of its object masks, and ``val_object_dice`` is the mean Dice of each object's mask
+    against its own object, over all objects (1 when no image has one)."""
     tiling = native_tiling(objective.model.config.input_scale)
+    prompted = isinstance(objective, PromptedObjective)
     objective.eval()
-    total_loss, dices, ious = 0.0, [], []
+    total_loss, dices, ious, object_dices = 0.0, [], [], []
     for batch in loader:
         images, masks = batch["image"].to(device), batch["mask"].to(device)
-        if tiling is None:
+        if prompted:
+            loss, logits, object_dice = objective.score_objects(images, masks)
+            object_dices.append(object_dice)
+        elif tiling is None:
             loss, logits = objective(images, masks)
         else:
             with objective.autocast(device.type):
@@ -170,11 +176,21 @@ def validate(
         dice, iou = per_image_dice_iou(logits.float(), masks)
         dices.append(dice)
         ious.append(iou)
-    return {
+    metrics = {
         "val_loss": total_loss / len(loader.dataset),
         "val_dice": torch.cat(dices).mean().item(),
         "val_iou": torch.cat(ious).mean().item(),
     }
+    if prompted:
+        object_dice = torch.cat(object_dices)
+        metrics["val_object_dice"] = object_dice.mean().item() if len(object_dice) else 1.0
+    return metrics
+
+
+def validation_score(model: nn.Module) -> Score:
+    """The validation metric that picks ``best.safetensors``: the Dice of each object's mask for a
+    promptable model, whose union Dice would not see a mask that ignores its prompt; else Dice."""
+    return Score("val_object_dice" if isinstance(model, HRMedSegSAM) else "val_dice", maximize=True)
 
 
 def recipe_scheduler(
@@ -276,7 +292,9 @@ def run_epochs(
     start_epoch, best = 0, loop.score.worst
     if resume:
         state = optimisation.resume(output / "last.pt", ctx)
-        start_epoch, best = state["epoch"], state[best_key]
+        # A run saved before its score existed (a prompted run validated on the union alone) lets
+        # its first validated epoch after the resume become the best.
+        start_epoch, best = state["epoch"], state.get(best_key, loop.score.worst)
     if ctx.is_main:
         settle_run_files(output, config, split, resume, changes, start_epoch)
     logger = RunLogger(output, completed_epochs=start_epoch, columns=log_columns) if ctx.is_main else None
@@ -366,11 +384,12 @@ def train(
     loop = EpochLoop(
         trained, model, optimizer, scheduler, scaler, train_loader,
         validate=lambda: validate(objective, val_loader, device, config.batch_size),
-        score=Score("val_dice", maximize=True),
+        score=validation_score(model),
         device=device, epoch_aware=(sampler, train_set), accumulate=config.accumulate,
         clip_grad=config.clip_grad, val_every=config.val_every,
     )  # fmt: skip
+    columns = PROMPTED_COLUMNS if isinstance(model, HRMedSegSAM) else COLUMNS
     return run_epochs(
         loop, model, config, output, ctx, split, resume, changes, command="train", progress=progress,
-        on_epoch_end=on_epoch_end,
+        on_epoch_end=on_epoch_end, log_columns=columns,
     )  # fmt: skip

@@ -12,7 +12,10 @@ sizes per side), so that a small object is not a few pixels of foreground in a w
 background; for large objects the window is the whole image.
 
 In evaluation mode every object is prompted with its exact box, and the union of the predicted
-object masks is the image's prediction.
+object masks is the image's prediction. Validation also scores each object's mask against its own
+object (:meth:`PromptedObjective.score_objects`): the union cannot tell a model that follows its
+prompt from one that masks every object whatever the prompt, so the per-object Dice picks the best
+epoch.
 """
 
 from __future__ import annotations
@@ -116,6 +119,14 @@ class PromptedObjective(Objective):
         self.prompt_config = prompt_config
 
     def forward(self, images: torch.Tensor, masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        loss, union, _ = self.score_objects(images, masks)
+        return loss, union
+
+    def score_objects(
+        self, images: torch.Tensor, masks: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """As :meth:`forward`, plus the Dice (P,) of each prompt set's chosen mask (logits > 0)
+        against its own object (1 where both are empty)."""
         size = tuple(images.shape[-2:])
         with self.autocast(images.device.type):
             features = self.model.image_encoder(images)
@@ -123,6 +134,7 @@ class PromptedObjective(Objective):
         total_sets = sum(len(g.image_index) for g in groups.values())
         loss = features.float().sum() * 0.0  # keeps the graph whole for batches without objects
         union = torch.full((len(images), 1, *size), -1e4, device=images.device)
+        object_dice = []
         for kind, group in groups.items():
             if kind == "box":
                 prompts = {"boxes": group.prompts}
@@ -148,10 +160,12 @@ class PromptedObjective(Objective):
             if self.quality_weight:
                 iou = achieved_iou_per_output(logits.detach(), group.targets)
                 loss = loss + share * self.quality_weight * F.mse_loss(out["iou_predictions"].float(), iou)
-            chosen = logits.gather(1, best[:, :, None, None].expand(-1, 1, *size)).detach().flatten(1)
+            chosen = logits.gather(1, best[:, :, None, None].expand(-1, 1, *size)).detach()
+            object_dice.append(overlap_scores(chosen > 0, group.targets.unsqueeze(1))[0][:, 0])
+            chosen = chosen.flatten(1)
             rows = group.image_index[:, None].expand_as(chosen)
             union = union.flatten(1).scatter_reduce(0, rows, chosen, "amax").view_as(union)
-        return loss, union
+        return loss, union, torch.cat(object_dice) if object_dice else union.new_zeros(0)
 
     @torch.no_grad()
     def _previous_prediction(

@@ -8,6 +8,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 COLUMNS = ("epoch", "lr", "train_loss", "val_loss", "val_dice", "val_iou", "epoch_seconds")
+# Promptable models: val_dice and val_iou score the union of the object masks, val_object_dice
+# each object's mask against its own object.
+PROMPTED_COLUMNS = (*COLUMNS[:-1], "val_object_dice", COLUMNS[-1])
 
 
 class RunLogger:
