@@ -53,15 +53,15 @@ PROMPTS = ("boxes", "points", "boxes+points+mask")
 
 
 def zero_init_unfrozen(model: nn.Module, seed: int = 0) -> nn.Module:
-    """MBConv's last BatchNorm starts at weight 0, and the detail path's full-resolution head at a
-    zero output: both stop gradients into a part of the model by design. Weight 1 for the former
-    and small random head weights for the latter let every parameter's gradient be compared, and
-    make the head's residual part of every output."""
+    """MBConv's last BatchNorm starts at weight 0, and the detail path's full-resolution head and
+    the box-region prompt at a zero output: each stops gradients into a part of the model by
+    design. Weight 1 for the former and small random weights for the latter let every parameter's
+    gradient be compared, and make their output part of every prediction."""
     gen = torch.Generator().manual_seed(seed)
     for name, module in model.named_modules():
         if name.endswith("project.bn"):
             nn.init.ones_(module.weight)
-        if name.endswith("head_weights"):
+        if name.endswith("head_weights") or name == "prompt_encoder.box_downscaling.6":
             with torch.no_grad():
                 module.weight.copy_(0.5 * torch.randn(module.weight.shape, generator=gen))
                 module.bias.copy_(0.5 * torch.randn(module.bias.shape, generator=gen))

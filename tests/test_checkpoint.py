@@ -17,6 +17,7 @@ from hrmedseg.checkpoint import load_state_dict_checked, read_model_config
     [
         ("hrmedseg_t", {"num_classes": 4, "img_size": (512, 768), "pool_sizes": ()}),
         ("hrmedseg_sam_t", {"img_size": 256}),
+        ("hrmedseg_sam_t", {"img_size": 256, "box_region_prompt": True}),
     ],
 )
 def test_save_load_round_trip_is_exact(tmp_path, name, options):
@@ -78,9 +79,11 @@ def sam_checkpoint(tmp_path):
     return sam.eval(), path
 
 
-def test_sam_prompt_encoder_weights_load_and_reproduce_sam(sam_checkpoint):
+@pytest.mark.parametrize("box_regions", [False, True], ids=["sam", "box_regions"])
+def test_sam_prompt_encoder_weights_load_and_reproduce_sam(sam_checkpoint, box_regions):
+    # With box regions the model starts as SAM: that path's output is zero until trained.
     sam, path = sam_checkpoint
-    model = create_model("hrmedseg_sam_t")
+    model = create_model("hrmedseg_sam_t", box_region_prompt=box_regions)
     load_sam_prompt_encoder(model.prompt_encoder, path)
     ours = model.prompt_encoder.eval()
 

@@ -60,6 +60,13 @@ def test_hrmedseg_sam_gradients_match_fp64(prompts):
         assert "prompt_encoder.mask_downscaling.0.weight" in comparison.errors
 
 
+def test_hrmedseg_sam_with_box_regions_gradients_match_fp64():
+    model = gradient_model("hrmedseg_sam_b", SIZE, box_region_prompt=True)
+    comparison = fp32_vs_fp64(model, gradient_batch(2, SIZE), "boxes")
+    comparison.assert_agree()
+    assert "prompt_encoder.box_downscaling.0.weight" in comparison.errors
+
+
 def test_the_comparison_catches_a_wrong_backward(monkeypatch):
     # A pooling whose backward maps each cell to the windows of a cell two cells away, as CUDA's
     # channels-last avg_pool2d once did: the loss is unchanged and the check must fail.

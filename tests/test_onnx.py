@@ -10,6 +10,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
+from helpers import zero_init_unfrozen
 from PIL import Image
 
 import hrmedseg
@@ -34,7 +35,9 @@ def exported(tmp_path_factory):
         ("binary", hrmedseg.create_model("hrmedseg_t", img_size=SIZE)),
         ("classes", hrmedseg.create_model("hrmedseg_t", num_classes=3, img_size=SIZE)),
         ("sam", hrmedseg.create_model("hrmedseg_sam_t", img_size=SIZE)),
-    ):
+        ("sam_regions", zero_init_unfrozen(hrmedseg.create_model("hrmedseg_sam_t", img_size=SIZE,
+                                                                 box_region_prompt=True))),
+    ):  # fmt: skip
         model.eval()
         checkpoint = hrmedseg.save_model(model, root / f"{name}.safetensors")
         out[name] = (model, checkpoint, export_onnx(model, root / f"{name}.onnx"))
@@ -58,8 +61,9 @@ def test_hrmedseg_graph_matches_pytorch_for_any_batch(exported, name):
             np.testing.assert_array_equal(logits.argmax(1), reference.argmax(1))
 
 
-def test_sam_graphs_match_the_model_for_points_boxes_and_mask_prompts(exported):
-    model, _, (encoder_path, decoder_path) = exported["sam"]
+@pytest.mark.parametrize("name", ["sam", "sam_regions"])
+def test_sam_graphs_match_the_model_for_points_boxes_and_mask_prompts(exported, name):
+    model, _, (encoder_path, decoder_path) = exported[name]
     encoder, decoder = session(encoder_path), session(decoder_path)
     images = torch.randn(1, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(7))
     (embeddings,) = encoder.run(None, {"images": images.numpy()})

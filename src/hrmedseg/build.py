@@ -88,7 +88,8 @@ def build_model(config: ModelConfig) -> HRMedSeg | HRMedSegSAM:
         return HRMedSegDetail(DetailStem(config.in_chans, config.detail_chans), encoder, decoder, config)
     decoder = ECMDecoder(**decoder_options)
     if sam:
-        return HRMedSegSAM(encoder, PromptEncoder(config.decoder_dim, config.mask_in_chans), decoder, config)
+        prompt_encoder = PromptEncoder(config.decoder_dim, config.mask_in_chans, config.box_region_prompt)
+        return HRMedSegSAM(encoder, prompt_encoder, decoder, config)
     return HRMedSeg(encoder, decoder, config)
 
 

@@ -193,4 +193,6 @@ def load_sam_prompt_encoder(prompt_encoder: nn.Module, path: str | os.PathLike) 
     weights = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
     if not weights:
         raise CheckpointMismatchError(f"{path} has no '{prefix}*' keys; is it a SAM checkpoint?")
-    load_state_dict_checked(prompt_encoder, weights, source=str(path))
+    # SAM has no box-region path; ours keeps its zero start, so the model begins as SAM's.
+    own = {k: v for k, v in prompt_encoder.state_dict().items() if k.startswith("box_downscaling.")}
+    load_state_dict_checked(prompt_encoder, {**own, **weights}, source=str(path))

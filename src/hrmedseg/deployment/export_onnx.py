@@ -28,6 +28,7 @@ from torch import nn
 
 from ..errors import MissingDependencyError
 from ..modeling import HRMedSeg, HRMedSegSAM
+from ..modeling.prompt_encoder import BOX_BOTTOM_RIGHT, BOX_TOP_LEFT
 from .onnx_segmenter import CONFIG_KEY, GRAPH_KEY, SAM_DECODER, SAM_ENCODER, SEGMENTATION
 
 OPSET = 18
@@ -54,6 +55,13 @@ class SamPromptDecoder(nn.Module):
         sparse = self.prompt_encoder.embed_labelled_points(point_coords, point_labels, self.image_size)
         no_mask = self.prompt_encoder.no_mask_embed.weight.reshape(1, -1, 1, 1)
         dense = has_mask_input * self.prompt_encoder.embed_masks(mask_input) + (1 - has_mask_input) * no_mask
+        if self.prompt_encoder.box_downscaling is not None:  # the box's region, from its corner points
+            labels = (BOX_TOP_LEFT, BOX_BOTTOM_RIGHT)
+            corners = [(point_labels == label).to(point_coords.dtype) for label in labels]
+            top_left, bottom_right = ((point_coords * c[..., None]).sum(1) for c in corners)
+            dense = dense + self.prompt_encoder.embed_box_regions(
+                top_left, bottom_right, self.image_size, grid_size, present=corners[0].amax(1)
+            )
         image_pe = self.prompt_encoder.get_dense_pe(grid_size)
         low_res, iou = self.mask_decoder(image_embeddings, image_pe, sparse, dense)
         masks = nn.functional.interpolate(low_res, size=self.image_size, mode="bilinear", align_corners=False)

@@ -52,6 +52,8 @@ class ModelConfig:
     pool_sizes: tuple[int, ...] = (5, 9, 13)
     num_multimask_outputs: int = 3
     mask_in_chans: int = 16  # hidden channels of the prompt encoder's mask downscaling (SAM's)
+    # HRMedSegSAM: a box also enters as a dense map of its region (modeling/prompt_encoder.py).
+    box_region_prompt: bool = False
     pixel_mean: tuple[float, ...] = IMAGENET_MEAN
     pixel_std: tuple[float, ...] = IMAGENET_STD
     input_scale: str = "resized"
@@ -90,6 +92,8 @@ class ModelConfig:
                 "HRMedSegSAM models take the whole image resized (prompts are in its coordinates); "
                 "input_scale 'native' is for automatic models"
             )
+        if self.box_region_prompt and self.arch != "hrmedseg_sam":
+            raise ConfigError("box_region_prompt is for HRMedSegSAM models, which take box prompts")
         if self.arch == "hrmedseg_sam" and self.num_classes != 1:
             raise ConfigError(
                 "HRMedSegSAM is class-agnostic (one mask per prompt); "

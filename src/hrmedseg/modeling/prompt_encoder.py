@@ -7,6 +7,12 @@ and width.
 
 Coordinate convention: pixels of the model input, (x, y) order, boxes as XYXY. A pixel's centre
 is at +0.5, as in SAM.
+
+Optionally (``box_regions``, a departure from SAM), a box also enters as a dense map: the region it
+covers, drawn on the mask-prompt grid and embedded by convolutions like a mask prompt's, then added
+to the dense embedding. SAM's box is two corner tokens only, so every image position must learn
+from attention whether it lies between them; trained from scratch on few images, the decoder then
+masks every object that looks like the boxed one. The map tells each position directly.
 """
 
 from __future__ import annotations
@@ -27,24 +33,22 @@ class PromptEncoder(nn.Module):
         embed_dim: token width D (256 for SAM).
         mask_in_chans: hidden channels of the mask-downscaling convolutions (``ModelConfig``'s
             default is SAM's).
+        box_regions: also embed each box's region as a dense map (module docstring).
     """
 
-    def __init__(self, embed_dim: int, mask_in_chans: int) -> None:
+    def __init__(self, embed_dim: int, mask_in_chans: int, box_regions: bool = False) -> None:
         super().__init__()
         self.embed_dim = embed_dim
         self.pe_layer = PositionEmbeddingRandom(embed_dim // 2)
         self.point_embeddings = nn.ModuleList(nn.Embedding(1, embed_dim) for _ in range(4))
         self.not_a_point_embed = nn.Embedding(1, embed_dim)
-        self.mask_downscaling = nn.Sequential(
-            nn.Conv2d(1, mask_in_chans // 4, kernel_size=2, stride=2),
-            LayerNorm2d(mask_in_chans // 4),
-            nn.GELU(),
-            nn.Conv2d(mask_in_chans // 4, mask_in_chans, kernel_size=2, stride=2),
-            LayerNorm2d(mask_in_chans),
-            nn.GELU(),
-            nn.Conv2d(mask_in_chans, embed_dim, kernel_size=1),
-        )
+        self.mask_downscaling = _downscaling(embed_dim, mask_in_chans)
         self.no_mask_embed = nn.Embedding(1, embed_dim)
+        self.box_downscaling = _downscaling(embed_dim, mask_in_chans) if box_regions else None
+        if self.box_downscaling is not None:
+            # Zero at the start: with SAM's prompt-encoder weights loaded, the model starts as SAM's.
+            nn.init.zeros_(self.box_downscaling[-1].weight)
+            nn.init.zeros_(self.box_downscaling[-1].bias)
 
     def get_dense_pe(self, grid_size: tuple[int, int]) -> torch.Tensor:
         """Positional encoding of the image-embedding grid, (1, D, h, w)."""
@@ -82,6 +86,30 @@ class PromptEncoder(nn.Module):
 
     def embed_masks(self, masks: torch.Tensor) -> torch.Tensor:
         return self.mask_downscaling(masks)
+
+    def embed_box_regions(
+        self,
+        top_left: torch.Tensor,
+        bottom_right: torch.Tensor,
+        image_size: tuple[int, int],
+        grid_size: tuple[int, int],
+        present: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Dense embedding (B, D, h, w) of the regions of boxes given by their corners (B, 2) as
+        (x, y) pixels (inclusive indices); ``present`` (B,) 0/1 zeroes the sets without a box.
+
+        The region is drawn on the mask-prompt grid (4h, 4w): a cell is inside when it overlaps
+        the box's pixels, so even a box smaller than a cell marks one.
+        """
+        rows, cols = grid_size[0] * 4, grid_size[1] * 4
+        cell_h, cell_w = image_size[0] / rows, image_size[1] / cols
+        y = torch.arange(rows, device=top_left.device, dtype=top_left.dtype) * cell_h
+        x = torch.arange(cols, device=top_left.device, dtype=top_left.dtype) * cell_w
+        inside_y = (y[None] + cell_h > top_left[:, 1:2]) & (y[None] < bottom_right[:, 1:2] + 1)  # (B, 4h)
+        inside_x = (x[None] + cell_w > top_left[:, 0:1]) & (x[None] < bottom_right[:, 0:1] + 1)  # (B, 4w)
+        region = (inside_y[:, :, None] & inside_x[:, None, :]).to(top_left.dtype).unsqueeze(1)
+        embedding = self.box_downscaling(region)
+        return embedding if present is None else embedding * present.reshape(-1, 1, 1, 1)
 
     def forward(
         self,
@@ -127,4 +155,19 @@ class PromptEncoder(nn.Module):
             dense = self.embed_masks(masks)
         else:
             dense = self.no_mask_embed.weight.reshape(1, -1, 1, 1).expand(batch_size, -1, *grid_size)
+        if boxes is not None and self.box_downscaling is not None:
+            dense = dense + self.embed_box_regions(boxes[:, :2], boxes[:, 2:], image_size, grid_size)
         return sparse, dense
+
+
+def _downscaling(embed_dim: int, hidden: int) -> nn.Sequential:
+    """A (B, 1, 4h, 4w) map -> (B, embed_dim, h, w), SAM's mask-prompt convolutions."""
+    return nn.Sequential(
+        nn.Conv2d(1, hidden // 4, kernel_size=2, stride=2),
+        LayerNorm2d(hidden // 4),
+        nn.GELU(),
+        nn.Conv2d(hidden // 4, hidden, kernel_size=2, stride=2),
+        LayerNorm2d(hidden),
+        nn.GELU(),
+        nn.Conv2d(hidden, embed_dim, kernel_size=1),
+    )
