@@ -156,6 +156,11 @@ def test_prompt_files_are_validated_with_the_file_named(tmp_path):
         '{"objects": [{"points": [[1, 1], [2, 2]], "labels": [1]}]}': "'labels' must give 0 or 1",
         '{"objects": [{"colour": "red"}]}': "needs a 'box' and/or 'points'",
         '{"objects": [{"box": [1, 1, 5, 5], "labels": [1]}]}': "'labels' without 'points'",
+        '{"objects": [{"points": [[1, 2, 3]]}]}': "points must be a list of \\[x, y\\] pairs",
+        '{"objects": [{"box": ["a", 1, 5, 5]}]}': "box must hold numbers only",
+        '{"objects": [{"box": [NaN, 1, 5, 5]}]}': "box must be finite numbers",
+        '{"objects": [{"points": [[Infinity, 2]]}]}': "points must be finite numbers",
+        '{"objects": [{"points": [[1, 2]], "labels": [0.5]}]}': "'labels' must give 0 or 1",
         "not json": "unreadable prompt file",
     }
     for text, message in cases.items():

@@ -74,6 +74,28 @@ def test_bad_uploads_and_requests_are_refused_and_the_server_keeps_serving(promp
     assert prompted.post("/api/decode", json={"session": session, "box": [1, 1, 30, 30]}).status_code == 200
 
 
+def test_decode_refuses_what_prompt_files_refuse(prompted):
+    session = prompted.post("/api/image", content=png(60, 40)).json()["session"]  # 60 wide, 40 high
+    refused = {  # the same checks, and messages, as a prompt file's (inference/prompted.object_prompt)
+        '{"box": [NaN, 1, 5, 5]}': "box must be finite numbers",
+        '{"points": [[Infinity, 3]], "labels": [1]}': "points must be finite numbers",
+        '{"points": [[1, 2, 3]], "labels": [1]}': "points must be a list of [x, y] pairs",
+        '{"points": [[1, 2]], "labels": [2]}': "'labels' must give 0 or 1",
+        '{"points": [[1, 2]], "labels": []}': "'labels' must give 0 or 1",
+        '{"box": [20, 1, 5, 5]}': "x0 <= x1",
+        '{"box": [1, 1, 5, 45]}': "box outside the 60x40 (W x H) image",
+        '{"points": [[-1, 2]], "labels": [1]}': "points outside the 60x40",
+    }
+    for body, message in refused.items():
+        answer = prompted.post(
+            "/api/decode", content=body.replace("{", f'{{"session": "{session}", ', 1),
+            headers={"content-type": "application/json"},
+        )  # fmt: skip
+        assert answer.status_code == 400 and message in answer.json()["detail"], (body, answer.json())
+    good = prompted.post("/api/decode", json={"session": session, "points": [[3, 4]], "labels": [1]})
+    assert good.status_code == 200
+
+
 def test_concurrent_users_keep_their_own_images_and_masks(prompted):
     sizes = [(70, 50), (120, 80), (90, 130)]
     results = {}

@@ -96,47 +96,68 @@ def prompts_for_objects(labels: np.ndarray, kind: str = "box") -> list[ObjectPro
 
 def read_prompt_file(path: str | Path, image_hw: tuple[int, int]) -> list[ObjectPrompt]:
     """The objects of a prompt JSON file (format in the module docstring), checked against the
-    image size; errors name the file and the object."""
+    image size (:func:`object_prompt`); errors name the file and the object."""
     path = Path(path)
     try:
         content = json.loads(path.read_text())
     except FileNotFoundError:
         raise DataError(f"{path}: prompt file not found") from None
-    except (OSError, json.JSONDecodeError) as err:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise DataError(f"{path}: unreadable prompt file ({err})") from None
     if not isinstance(content, dict) or not isinstance(content.get("objects"), list):
         raise DataError(f'{path}: expected {{"objects": [...]}} with one entry per object')
+    objects = content["objects"]
+    return [object_prompt(entry, image_hw, f"{path}: object {i}") for i, entry in enumerate(objects)]
+
+
+def object_prompt(entry: object, image_hw: tuple[int, int], where: str) -> ObjectPrompt:
+    """One object's prompt from its JSON form (``{"box": [...], "points": [[x, y], ...],
+    "labels": [...]}``, a box and/or points), checked: finite pixel coordinates on the image, a
+    box with x0 <= x1 and y0 <= y1, one label (0 or 1) per point. The one check for prompt files
+    and the ``serve`` page alike; a :class:`DataError` starts with ``where``."""
     height, width = image_hw
-    objects = []
-    for i, entry in enumerate(content["objects"]):
-        where = f"{path}: object {i}"
-        if not isinstance(entry, dict) or not ({"box", "points"} & set(entry)):
-            raise DataError(f"{where}: needs a 'box' and/or 'points'")
-        unknown = sorted(set(entry) - {"box", "points", "labels"})
-        if unknown:
-            raise DataError(f"{where}: unknown field(s) {unknown}")
-        if "labels" in entry and "points" not in entry:
-            raise DataError(f"{where}: 'labels' without 'points'")
-        prompt = ObjectPrompt()
-        if "box" in entry:
-            box = np.asarray(entry["box"], dtype=np.float64)
-            if box.shape != (4,) or not (box[0] <= box[2] and box[1] <= box[3]):
-                raise DataError(f"{where}: box must be [x0, y0, x1, y1] with x0 <= x1 and y0 <= y1")
-            prompt.box = box
-        if "points" in entry:
-            points = np.asarray(entry["points"], dtype=np.float64).reshape(-1, 2)
-            labels = np.asarray(entry.get("labels", [1] * len(points)), dtype=np.int64)
-            if len(labels) != len(points) or not np.isin(labels, (0, 1)).all():
-                raise DataError(f"{where}: 'labels' must give 0 or 1 for each of the {len(points)} point(s)")
-            prompt.points, prompt.labels = points, labels
-        for name, coords in (("box", prompt.box), ("points", prompt.points)):
-            if coords is None:
-                continue
-            xy = coords.reshape(-1, 2)
-            if (xy < 0).any() or (xy[:, 0] > width - 1).any() or (xy[:, 1] > height - 1).any():
-                raise DataError(f"{where}: {name} outside the {width}x{height} (W x H) image")
-        objects.append(prompt)
-    return objects
+    if not isinstance(entry, dict) or not ({"box", "points"} & set(entry)):
+        raise DataError(f"{where}: needs a 'box' and/or 'points'")
+    unknown = sorted(set(entry) - {"box", "points", "labels"})
+    if unknown:
+        raise DataError(f"{where}: unknown field(s) {unknown}")
+    if "labels" in entry and "points" not in entry:
+        raise DataError(f"{where}: 'labels' without 'points'")
+    prompt = ObjectPrompt()
+    if "box" in entry:
+        box = _numbers(entry["box"], where, "box")
+        if box.shape != (4,) or not (box[0] <= box[2] and box[1] <= box[3]):
+            raise DataError(f"{where}: box must be [x0, y0, x1, y1] with x0 <= x1 and y0 <= y1")
+        prompt.box = box
+    if "points" in entry:
+        points = _numbers(entry["points"], where, "points")
+        if points.shape == (2,):
+            points = points[None]
+        if points.ndim != 2 or points.shape[1] != 2 or len(points) == 0:
+            raise DataError(f"{where}: points must be a list of [x, y] pairs")
+        labels = entry.get("labels", [1] * len(points))
+        valid = isinstance(labels, list) and all(type(v) is int and v in (0, 1) for v in labels)
+        if not valid or len(labels) != len(points):
+            raise DataError(f"{where}: 'labels' must give 0 or 1 for each of the {len(points)} point(s)")
+        prompt.points, prompt.labels = points, np.asarray(labels, dtype=np.int64)
+    for name, coords in (("box", prompt.box), ("points", prompt.points)):
+        if coords is None:
+            continue
+        xy = coords.reshape(-1, 2)
+        if (xy < 0).any() or (xy[:, 0] > width - 1).any() or (xy[:, 1] > height - 1).any():
+            raise DataError(f"{where}: {name} outside the {width}x{height} (W x H) image")
+    return prompt
+
+
+def _numbers(value: object, where: str, name: str) -> np.ndarray:
+    """``value`` as a float array; refused by name unless every entry is a finite number."""
+    try:
+        array = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise DataError(f"{where}: {name} must hold numbers only, got {value!r}") from None
+    if not np.isfinite(array).all():
+        raise DataError(f"{where}: {name} must be finite numbers, got {value!r}")
+    return array
 
 
 class PromptedSegmenter:

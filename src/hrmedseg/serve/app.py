@@ -42,7 +42,7 @@ from ..data.io import decode_image
 from ..errors import DataError
 from ..inference.postprocess import Postprocessing
 from ..inference.predictor import Predictor
-from ..inference.prompted import refuse_automatic_options
+from ..inference.prompted import object_prompt, refuse_automatic_options
 from ..inference.segmenter import Segmenter
 from ..inference.tiling import Tiling
 from ..modeling import HRMedSegSAM
@@ -145,16 +145,18 @@ class SegmentationService:
             raise ValueError("this model segments without prompts; its mask came with the upload")
         if not points and box is None:
             raise ValueError("give at least one point or a box")
-        if len(points) != len(labels):
-            raise ValueError("give one label per point")
+        entry = {"points": points, "labels": labels} if points else {}
+        if labels and not points:
+            entry["labels"] = labels
+        if box is not None:
+            entry["box"] = box
+        prompt = object_prompt(entry, (session.height, session.width), "prompt")  # as prompt files are
         started = time.perf_counter()
         with self.lock:
             masks, scores, _ = session.predictor.predict(
-                point_coords=np.asarray(points, dtype=np.float64).reshape(-1, 2) if points else None,
-                point_labels=np.asarray(labels) if points else None,
-                box=None if box is None else np.asarray(box, dtype=np.float64),
+                point_coords=prompt.points, point_labels=prompt.labels, box=prompt.box,
                 multimask_output=multimask,
-            )
+            )  # fmt: skip
         session.masks = list(masks)
         encoded = [base64.b64encode(png_bytes(m)).decode() for m in masks]
         return {
