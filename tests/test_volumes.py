@@ -18,9 +18,10 @@ from monai.metrics import (
 import hrmedseg
 from hrmedseg import Segmenter
 from hrmedseg.cli import main as cli_main
-from hrmedseg.data.volumes import read_volume
+from hrmedseg.data.volumes import read_volume, to_unit_range
 from hrmedseg.evaluation.metrics import case_metrics
 from hrmedseg.inference.volumes import segment_volume
+from hrmedseg.training.config import TrainConfig
 
 SHAPE, SPACING = (40, 48, 6), (0.8, 0.7, 2.5)
 
@@ -64,6 +65,25 @@ def test_slices_along_any_axis_with_a_ct_window(tmp_path, axis):
     minmax = segment_volume(segmenter, loaded, axis)
     unit = (loaded.data - loaded.data.min()) / (loaded.data.max() - loaded.data.min())
     np.testing.assert_array_equal(minmax, unit > 0.5)
+
+
+def test_windows_that_are_not_a_finite_level_and_a_positive_width_are_refused(tmp_path, capsys):
+    volume, _ = ct_like()
+    (tmp_path / "in").mkdir()
+    write_volume(tmp_path / "in" / "case_a.nii.gz", volume)
+    model = hrmedseg.save_model(hrmedseg.create_model("hrmedseg_t", img_size=32), tmp_path / "m.safetensors")
+    for window in (["nan", "400"], ["40", "-400"], ["40", "0"], ["40", "inf"]):
+        argv = ["predict", "--checkpoint", str(model), "--input", str(tmp_path / "in"), "--quiet",
+                "--output", str(tmp_path / "out"), "--window", *window]  # fmt: skip
+        assert cli_main(argv) == 2
+        assert "--window needs a finite LEVEL and a finite WIDTH above 0" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()  # refused before anything ran
+    with pytest.raises(ValueError, match="volume_window needs a finite LEVEL"):
+        TrainConfig(data="d", output="o", volume_window=[float("nan"), 400.0])
+    with pytest.raises(ValueError, match="volume_window must be two numbers"):
+        TrainConfig(data="d", output="o", volume_window=[40.0])
+    with pytest.raises(ValueError, match="the intensity window needs"):
+        to_unit_range(np.zeros(3), (0.0, -1.0))
 
 
 def test_predict_writes_a_mask_on_the_scans_grid(tmp_path):

@@ -132,7 +132,9 @@ def _volume_options(args: argparse.Namespace, volumes: bool) -> tuple[int, tuple
     """--axis and --window, which only NIfTI volumes take."""
     if not volumes and (args.axis is not None or args.window is not None):
         raise ConfigError("--axis and --window are for NIfTI volumes (.nii, .nii.gz)")
-    return (-1 if args.axis is None else args.axis), (tuple(args.window) if args.window else None)
+    from .data.volumes import check_window
+
+    return (-1 if args.axis is None else args.axis), check_window(args.window)
 
 
 def _is_volume_input(path: str) -> bool:

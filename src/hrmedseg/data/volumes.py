@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import DataError, MissingDependencyError
+from ..errors import ConfigError, DataError, MissingDependencyError
 
 VOLUME_SUFFIXES = (".nii.gz", ".nii")
 
@@ -82,10 +82,26 @@ def read_volume(path: str | os.PathLike) -> Volume:
     return Volume(path, data, image.affine, image.header)
 
 
+def check_window(window: object, name: str = "--window") -> tuple[float, float] | None:
+    """An intensity window (level, width) as two floats, or None; refuses, naming ``name``, a
+    window that is not two finite numbers with a positive width (zero divides by zero, a negative
+    width silently inverts the intensities)."""
+    if window is None:
+        return None
+    try:
+        level, width = (float(v) for v in window)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name} must be two numbers, LEVEL and WIDTH, got {window!r}") from None
+    if not (np.isfinite(level) and np.isfinite(width) and width > 0):
+        raise ConfigError(f"{name} needs a finite LEVEL and a finite WIDTH above 0, got {level} {width}")
+    return level, width
+
+
 def to_unit_range(data: np.ndarray, window: tuple[float, float] | None = None) -> np.ndarray:
-    """Intensities to [0, 1]: a (level, width) window clipped at its ends, or min-max over the volume."""
+    """Intensities to [0, 1]: a (level, width) window clipped at its ends (:func:`check_window`),
+    or min-max over the volume."""
     if window is not None:
-        level, width = window
+        level, width = check_window(window, "the intensity window")
         return np.clip((data - (level - width / 2)) / width, 0, 1).astype(np.float32)
     low, high = float(data.min()), float(data.max())
     if high <= low:

@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 import yaml
 
 from ..data.transforms import AugmentConfig
+from ..data.volumes import check_window
 from ..errors import ConfigError
 from ..runtime import COMPILE_MODES
 from .optim import OPTIMIZERS, SCHEDULES
@@ -113,10 +114,7 @@ class TrainConfig(RunConfig):
             raise ConfigError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
         if self.volume_axis not in (-3, -2, -1, 0, 1, 2):
             raise ConfigError(f"volume_axis must be an axis of a 3-D volume (-3..2), got {self.volume_axis}")
-        if self.volume_window is not None and (len(self.volume_window) != 2 or not self.volume_window[1] > 0):
-            raise ConfigError(
-                f"volume_window must be [level, width] with width > 0, got {self.volume_window}"
-            )
+        check_window(self.volume_window, "volume_window")
         if not self.empty_slice_share >= 0:
             raise ConfigError(f"empty_slice_share must be >= 0, got {self.empty_slice_share}")
         if not 0 <= self.foreground_windows <= 1:
