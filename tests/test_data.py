@@ -122,6 +122,20 @@ def test_unmatched_files_and_bad_splits_are_named(tmp_path):
     (root / "split.json").write_text(json.dumps({"train": ["a", "ghost"], "val": []}))
     with pytest.raises(DataError, match="1 stem\\(s\\) with no image: ghost"):
         find_dataset(root)
+    _pair(root, "b", img, mask)
+    bad_splits = {
+        json.dumps(
+            {"train": ["a", "b"], "test": ["b"]}
+        ): "1 case\\(s\\) in more than one split: b \\(train and test\\)",
+        json.dumps({"train": "ab", "test": []}): "split\\(s\\) \\['train'\\] must each be a list of stems",
+    }
+    for text, message in bad_splits.items():
+        (root / "split.json").write_text(text)
+        with pytest.raises(DataError, match=message):
+            find_dataset(root)
+    (root / "split.json").write_bytes(b'{"train": ["\xff"]}')  # not UTF-8
+    with pytest.raises(DataError, match="split.json: unreadable JSON"):
+        find_dataset(root)
     with pytest.raises(DataError, match="expected images/ and masks/"):
         find_dataset(tmp_path)
 

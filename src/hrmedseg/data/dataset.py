@@ -85,8 +85,8 @@ def _files_by_stem(folder: Path) -> tuple[dict[str, Path], list[str]]:
 
 def _read_json(path: Path) -> dict:
     try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as err:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise DataError(f"{path}: unreadable JSON ({err})") from None
 
 
@@ -117,10 +117,24 @@ def _read_split(path: Path, authors: bool) -> dict[str, list[str]]:
     if not isinstance(raw, dict):
         raise DataError(f"{path}: a split must be an object of lists of stems")
     rename = {"valid": "val"} if authors else {}
+    not_lists = sorted(k for k, v in raw.items() if not isinstance(v, list))
+    if not_lists:
+        raise DataError(f"{path}: split(s) {not_lists} must each be a list of stems")
     split = {rename.get(k, k): [Path(str(s)).stem if authors else str(s) for s in v] for k, v in raw.items()}
     unknown = sorted(set(split) - set(SPLITS))
     if unknown:
         raise DataError(f"{path}: unknown split name(s) {unknown}; expected {list(SPLITS)}")
+    # A case in two splits would, e.g., put a training case into the test score.
+    seen: dict[str, str] = {}
+    shared = []
+    for name, stems in split.items():
+        for stem in dict.fromkeys(stems):
+            if stem in seen:
+                shared.append(f"{stem} ({seen[stem]} and {name})")
+            seen.setdefault(stem, name)
+    if shared:
+        shown = ", ".join(shared[:10]) + (f" and {len(shared) - 10} more" if len(shared) > 10 else "")
+        raise DataError(f"{path}: {len(shared)} case(s) in more than one split: {shown}")
     return split
 
 
