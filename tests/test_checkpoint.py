@@ -1,15 +1,26 @@
 """Model files round-trip; foreign and mismatching weights load or fail with named keys."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from segment_anything.modeling import PromptEncoder as SamPromptEncoder
 
 import hrmedseg
-from hrmedseg import CheckpointMismatchError, create_model, load_model, load_sam_prompt_encoder, save_model
+from hrmedseg import (
+    CheckpointError,
+    CheckpointMismatchError,
+    create_model,
+    load_model,
+    load_sam_prompt_encoder,
+    save_model,
+)
 from hrmedseg.checkpoint import load_state_dict_checked, read_model_config
+from hrmedseg.cli import main as cli_main
 
 
 @pytest.mark.parametrize(
@@ -138,3 +149,46 @@ def test_a_newer_model_file_format_is_refused_naming_both_versions(tmp_path):
     save_file(tensors, str(path), metadata=metadata)
     with pytest.raises(ValueError, match="format version 2; this hrmedseg reads version 1 and earlier"):
         hrmedseg.load_model(path)
+
+
+def test_broken_model_files_are_refused_by_name(tmp_path, capsys):
+    good = save_model(create_model("hrmedseg_t", img_size=32), tmp_path / "good.safetensors")
+    with safe_open(str(good), framework="pt") as f:
+        metadata = f.metadata()
+    weights = load_file(str(good))
+
+    def variant(name, config=None, tensors=None, raw_config=None):
+        values = {**json.loads(metadata["config"]), **(config or {})}
+        path = tmp_path / f"{name}.safetensors"
+        save_file({**weights, **(tensors or {})}, str(path),
+                  metadata={**metadata, "config": raw_config or json.dumps(values)})  # fmt: skip
+        return path
+
+    nan = weights["mask_decoder.iou_token.weight"].clone()
+    nan[0, 0] = float("nan")
+    broken = {
+        variant("zero_std", {"pixel_std": [0.229, 0.0, 0.225]}): "pixel_std must be above 0",
+        variant("nan_mean", {"pixel_mean": [0.5, float("nan"), 0.5]}): "pixel_mean must be 3 finite numbers",
+        variant("nan_weights", tensors={"mask_decoder.iou_token.weight": nan}):
+            "non-finite weights \\(NaN or infinite\\) in 1 tensor\\(s\\): mask_decoder.iou_token.weight",
+        variant("not_json", raw_config="{not json"): "its model config is not JSON",
+    }  # fmt: skip
+    for path, message in broken.items():
+        with pytest.raises(CheckpointError, match=message) as info:
+            load_model(path)
+        assert str(path) in str(info.value)
+    images = tmp_path / "images"
+    images.mkdir()
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(images / "a.png")
+    zero_std = tmp_path / "zero_std.safetensors"
+    argv = [
+        "predict",
+        "--checkpoint",
+        str(zero_std),
+        "--input",
+        str(images),
+        "--output",
+        str(tmp_path / "out"),
+    ]
+    assert cli_main([*argv, "--quiet"]) == 2
+    assert "pixel_std must be above 0" in capsys.readouterr().err

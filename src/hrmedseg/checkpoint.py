@@ -19,7 +19,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from .build import ModelConfig, build_model
-from .errors import CheckpointError, InputNotFoundError
+from .errors import CheckpointError, ConfigError, InputNotFoundError
 from .modeling import HRMedSeg, HRMedSegSAM, SegmentationModel
 
 FORMAT_NAME = "hrmedseg-model"
@@ -106,8 +106,29 @@ def _read_metadata(path: str | os.PathLike) -> dict[str, str]:
 
 
 def read_model_config(path: str | os.PathLike) -> ModelConfig:
-    """The model config stored in a model file, without reading the weights."""
-    return ModelConfig.from_dict(json.loads(_read_metadata(path)["config"]))
+    """The model config stored in a model file, without reading the weights; a config that is
+    not JSON, or not a valid config, is named with the file."""
+    try:
+        values = json.loads(_read_metadata(path)["config"])
+    except json.JSONDecodeError as err:
+        raise CheckpointError(f"{path}: its model config is not JSON ({err})") from None
+    if not isinstance(values, dict):
+        raise CheckpointError(f"{path}: its model config is not a JSON object")
+    try:
+        return ModelConfig.from_dict(values)
+    except (ConfigError, TypeError) as err:
+        raise CheckpointError(f"{path}: invalid model config: {err}") from None
+
+
+def check_finite_weights(weights: Mapping[str, torch.Tensor], source: str) -> None:
+    """Refuse weights holding NaN or infinite values, naming the file and the first tensors:
+    such a model would give NaN probabilities and empty masks without an error."""
+    broken = [k for k, v in weights.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if broken:
+        shown = ", ".join(broken[:5]) + (f" and {len(broken) - 5} more" if len(broken) > 5 else "")
+        raise CheckpointError(
+            f"{source}: non-finite weights (NaN or infinite) in {len(broken)} tensor(s): {shown}"
+        )
 
 
 def is_encoder_file(path: str | os.PathLike) -> bool:
@@ -123,7 +144,9 @@ def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu"
             "start a model from it with `hrmedseg train --init-encoder` or hrmedseg.load_encoder_weights"
         )
     model = build_model(read_model_config(path))
-    load_state_dict_checked(model, load_file(str(path), device=str(map_location)), source=str(path))
+    weights = load_file(str(path), device=str(map_location))
+    check_finite_weights(weights, str(path))
+    load_state_dict_checked(model, weights, source=str(path))
     return model.to(map_location).eval()
 
 
@@ -140,6 +163,7 @@ def load_encoder_weights(model: HRMedSeg | HRMedSegSAM, path: str | os.PathLike)
     }
     if not weights:
         raise CheckpointError(f"{path} holds no {ENCODER_PREFIX}* weights")
+    check_finite_weights(weights, str(path))
     try:
         load_state_dict_checked(model.image_encoder, weights, source=str(path))
     except CheckpointMismatchError as err:

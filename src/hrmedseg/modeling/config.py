@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -85,6 +86,15 @@ class ModelConfig:
             object.__setattr__(self, name, tuple(getattr(self, name)))
         if self.num_classes < 1:
             raise ConfigError(f"num_classes must be >= 1, got {self.num_classes}")
+        # Normalisation divides by pixel_std: 0, NaN or infinity would turn every input into NaN.
+        for name in ("pixel_mean", "pixel_std"):
+            values = getattr(self, name)
+            if len(values) != self.in_chans or not all(math.isfinite(v) for v in values):
+                raise ConfigError(
+                    f"{name} must be {self.in_chans} finite numbers (one per channel), got {values}"
+                )
+        if not all(v > 0 for v in self.pixel_std):
+            raise ConfigError(f"pixel_std must be above 0 for every channel, got {self.pixel_std}")
         if self.input_scale not in INPUT_SCALES:
             raise ConfigError(f"input_scale must be one of {INPUT_SCALES}, got {self.input_scale!r}")
         if self.arch == "hrmedseg_sam" and self.input_scale != "resized":
