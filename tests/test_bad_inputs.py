@@ -121,6 +121,11 @@ CASES = {
     "train output under a file": (
         lambda c, t: [*TRAIN, "--data", str(c.data), "--output", str(c.a_file(t) / "run")], 2,
         "cannot create the output folder"),
+    "predict output is the input folder": (
+        lambda c, t: predict_args(c, (f := c.images(t)), f), 2, "the output folder is the input folder"),
+    "predict output is an input file's folder": (
+        lambda c, t: predict_args(c, next((f := c.images(t, 1)).iterdir()), f), 2,
+        "the output folder is the input folder"),
     "predict output under a file": (
         lambda c, t: predict_args(c, c.images(t), c.a_file(t) / "out"), 2, "cannot create the output folder"),
     "evaluate output under a file": (

@@ -13,11 +13,23 @@ from .errors import OutputError
 TEMPORARY_PATTERN = ".*.tmp"  # atomic_write's ".<name>.<random>.tmp"
 
 
-def ensure_output_folder(path: str | os.PathLike) -> Path:
-    """Create ``path`` (and its parents) if needed and check that files can be written in it."""
+def ensure_output_folder(path: str | os.PathLike, *, inputs: str | os.PathLike | None = None) -> Path:
+    """Create ``path`` (and its parents) if needed and check that files can be written in it.
+
+    ``inputs`` (an input file or folder whose files are read, not its subfolders) must not be
+    where the outputs go: masks named by their image's stem would overwrite the images or be read
+    as inputs by the next run.
+    """
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise OutputError(f"{path}: exists and is not a folder; give a folder (new or existing) as --output")
+    if inputs is not None:
+        source = Path(inputs) if Path(inputs).is_dir() else Path(inputs).parent
+        if path.resolve() == source.resolve():
+            raise OutputError(
+                f"{path}: the output folder is the input folder {inputs}; the outputs would overwrite "
+                "or mix with the inputs, so give another --output"
+            )
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as err:

@@ -85,7 +85,7 @@ def predict_to_folder(
     listed in the report and in ``failures.txt``. Images are decoded one batch at a time.
     """
     images = _list_unique_images(inputs)
-    output = ensure_output_folder(output)
+    output = ensure_output_folder(output, inputs=inputs)
     report = FolderReport()
     bar = tqdm(total=len(images), disable=not progress, desc="predict", unit="image")
     step = segmenter.images_per_batch
@@ -145,7 +145,7 @@ def predict_prompted_to_folder(
 
     images = _list_unique_images(inputs)
     prompt_files = prompt_files_for(images, prompts)
-    output = ensure_output_folder(output)
+    output = ensure_output_folder(output, inputs=inputs)
     report = FolderReport()
     pairs = zip(images, prompt_files, strict=True)
     for path, prompt_file in tqdm(

@@ -61,7 +61,7 @@ def predict_volumes_to_folder(
 ) -> FolderReport:
     """Write ``<stem>_mask.nii.gz`` per volume, with the scan's shape, affine and header."""
     volumes = list_volumes(inputs)
-    output = ensure_output_folder(output)
+    output = ensure_output_folder(output, inputs=inputs)
     report = FolderReport()
     for path in tqdm(volumes, disable=not progress, desc="predict", unit="volume"):
         try:
