@@ -43,7 +43,7 @@ from ..inference.prompted import (
 from ..inference.segmenter import Segmenter
 from ..inference.tiling import Tiling
 from ..output import FAILURES_FILE, ensure_output_folder, raise_if_nothing_done, write_failures
-from .metrics import DEFAULT_NSD_TOLERANCE, METRIC_NAMES, PHYSICAL_METRIC_NAMES, case_metrics
+from .metrics import DEFAULT_NSD_TOLERANCE, METRIC_NAMES, PHYSICAL_METRIC_NAMES, case_metrics, summarise
 from .objects import (
     OBJECT_COLUMNS,
     OBJECT_METRIC_NAMES,
@@ -54,17 +54,8 @@ from .objects import (
     instance_problems,
     object_labels,
     score_objects,
-    summarise_objects,
     truth_object_of,
 )
-
-
-def _summarise(rows: list[dict[str, Any]], keys: list[str]) -> dict[str, dict[str, float]]:
-    return {
-        k: {"mean": float(np.mean(v)), "std": float(np.std(v)), "median": float(np.median(v)), "n": len(v)}
-        for k in keys
-        if (v := [r[k] for r in rows])
-    }
 
 
 def _load_segmenter(
@@ -120,7 +111,7 @@ def _predictions(
             yield segmenter.probabilities_to_mask(probs)
         return
     for sample in samples:
-        labels, _ = object_labels(read_mask(sample.mask), sample)
+        labels = object_labels(read_mask(sample.mask), sample)
         if prompts == "json":
             objects = read_prompt_file(prompt_dir / f"{sample.stem}.json", labels.shape)
             matches = [truth_object_of(o, labels) for o in objects]
@@ -335,15 +326,15 @@ def write_reports(
     summary = {
         **about,
         "failures": failures,
-        "mean": _summarise(rows, metric_keys),
-        "per_class": {str(c): _summarise([r for r in rows if r["class"] == c], metric_keys) for c in classes},
+        "mean": summarise(rows, metric_keys),
+        "per_class": {str(c): summarise([r for r in rows if r["class"] == c], metric_keys) for c in classes},
         "conventions": "distances in pixels (voxels) at original resolution (_mm: physical units); "
         f"nsd: share of both surfaces within {about['nsd_tolerance']} of the other (in the units of "
         "each distance); empty-mask rules in hrmedseg.evaluation.metrics",
     }
     if object_rows is not None:
         summary["mean_is"] = "the union of the object masks against the whole truth (the paper's protocol)"
-        summary["per_object"] = summarise_objects(object_rows)
+        summary["per_object"] = summarise(object_rows, OBJECT_METRIC_NAMES)
         summary["per_object_is"] = (
             "each object's mask against its own truth, every object counted once; leak: share of a "
             "box-prompted mask outside its box"

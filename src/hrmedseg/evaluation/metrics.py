@@ -22,6 +22,7 @@ Empty masks (documented convention, so means never contain NaN):
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import numpy as np
 from scipy import ndimage
@@ -116,3 +117,15 @@ def case_metrics(
         p, t = (pred > 0, truth > 0) if num_classes == 1 else (pred == c, truth == c)
         rows.append({"class": c, **binary_metrics(p, t, spacing, nsd_tolerance)})
     return rows
+
+
+def summarise(rows: list[dict[str, float]], keys: Sequence[str]) -> dict[str, dict[str, float]]:
+    """Mean, std, median and count of each of ``keys`` over ``rows``; a row without the key, or
+    with NaN (a score that does not apply to it), is left out; a key no row has is left out."""
+    summary = {}
+    for key in keys:
+        values = [r[key] for r in rows if key in r and not math.isnan(r[key])]
+        if values:
+            summary[key] = {"mean": float(np.mean(values)), "std": float(np.std(values)),
+                            "median": float(np.median(values)), "n": len(values)}  # fmt: skip
+    return summary

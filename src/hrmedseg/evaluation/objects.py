@@ -27,7 +27,7 @@ from ..data import Sample, read_mask
 from ..data.io import DataError
 from ..data.prompts import consecutive_labels, label_objects
 from ..inference.prompted import ObjectPrompt
-from .metrics import distance_metrics
+from .metrics import distance_metrics, summarise
 
 OBJECT_METRIC_NAMES = ("dice", "iou", "hd95", "leak")
 OBJECTS_FILE = "objects.csv"
@@ -36,13 +36,14 @@ OBJECTS_FROM_INSTANCES = "instances/ (one object per instance)"
 OBJECTS_FROM_COMPONENTS = "connected components of the mask (touching objects count as one)"
 
 
-def object_labels(truth: np.ndarray, sample: Sample) -> tuple[np.ndarray, str]:
-    """The objects of a case as a label image (0 = background, 1..N) and where they come from.
+def object_labels(truth: np.ndarray, sample: Sample) -> np.ndarray:
+    """The objects of a case as a label image (0 = background, 1..N): its instance map, or the
+    connected components of its mask when it has none.
 
     An instance map must have its mask's size and foreground; otherwise :class:`DataError` names it.
     """
     if sample.instances is None:
-        return label_objects(truth)[0], OBJECTS_FROM_COMPONENTS
+        return label_objects(truth)[0]
     instances = read_mask(sample.instances)
     if instances.shape != truth.shape:
         raise DataError(
@@ -54,7 +55,7 @@ def object_labels(truth: np.ndarray, sample: Sample) -> tuple[np.ndarray, str]:
         raise DataError(
             f"{sample.instances}: its objects differ from the mask's foreground in {differ} pixel(s)"
         )
-    return consecutive_labels(instances), OBJECTS_FROM_INSTANCES
+    return consecutive_labels(instances)
 
 
 def instance_problems(sample: Sample) -> list[str]:
@@ -125,23 +126,7 @@ def score_objects(
     return rows
 
 
-def summarise_objects(rows: list[dict[str, float | int]]) -> dict[str, dict[str, float]]:
-    """Mean, std, median and count of each object metric over all objects (each object counts
-    once, whatever its image); leak over the box-prompted objects only."""
-    summary = {}
-    for name in OBJECT_METRIC_NAMES:
-        values = [r[name] for r in rows if not math.isnan(r[name])]
-        if values:
-            summary[name] = {"mean": float(np.mean(values)), "std": float(np.std(values)),
-                             "median": float(np.median(values)), "n": len(values)}  # fmt: skip
-    return summary
-
-
 def case_object_means(rows: list[dict[str, float | int]]) -> dict[str, float | int]:
     """The columns a case's row in ``metrics.csv`` gets: its object count and mean object scores."""
-    means: dict[str, float | int] = {"objects": len(rows)}
-    for name in OBJECT_METRIC_NAMES:
-        values = [r[name] for r in rows if not math.isnan(r[name])]
-        if values:
-            means[f"object_{name}"] = float(np.mean(values))
-    return means
+    means = summarise(rows, OBJECT_METRIC_NAMES)
+    return {"objects": len(rows), **{f"object_{name}": stats["mean"] for name, stats in means.items()}}
