@@ -7,6 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
+import hrmedseg
 from hrmedseg.data import (
     DataError,
     SegmentationDataset,
@@ -203,3 +204,41 @@ def test_jpeg_masks_are_binary_without_their_compression_noise(tmp_path):
     assert "grey.jpg: a JPEG mask cannot hold class indices (compression changes them; num_classes=3)" in str(
         err.value
     )
+
+
+def test_exif_orientation_lays_out_pixels_as_viewers_show_them(tmp_path):
+    # Stored 30 wide and 20 high, bright on the left; orientation 6 shows it turned 90 degrees
+    # clockwise, 20 wide and 30 high, bright at the top.
+    stored = np.zeros((20, 30), np.uint8)
+    stored[:, :10] = 200
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(stored).save(tmp_path / "turned.png", exif=exif)
+    Image.fromarray(stored).save(tmp_path / "mask.png", exif=exif)
+
+    expected = np.rot90(stored, k=-1)  # clockwise
+    image = hrmedseg.data.read_image(tmp_path / "turned.png")
+    assert image.shape == (30, 20, 3) and hrmedseg.data.io.image_size(tmp_path / "turned.png") == (30, 20)
+    np.testing.assert_array_equal(image[..., 0], expected / np.float32(255))
+    np.testing.assert_array_equal(hrmedseg.data.read_mask(tmp_path / "mask.png"), expected)
+
+
+def test_float_images_are_rescaled_by_their_range_and_must_be_finite(tmp_path):
+    values = np.array([[100.0, 550.0], [1000.0, 325.0]], np.float32)
+    Image.fromarray(values).save(tmp_path / "counts.tif")
+    image = hrmedseg.data.read_image(tmp_path / "counts.tif")
+    np.testing.assert_allclose(image[..., 0], (values - 100) / 900, rtol=1e-6)
+
+    values[0, 1] = np.nan
+    Image.fromarray(values).save(tmp_path / "nan.tif")
+    with pytest.raises(hrmedseg.errors.DataError, match=r"nan\.tif: 1 pixel value\(s\) are NaN or infinite"):
+        hrmedseg.data.read_image(tmp_path / "nan.tif")
+    with pytest.raises(hrmedseg.errors.DataError, match="image: 1 pixel value"):
+        hrmedseg.data.io.as_float_rgb(values)
+
+
+def test_float_masks_hold_indices_or_are_soft_binary(tmp_path):
+    Image.fromarray(np.array([[0.0, 1.0], [2.0, 0.0]], np.float32)).save(tmp_path / "index.tif")
+    np.testing.assert_array_equal(hrmedseg.data.read_mask(tmp_path / "index.tif"), [[0, 1], [2, 0]])
+    Image.fromarray(np.array([[0.0, 0.8], [0.3, 0.5]], np.float32)).save(tmp_path / "soft.tif")
+    np.testing.assert_array_equal(hrmedseg.data.read_mask(tmp_path / "soft.tif"), [[0, 1], [0, 1]])

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..errors import DataError
 
@@ -17,6 +17,7 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 # Lossy formats: a mask saved as JPEG (Kvasir-SEG ships its masks so) carries compression noise,
 # values 1-15 around every edge and 240-254 inside, so "any non-zero value" would add a halo.
 LOSSY_SUFFIXES = (".jpg", ".jpeg")
+EXIF_ORIENTATION = 0x0112  # values 5-8 turn the picture by 90 degrees
 
 
 def is_lossy(path: str | Path) -> bool:
@@ -74,14 +75,17 @@ def _check_pixels(path: Path, width: int, height: int) -> None:
 def _open(path: Path, as_image: bool, content: BinaryIO | None = None) -> np.ndarray:
     """Decoded pixels of the file ``path``, or of ``content`` (then ``path`` only names it).
     Images in palette or exotic colour modes become RGB; for masks a palette image yields its
-    indices, which is how index masks are often stored."""
+    indices, which is how index masks are often stored. A JPEG's EXIF orientation is applied, to
+    images and masks alike, so that the pixels are laid out as every viewer shows them.
+    Float pixels must be finite."""
     try:
         with pixel_limit(_max_pixels), Image.open(path if content is None else content) as img:
             _check_pixels(path, img.width, img.height)  # from the header, before decoding
             img.load()  # decode now, so truncated files fail here, with their name
+            img = ImageOps.exif_transpose(img)
             if as_image and img.mode in ("P", "PA", "CMYK", "YCbCr", "HSV", "LAB"):
                 img = img.convert("RGB")
-            return np.asarray(img)
+            array = np.asarray(img)
     except FileNotFoundError:
         raise DataError(f"{path}: file not found") from None
     except DataError:
@@ -90,28 +94,51 @@ def _open(path: Path, as_image: bool, content: BinaryIO | None = None) -> np.nda
         raise DataError(f"{path}: unreadable or truncated image (not a format Pillow can decode)") from None
     except (OSError, SyntaxError, ValueError) as err:
         raise DataError(f"{path}: unreadable or truncated image ({err})") from None
+    check_finite_pixels(array, str(path))
+    return array
+
+
+def check_finite_pixels(array: np.ndarray, name: str) -> None:
+    """Refuse NaN and infinite pixels by name: they would make every probability NaN."""
+    if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
+        bad = int((~np.isfinite(array)).sum())
+        raise DataError(f"{name}: {bad} pixel value(s) are NaN or infinite")
+
+
+def _rescaled_floats(array: np.ndarray) -> np.ndarray:
+    """A float image file's pixels in [0, 1]: rescaled by their own range, as 16-bit ones are,
+    since float TIFFs hold any unit (counts, Hounsfield units, reflectance)."""
+    if not np.issubdtype(array.dtype, np.floating):
+        return array
+    array = array.astype(np.float32)
+    low, high = float(array.min()), float(array.max())
+    return (array - low) / (high - low) if high > low else np.zeros_like(array)
 
 
 def read_image(path: str | Path) -> np.ndarray:
     """An image file as float32 RGB in [0, 1], shape (H, W, 3); see :func:`as_float_rgb`."""
     path = Path(path)
-    return as_float_rgb(_open(path, as_image=True), str(path))
+    return as_float_rgb(_rescaled_floats(_open(path, as_image=True)), str(path))
 
 
 def decode_image(content: bytes, name: str) -> np.ndarray:
     """Encoded image bytes (an upload) as float32 RGB in [0, 1], shape (H, W, 3); errors name
     ``name``. The same checks and conversions as :func:`read_image`."""
-    return as_float_rgb(_open(Path(name), as_image=True, content=io.BytesIO(content)), name)
+    pixels = _open(Path(name), as_image=True, content=io.BytesIO(content))
+    return as_float_rgb(_rescaled_floats(pixels), name)
 
 
 def as_float_rgb(array: np.ndarray, name: str = "image") -> np.ndarray:
     """Pixels as float32 RGB in [0, 1], shape (H, W, 3).
 
-    8-bit images are divided by 255 and float images are taken as already in [0, 1]. Integer
-    images with more bits are rescaled by their own minimum and maximum (16-bit medical images
-    rarely use the full range). Grey images are repeated to three channels; alpha is dropped.
+    8-bit images are divided by 255 and float arrays are taken as already in [0, 1] (a float image
+    *file* is rescaled by its range first, see :func:`read_image`). Integer images with more bits
+    are rescaled by their own minimum and maximum (16-bit medical images rarely use the full
+    range). Grey images are repeated to three channels; alpha is dropped. NaN or infinite values
+    are refused by name.
     """
     array = np.asarray(array)
+    check_finite_pixels(array, name)
     if array.ndim == 3 and array.shape[2] in (2, 4):
         array = array[..., :-1]  # drop alpha
     if array.ndim == 3 and array.shape[2] == 1:
@@ -136,7 +163,9 @@ def read_mask(path: str | Path) -> np.ndarray:
 
     A JPEG mask is lossy, so it can only be binary: it is read as 0/1, foreground where the value
     is above half its maximum (0/255 as usual, or any other bright value), which restores the
-    drawn mask. (A 0/1 mask does not survive JPEG: its noise is as large as its values.)
+    drawn mask. (A 0/1 mask does not survive JPEG: its noise is as large as its values.) A float
+    mask of whole numbers holds those indices; one with fractions (a soft mask, 0/0.8 or a
+    probability map) is binary by the same rule as a JPEG mask.
     """
     path = Path(path)
     array = _open(path, as_image=False)
@@ -148,17 +177,20 @@ def read_mask(path: str | Path) -> np.ndarray:
         elif not (channels == channels[..., :1]).all():
             raise DataError(f"{path}: colour mask; masks must hold one value per pixel (grey or index)")
         array = channels[..., 0]
-    if is_lossy(path):
+    soft = np.issubdtype(array.dtype, np.floating) and not (array == np.round(array)).all()
+    if is_lossy(path) or soft:
         return (array > array.max(initial=0) / 2).astype(np.int64)
     return array.astype(np.int64)
 
 
 def image_size(path: str | Path) -> tuple[int, int]:
-    """(H, W) from the file header, without decoding the pixels."""
+    """(H, W) from the file header, without decoding the pixels; as :func:`read_image` lays the
+    pixels out (an EXIF orientation that turns the image by 90 degrees swaps them)."""
     path = Path(path)
     try:
         with pixel_limit(_max_pixels), Image.open(path) as img:
-            return img.height, img.width
+            turned = img.getexif().get(EXIF_ORIENTATION) in (5, 6, 7, 8)
+            return (img.width, img.height) if turned else (img.height, img.width)
     except (UnidentifiedImageError, OSError) as err:
         raise DataError(f"{path}: unreadable image ({err})") from None
 
