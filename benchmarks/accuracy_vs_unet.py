@@ -47,7 +47,7 @@ from hrmedseg.data import check_samples, find_dataset
 from hrmedseg.evaluation.evaluate import evaluate
 from hrmedseg.inference.segmenter import Segmenter
 from hrmedseg.inference.tiling import Tiling
-from hrmedseg.losses import SegmentationLoss
+from hrmedseg.losses import build_loss
 from hrmedseg.modeling import AutomaticSegmentationModel
 from hrmedseg.training.config import TrainConfig, load_config
 from hrmedseg.training.engine import make_loaders, recipe_scheduler, resolve_split, validate
@@ -61,9 +61,9 @@ HERE = Path(__file__).resolve().parent
 def build(name: str, config: TrainConfig) -> tuple[AutomaticSegmentationModel, float]:
     """The model and the weight of its IoU-head loss (the U-Net has none)."""
     if name == "unet_resnet34":
-        from baselines import UNetBaseline
+        from common.baselines import unet_config
 
-        return UNetBaseline(config.size[0], config.input_scale), 0.0
+        return hrmedseg.build_model(unet_config(config.size[0], config.input_scale)), 0.0
     model = hrmedseg.create_model(
         name, img_size=config.size, input_scale=config.input_scale, **config.model_options
     )
@@ -96,7 +96,7 @@ def test_scores(model: torch.nn.Module, data: Path, args: argparse.Namespace, ou
 
 
 def train_and_test(
-    name: str, data: Path, args: argparse.Namespace, epochs: int, output: Path, patience: int | None = None
+    name: str, data: Path, args: argparse.Namespace, *, epochs: int, output: Path, patience: int | None = None
 ) -> dict:
     """Train ``name`` for ``epochs`` (or until ``patience`` epochs pass without a better validation
     Dice), score its best weights on the test split. With ``args.minutes`` and a schedule that does
@@ -116,19 +116,30 @@ def train_and_test(
     train_samples, val_samples = index.subset(split["train"]), index.subset(split["val"])
     check_samples(train_samples + val_samples, 1)
     train_set, sampler, train_loader, val_loader = make_loaders(
-        config, train_samples, val_samples, model.config.pixel_mean, model.config.pixel_std
+        config,
+        train_samples,
+        val_samples,
+        pixel_mean=model.config.pixel_mean,
+        pixel_std=model.config.pixel_std,
     )
     optimizer = build_optimizer(model, config.optimizer, config.lr, config.weight_decay)
     scheduler = recipe_scheduler(optimizer, config, len(train_loader))
     scaler = torch.amp.GradScaler(device.type, enabled=False)
     objective = AutomaticObjective(
         model,
-        SegmentationLoss(1, config.dice_weight, config.focal_weight, config.ce_weight),
+        build_loss(
+            config.loss,
+            1,
+            dice_weight=config.dice_weight,
+            focal_weight=config.focal_weight,
+            ce_weight=config.ce_weight,
+        ),  # fmt: skip
         quality_weight,
         None,
     )
     loop = EpochLoop(
-        objective, model, optimizer, scheduler, scaler, train_loader,
+        trained=objective, module=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler,
+        train_loader=train_loader,
         validate=lambda: validate(objective, val_loader, device, config.batch_size),
         score=Score("val_dice"), device=device,
         epoch_aware=(sampler, train_set), accumulate=config.accumulate, clip_grad=config.clip_grad,
@@ -253,7 +264,7 @@ def main() -> None:
     for data in args.data:
         for name in args.models:
             output = args.output / data.name / name
-            row = train_and_test(name, data, args, args.epochs, output, args.patience)
+            row = train_and_test(name, data, args, epochs=args.epochs, output=output, patience=args.patience)
             row["train_gb_per_image"] = training_memory_per_image(
                 name, args.img_size, args.device, row["model_options"]
             )
@@ -263,7 +274,7 @@ def main() -> None:
                 if timed is None:
                     fits = budget_epochs(args.minutes, row["epoch_seconds"])
                     timed = train_and_test(
-                        name, data, args, fits, output.with_name(f"{name}_{args.minutes:g}min")
+                        name, data, args, epochs=fits, output=output.with_name(f"{name}_{args.minutes:g}min")
                     )
                 equal_time.append({**timed, "train_gb_per_image": row["train_gb_per_image"]})
             results = {"equal_epochs": equal_epochs, "equal_time": equal_time, "minutes": args.minutes}

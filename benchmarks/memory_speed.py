@@ -49,9 +49,9 @@ def run_single(args: argparse.Namespace) -> dict:
     device = torch.device(args.device)
     torch.manual_seed(0)
     if args.model == "unet_resnet34":
-        from baselines import UNetBaseline  # benchmarks/ is on sys.path when run as a script
+        from common.baselines import unet_config  # benchmarks/ is on sys.path when run as a script
 
-        model, quality_weight = UNetBaseline(args.size).to(device), 0.0
+        model, quality_weight = hrmedseg.build_model(unet_config(args.size)).to(device), 0.0
     else:
         options = json.loads(args.model_options)
         model = hrmedseg.create_model(args.model, img_size=args.size, **options).to(device)

@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from hrmedseg.evaluation.evaluate import evaluate
+from hrmedseg.inference.options import SegmenterOptions
 from hrmedseg.training.config import load_config
 from hrmedseg.training.engine import train
 from hrmedseg.training.run_log import read_log
@@ -38,7 +39,13 @@ def run_recipe(recipe: Path, args: argparse.Namespace) -> dict:
     started = time.perf_counter()
     train(config, progress=False, overwrite=True)
     minutes = (time.perf_counter() - started) / 60
-    summary = evaluate(run / "best.safetensors", args.data, run / "test", device=args.device, progress=False)
+    summary = evaluate(
+        run / "best.safetensors",
+        args.data,
+        run / "test",
+        options=SegmenterOptions(device=args.device),
+        progress=False,
+    )
     log = read_log(run / "log.csv")
     best = max(log, key=lambda r: r["val_dice"])
     result = {

@@ -174,7 +174,7 @@ def cosine_similarity(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) ->
 
 
 def scores_of_model_and_of_its_masks(
-    checkpoint: Path, images: Path, data: Path, output: Path, *evaluate_options: str
+    checkpoint: Path, images: Path, data: Path, output: Path, *, evaluate_options: tuple[str, ...] = ()
 ) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
     """``predict`` the ``images`` folder with ``checkpoint``, then the metrics.csv rows of
     ``evaluate --checkpoint`` and of ``evaluate --predictions`` on ``data``: two routes to one

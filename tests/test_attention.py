@@ -149,7 +149,7 @@ def gradients_on(device: str, fn, *inputs: torch.Tensor, dtype=torch.float32):
     return out.detach().double().cpu(), [x.grad.double().cpu() for x in leaves]
 
 
-def assert_matches_oracle(device, fn, oracle, *inputs, rtol=1e-4, atol=1e-6):
+def assert_matches_oracle(device, fn, oracle, *, inputs, rtol=1e-4, atol=1e-6):
     out, grads = gradients_on(device, fn, *inputs)
     ref_out, ref_grads = gradients_on("cpu", oracle, *inputs, dtype=torch.float64)
     torch.testing.assert_close(out, ref_out, rtol=rtol, atol=atol)
@@ -193,7 +193,7 @@ def test_multiscale_pooling_gradients_match_window_means(device, layout):
         pooled = sum(windowed_mean(fmap, s) for s in sizes) - (len(sizes) - 1) * fmap
         return pooled.flatten(2).transpose(1, 2)
 
-    assert_matches_oracle(device, ours, oracle, x)
+    assert_matches_oracle(device, ours, oracle, inputs=(x,))
 
 
 def softmax_attention_by_heads(q, k, v, heads):
@@ -222,7 +222,7 @@ def test_decoder_attention_gradients_match_explicit_softmax(device, queries, key
         proj = softmax_attention_by_heads(a.q_proj(q), a.k_proj(k), a.v_proj(v), 4)
         return a.out_proj(proj)
 
-    assert_matches_oracle(device, ours, oracle, q, k, v)
+    assert_matches_oracle(device, ours, oracle, inputs=(q, k, v))
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -235,7 +235,9 @@ def test_linear_attention_gradients_match_quadratic_evaluation(device, grid, cha
     def ours(q, k, v):
         return linear_attention(q, k, v, rope_2d_rotations(grid, channels, device=q.device), heads)
 
-    assert_matches_oracle(device, ours, lambda q, k, v: quadratic_attention(q, k, v, grid, heads), q, k, v)
+    assert_matches_oracle(
+        device, ours, lambda q, k, v: quadratic_attention(q, k, v, grid, heads), inputs=(q, k, v)
+    )
 
 
 def test_linear_attention_backward_passes_gradcheck():

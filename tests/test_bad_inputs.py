@@ -179,7 +179,7 @@ CASES = {
         lambda c, t: ["predict", "--checkpoint", str(t / "none.safetensors"), "--input", str(t), "--output", str(t / "o")], 2,
         "none.safetensors"),
     "prompts for a prompt-free model": (
-        lambda c, t: [*predict_args(c, c.images(t), t / "o"), "--prompts", str(t)], 2, "--prompts is for HRMedSegSAM"),
+        lambda c, t: [*predict_args(c, c.images(t), t / "o"), "--prompts", str(t)], 2, "prompts are for HRMedSegSAM models"),
     "device that is no device": (
         lambda c, t: [*predict_args(c, c.images(t, 1), t / "o"), "--device", "gpu0"], 2, "--device gpu0: not a device"),
     "CUDA device beyond those present": (

@@ -145,7 +145,7 @@ def test_dataset_items_are_preprocessed_and_binarised(tmp_path):
     root = make_synthetic_dataset(tmp_path / "d", num_images=3)
     index = find_dataset(root)
     samples = list(index.samples.values())
-    dataset = SegmentationDataset(samples, (64, 96), 1, MEAN, STD)
+    dataset = SegmentationDataset(samples, (64, 96), num_classes=1, pixel_mean=MEAN, pixel_std=STD)
     item = dataset[0]
     assert item["image"].shape == (3, 64, 96) and item["mask"].shape == (64, 96)
     assert set(item["mask"].unique().tolist()) <= {0, 1}
@@ -158,13 +158,17 @@ def test_augmentation_is_joint_and_reproducible_per_epoch(tmp_path):
     root = make_synthetic_dataset(tmp_path / "d", num_images=2)
     samples = list(find_dataset(root).samples.values())
     aug = AugmentConfig(hflip=1.0, crop_scale=(1.0, 1.0), brightness=0.0, contrast=0.0)
-    plain = SegmentationDataset(samples, (64, 64), 1, MEAN, STD)[0]
-    flipped = SegmentationDataset(samples, (64, 64), 1, MEAN, STD, aug)[0]
+    plain = SegmentationDataset(samples, (64, 64), num_classes=1, pixel_mean=MEAN, pixel_std=STD)[0]
+    flipped = SegmentationDataset(
+        samples, (64, 64), num_classes=1, pixel_mean=MEAN, pixel_std=STD, augmentation=aug
+    )[0]
     torch.testing.assert_close(flipped["image"], plain["image"].flip(-1))
     torch.testing.assert_close(flipped["mask"], plain["mask"].flip(-1))
 
     random_aug = AugmentConfig(rot90=1.0, crop_scale=(0.5, 1.0), brightness=0.3)
-    ds = SegmentationDataset(samples, (64, 64), 1, MEAN, STD, random_aug, seed=7)
+    ds = SegmentationDataset(
+        samples, (64, 64), num_classes=1, pixel_mean=MEAN, pixel_std=STD, augmentation=random_aug, seed=7
+    )
     first = ds[1]
     torch.manual_seed(123)  # the global RNG must not matter
     torch.testing.assert_close(ds[1]["image"], first["image"])

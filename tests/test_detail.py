@@ -202,7 +202,7 @@ def test_tiled_ensembles_serve_and_scored_predictions(tmp_path, capsys):
     np.testing.assert_allclose(ensemble, 1 / (1 + np.exp(-mean_logit)), atol=2e-5)
 
     by_model, by_files = scores_of_model_and_of_its_masks(
-        files[0], data / "images", data, tmp_path, "--split", "all"
+        files[0], data / "images", data, tmp_path, evaluate_options=("--split", "all")
     )
     capsys.readouterr()
     assert by_files == by_model and len(by_model) == 6

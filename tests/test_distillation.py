@@ -204,8 +204,10 @@ def test_cached_run_embeds_each_image_once_and_reuses_the_cache(
     assert len(list(cache_dir.glob("shard_*.safetensors"))) == 4  # 10 images, 3 per shard
     cache = EmbeddingCache(cache_dir, manifest["header"], manifest["files"], manifest["shard_size"])
     teacher, _ = load_teacher(TINY_TEACHER, sam_checkpoint, 64, PATCH)
-    dataset = engine.UnlabeledImages(image_folder, manifest["files"], (64, 64), (0.485, 0.456, 0.406),
-                                     (0.229, 0.224, 0.225))  # fmt: skip
+    dataset = engine.UnlabeledImages(
+        image_folder, manifest["files"], size=(64, 64), pixel_mean=(0.485, 0.456, 0.406),
+        pixel_std=(0.229, 0.224, 0.225),
+    )  # fmt: skip
     for i in (0, 4, 9):
         cached = cache.read(i)
         assert cached.dtype == torch.float16

@@ -34,7 +34,7 @@ def test_metrics_match_monai(spacing):
     for _ in range(4):
         pred, truth = _blobs(rng, (70, 90), 6), _blobs(rng, (70, 90), 5)
         pred[:6, :12] = True  # an object touching the image border
-        ours = binary_metrics(pred, truth, spacing)
+        ours = binary_metrics(pred, truth, spacing=spacing)
         p, t = (torch.from_numpy(m)[None, None].float() for m in (pred, truth))
         hd95 = compute_hausdorff_distance(
             p, t, include_background=True, percentile=95, spacing=spacing
@@ -58,9 +58,13 @@ def test_nsd_matches_monai(spacing, tolerance):
         pred[-5:, -9:] = True
         p, t = (torch.from_numpy(np.stack([~m, m]))[None].float() for m in (pred, truth))
         expected = compute_surface_dice(p, t, [tolerance], spacing=spacing).item()
-        assert binary_metrics(pred, truth, spacing, tolerance)["nsd_mm"] == pytest.approx(expected, rel=1e-6)
+        assert binary_metrics(pred, truth, spacing=spacing, nsd_tolerance=tolerance)[
+            "nsd_mm"
+        ] == pytest.approx(expected, rel=1e-6)
     if spacing == (1.0, 1.0):
-        assert binary_metrics(pred, truth, None, tolerance)["nsd"] == pytest.approx(expected, rel=1e-6)
+        assert binary_metrics(pred, truth, nsd_tolerance=tolerance)["nsd"] == pytest.approx(
+            expected, rel=1e-6
+        )
 
 
 def test_hand_computed_square_and_empty_conventions():
@@ -77,7 +81,7 @@ def test_hand_computed_square_and_empty_conventions():
     # side (10) and the middle of the near side (6) of each outline have none: 2 * 20 / 72.
     assert m["nsd"] == 1.0
     assert binary_metrics(pred, truth, nsd_tolerance=1.0)["nsd"] == pytest.approx(40 / 72)
-    assert binary_metrics(pred, truth, (0.5, 0.5), nsd_tolerance=1.0)["nsd_mm"] == 1.0
+    assert binary_metrics(pred, truth, spacing=(0.5, 0.5), nsd_tolerance=1.0)["nsd_mm"] == 1.0
 
     empty = np.zeros_like(truth)
     both = binary_metrics(empty, empty)
@@ -260,7 +264,7 @@ def test_predicted_multiclass_masks_and_their_problems_are_named(tmp_path, capsy
     Image.fromarray(truth).save(predictions / "a.jpg")
     for extra, message in (
         (["--num-classes", "3"], "a.jpg and a.png are both case 'a'"),
-        (["--tta", "hflip", "--tile"], "--tile, --tta: options of a model's prediction"),
+        (["--tta", "hflip", "--tile"], "tiling, tta: settings of a model's prediction"),
     ):
         assert cli_main([*argv, *extra]) == 2
         assert message in capsys.readouterr().err
@@ -269,4 +273,4 @@ def test_predicted_multiclass_masks_and_their_problems_are_named(tmp_path, capsy
     assert "--checkpoint: not allowed with argument --predictions" in capsys.readouterr().err
     model_argv = ["evaluate", "--checkpoint", "m.safetensors", "--data", str(data), "--output", str(tmp_path)]
     assert cli_main([*model_argv, "--num-classes", "2"]) == 2
-    assert "--num-classes is for --predictions" in capsys.readouterr().err
+    assert "num_classes is for predictions" in capsys.readouterr().err

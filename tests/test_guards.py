@@ -113,11 +113,11 @@ def linear_with_gradient(grad: float) -> tuple[nn.Linear, torch.optim.Optimizer]
 def test_clip_grad_caps_the_total_norm_and_reports_the_norm_before_clipping():
     layer, optimizer = linear_with_gradient(5.0)  # norm 10
     scaler = torch.amp.GradScaler("cpu", enabled=False)
-    assert optimizer_step(optimizer, scaler, 1.0, epoch=1, step=0, steps=1) == pytest.approx(10.0)
+    assert optimizer_step(optimizer, scaler, clip_grad=1.0, epoch=1, step=0, steps=1) == pytest.approx(10.0)
     assert layer.weight.norm().item() == pytest.approx(1.0, rel=1e-5)  # an SGD step of the clipped gradient
 
     layer, optimizer = linear_with_gradient(5.0)
-    assert optimizer_step(optimizer, scaler, None, epoch=1, step=0, steps=1) == pytest.approx(10.0)
+    assert optimizer_step(optimizer, scaler, clip_grad=None, epoch=1, step=0, steps=1) == pytest.approx(10.0)
     assert layer.weight.norm().item() == pytest.approx(10.0)  # unclipped by default
 
 
@@ -125,7 +125,7 @@ def test_an_infinite_gradient_leaves_the_weights_untouched():
     layer, optimizer = linear_with_gradient(float("inf"))
     scaler = torch.amp.GradScaler("cpu", enabled=False)
     with pytest.raises(TrainingDivergedError, match="gradient norm became inf at epoch 3, step 5 of 9"):
-        optimizer_step(optimizer, scaler, None, epoch=3, step=4, steps=9)
+        optimizer_step(optimizer, scaler, clip_grad=None, epoch=3, step=4, steps=9)
     assert torch.equal(layer.weight, torch.zeros_like(layer.weight))
 
 

@@ -5,6 +5,7 @@ import pytest
 import torch
 from monai.losses import DiceCELoss
 
+import hrmedseg
 from hrmedseg.losses import SegmentationLoss, binary_loss_per_mask, overlap_scores
 
 
@@ -71,3 +72,26 @@ def test_overlap_scores_by_hand_with_the_empty_conventions():
     # Broadcasting: several predictions against one truth.
     dice, iou = overlap_scores(pred[:2], truth[:1])
     torch.testing.assert_close(iou, torch.tensor([4 / 6, 0.0]))
+
+
+def test_the_loss_key_chooses_a_registered_loss(tmp_path):
+    from hrmedseg.losses import build_loss, register_loss
+    from hrmedseg.training import TrainConfig
+    from hrmedseg.training.engine import make_objective
+
+    @register_loss("test_dice_only")
+    def dice_only(num_classes: int, **weights: float) -> SegmentationLoss:
+        return SegmentationLoss(num_classes, dice_weight=1.0, focal_weight=0.0, ce_weight=0.0)
+
+    weights = {"dice_weight": 0.5, "focal_weight": 0.5, "ce_weight": 0.0}
+    default = build_loss("dice_focal", 1, **weights)
+    assert isinstance(default, SegmentationLoss) and default.focal_weight == 0.5
+    assert build_loss("test_dice_only", 1, **weights).focal_weight == 0.0
+    with pytest.raises(ValueError, match="unknown loss 'dice'; registered losses: dice_focal, test_dice"):
+        build_loss("dice", 1, **weights)
+    with pytest.raises(ValueError, match="loss 'test_dice_only' is registered already"):
+        register_loss("test_dice_only")(dice_only)
+
+    config = TrainConfig(data=str(tmp_path), output=str(tmp_path / "run"), loss="test_dice_only")
+    objective = make_objective(hrmedseg.create_model("hrmedseg_t", img_size=64), config, None)
+    assert objective.loss_fn.dice_weight == 1.0 and objective.loss_fn.focal_weight == 0.0

@@ -83,3 +83,46 @@ def test_patch_size_sets_the_grid_of_encoder_prompts_and_masks(tmp_path):
     assert load_model(path).config.patch_size == 8
     with pytest.raises(ValueError, match=r"multiples of 8 \(the patch size\), got 68"):
         create_model("hrmedseg_t", img_size=68, patch_size=8)
+
+
+class RegisteredThresholdModel(ConstantThresholdModel):
+    """The same model with its architecture registered: it can be saved and loaded by name."""
+
+    def __init__(self, config: ModelConfig | None = None) -> None:
+        super().__init__()
+        if config is not None:
+            self.config = config
+
+
+@hrmedseg.register_architecture("registered_threshold")
+def build_registered_threshold(config: ModelConfig) -> RegisteredThresholdModel:
+    return RegisteredThresholdModel(config)
+
+
+def test_a_registered_architecture_is_built_saved_and_loaded_like_the_built_in_ones(tmp_path):
+    config = ModelConfig(name="registered_threshold", arch="registered_threshold", img_size=32, patch_size=1)
+    model = build_model(config)
+    assert type(model) is RegisteredThresholdModel and model.config == config
+    with torch.no_grad():
+        model.scale.fill_(3.0)
+    loaded = load_model(save_model(model, tmp_path / "m.safetensors"))
+    assert type(loaded) is RegisteredThresholdModel and loaded.scale.item() == 3.0
+    assert not hrmedseg.is_promptable(config)
+    with pytest.raises(ValueError, match="architecture 'registered_threshold' is registered already"):
+        hrmedseg.register_architecture("registered_threshold")(build_registered_threshold)
+
+
+def test_promptable_models_meet_the_promptable_contract():
+    sam = create_model("hrmedseg_sam_t", img_size=64)
+    assert isinstance(sam, hrmedseg.PromptableSegmentationModel) and hrmedseg.is_promptable(sam.config)
+    assert not hrmedseg.is_promptable(create_model("hrmedseg_detail_t").config)
+    with torch.no_grad():
+        images = torch.randn(1, 3, 64, 64)
+        direct = sam(images, boxes=torch.tensor([[4.0, 4.0, 40.0, 50.0]]), multimask_output=False)
+        embeddings = sam.image_encoder(images)
+        decoded = sam.decode(
+            embeddings, (64, 64), boxes=torch.tensor([[4.0, 4.0, 40.0, 50.0]]), multimask_output=False
+        )
+    torch.testing.assert_close(direct["masks"], decoded["masks"])
+    with pytest.raises(ValueError, match="Predictor needs a promptable model"):
+        hrmedseg.Predictor(create_model("hrmedseg_t"))

@@ -12,6 +12,7 @@ from hrmedseg.data.dataset import SegmentationDataset, random_window
 from hrmedseg.data.synthetic import make_synthetic_dataset
 from hrmedseg.errors import ConfigError
 from hrmedseg.evaluation.evaluate import evaluate
+from hrmedseg.inference.options import SegmenterOptions
 from hrmedseg.inference.tiling import Tiling
 from hrmedseg.training.config import TrainConfig, load_config
 from hrmedseg.training.engine import train
@@ -71,8 +72,10 @@ def mixed_sizes(tmp_path_factory):
 
 def test_dataset_windows_are_seeded_per_epoch_and_whole_images_keep_their_size(mixed_sizes):
     samples = list(find_dataset(mixed_sizes).samples.values())
-    stats = ((0.5,) * 3, (0.25,) * 3)
-    windows = SegmentationDataset(samples, (64, 64), 1, *stats, sampling="window", foreground=0.33)
+    stats = {"pixel_mean": (0.5,) * 3, "pixel_std": (0.25,) * 3}
+    windows = SegmentationDataset(
+        samples, (64, 64), num_classes=1, **stats, sampling="window", foreground=0.33
+    )
     large = next(i for i, s in enumerate(samples) if min(hrmedseg.data.read_image(s.image).shape[:2]) > 80)
     first = windows[large]
     assert first["image"].shape == (3, 64, 64) and first["mask"].shape == (64, 64)
@@ -80,12 +83,19 @@ def test_dataset_windows_are_seeded_per_epoch_and_whole_images_keep_their_size(m
     windows.set_epoch(1)
     assert not torch.equal(windows[large]["image"], first["image"])
 
-    whole = SegmentationDataset(samples, (64, 64), 1, *stats, sampling="whole")
+    whole = SegmentationDataset(samples, (64, 64), num_classes=1, **stats, sampling="whole")
     for index, sample in enumerate(samples[:4]):
         height, width = hrmedseg.data.read_image(sample.image).shape[:2]
         assert whole[index]["image"].shape == (3, height, width)
     with pytest.raises(ValueError, match="not augmented"):
-        SegmentationDataset(samples, (64, 64), 1, *stats, hrmedseg.data.AugmentConfig(), sampling="whole")
+        SegmentationDataset(
+            samples,
+            (64, 64),
+            num_classes=1,
+            **stats,
+            augmentation=hrmedseg.data.AugmentConfig(),
+            sampling="whole",
+        )
 
 
 def test_native_training_validates_tiled_and_its_model_predicts_tiled(tmp_path, mixed_sizes):
@@ -99,7 +109,12 @@ def test_native_training_validates_tiled_and_its_model_predicts_tiled(tmp_path, 
 
     # Validation Dice is what tiled evaluation of the best weights gives on the val split.
     summary = evaluate(
-        result["best"], mixed_sizes, tmp_path / "eval", split="val", device="cpu", progress=False
+        result["best"],
+        mixed_sizes,
+        tmp_path / "eval",
+        split="val",
+        options=SegmenterOptions(device="cpu"),
+        progress=False,
     )
     assert summary["tiling"]["overlap"] == Tiling().overlap
     assert result["best_dice"] == pytest.approx(summary["mean"]["dice"]["mean"], abs=1e-4)

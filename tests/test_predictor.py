@@ -23,7 +23,7 @@ def test_prompts_in_original_pixels_map_exactly_to_model_input(predictor, monkey
 
     def spy(image_size, grid_size, points=None, boxes=None, masks=None, batch_size=1):
         seen.update(image_size=image_size, points=points, boxes=boxes)
-        return original(image_size, grid_size, points, boxes, masks, batch_size)
+        return original(image_size, grid_size, points=points, boxes=boxes, masks=masks, batch_size=batch_size)
 
     monkeypatch.setattr(predictor.model.prompt_encoder, "forward", spy)
     masks, scores, low_res = predictor.predict(
@@ -66,7 +66,7 @@ def test_predict_needs_an_image_and_matching_labels(predictor):
     predictor.set_image(np.zeros((32, 32, 3), np.uint8))
     with pytest.raises(ValueError, match="one label per point"):
         predictor.predict(point_coords=np.array([[1.0, 2.0]]))
-    with pytest.raises(ValueError, match="needs an HRMedSegSAM"):
+    with pytest.raises(ValueError, match="Predictor needs a promptable model"):
         Predictor(hrmedseg.create_model("hrmedseg_t"))
 
 

@@ -86,7 +86,7 @@ def test_object_windows_enlarge_each_box_and_restrict_the_loss():
     assert object_windows(targets, margin=0.0, min_margin=2)[0].sum() == (4 + 4) * (10 + 4)
 
     # Outside the window, predictions do not matter.
-    loss = SegmentationLoss(1, 0.8, 0.2)
+    loss = SegmentationLoss(1, dice_weight=0.8, focal_weight=0.2)
     logits = torch.where(targets[:1], 5.0, -5.0).float().unsqueeze(1)
     noisy = logits.clone()
     noisy[0, 0, 30:, :] = 5.0  # false positives far from the object

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from hrmedseg.evaluation.evaluate import evaluate
+from hrmedseg.inference.options import SegmenterOptions
 from hrmedseg.training.config import load_config
 from hrmedseg.training.engine import train
 
@@ -29,7 +30,14 @@ def test_hc18_default_recipe_reaches_dice_092_in_twenty_epochs(tmp_path):
     result = train(config, progress=False)
     test_dice = {}
     for tta in ("none", "hflip"):
-        summary = evaluate(result["best"], HC18, tmp_path / tta, split="test", progress=False, tta=tta)
+        summary = evaluate(
+            result["best"],
+            HC18,
+            tmp_path / tta,
+            split="test",
+            progress=False,
+            options=SegmenterOptions(tta=tta),
+        )
         test_dice[tta] = summary["mean"]["dice"]["mean"]
     print(f"hc18 test Dice {test_dice} (best val Dice {result['best_dice']:.4f})")
     assert test_dice["none"] >= 0.92

@@ -105,3 +105,19 @@ def test_the_next_run_removes_temporaries_of_an_interrupted_write(finished_run, 
     stale.write_bytes(b"")
     assert cli_main(["train", "--resume", "--output", str(finished_run), "--quiet"]) == 0
     assert not stale.exists() and (finished_run / "last.safetensors").is_file()
+
+
+def test_config_yaml_marks_the_fields_without_effect_and_reads_back_unchanged(tmp_path):
+    from hrmedseg.training.config import load_config
+
+    cosine = TrainConfig(data="d", output="o", schedule="cosine", num_classes=3)
+    cosine.save(tmp_path / "cosine.yaml")
+    text = (tmp_path / "cosine.yaml").read_text()
+    assert "lr_gamma: 0.98  # unused: the schedule is cosine" in text
+    assert "focal_weight: 0.2  # unused: multi-class models use ce_weight" in text
+    assert "\nwarmup: 0.05\n" in text and "\nce_weight: 0.2\n" in text
+    assert load_config(tmp_path / "cosine.yaml", TrainConfig) == cosine
+
+    TrainConfig(data="d", output="o", schedule="exponential").save(tmp_path / "exp.yaml")
+    text = (tmp_path / "exp.yaml").read_text()
+    assert "warmup: 0.05  # unused: the schedule is exponential" in text and "\nlr_gamma: 0.98\n" in text

@@ -39,7 +39,9 @@ class BatchRecorder(nn.Module):
 def test_blended_logits_equal_monais_sliding_window_inference(size, blend, overlap):
     model = BatchRecorder()
     image = torch.randn(3, *size, generator=torch.Generator().manual_seed(1))
-    ours = sliding_window_logits(model, image, (64, 64), Tiling(overlap, blend), batch_size=3, device=CPU)
+    ours = sliding_window_logits(
+        model, image, (64, 64), tiling=Tiling(overlap, blend), batch_size=3, device=CPU
+    )
     with torch.no_grad():
         reference = sliding_window_inference(
             image[None], (64, 64), 3, model.net, overlap=overlap, mode=blend
@@ -105,7 +107,7 @@ def test_cli_predict_and_evaluate_tile_large_images(tmp_path, capsys):
     for argv, message in (
         ([*predict, "--output", out, "--overlap", "0.5"], "--overlap and --blend set up --tile"),
         (["predict", "--onnx", str(tmp_path / "m.onnx"), "--input", str(data), "--output", out,
-          "--prompts", str(data)], "--prompts needs a --checkpoint"),
+          "--prompts", str(data)], "prompts need an HRMedSegSAM checkpoint; an ONNX graph runs"),
         ([*evaluate[:2], str(sam), *evaluate[3:], "--output", str(tmp_path / "e2"), "--tile"],
          "tiled prediction is for automatic models"),
         ([*predict, "--output", out, "--tile", "--overlap", "1.5"], "overlap must be in [0, 1)"),

@@ -60,9 +60,9 @@ def test_slices_along_any_axis_with_a_ct_window(tmp_path, axis):
     assert loaded.spacing == pytest.approx(SPACING)
     slice_shape = tuple(np.delete(np.array(SHAPE), axis))
     segmenter = Segmenter(ThresholdModel(slice_shape), "cpu")
-    mask = segment_volume(segmenter, loaded, axis, window=(40.0, 400.0))  # soft tissue: -160 .. 240 HU
+    mask = segment_volume(segmenter, loaded, axis=axis, window=(40.0, 400.0))  # soft tissue: -160 .. 240 HU
     np.testing.assert_array_equal(mask, loaded.data > 40)
-    minmax = segment_volume(segmenter, loaded, axis)
+    minmax = segment_volume(segmenter, loaded, axis=axis)
     unit = (loaded.data - loaded.data.min()) / (loaded.data.max() - loaded.data.min())
     np.testing.assert_array_equal(minmax, unit > 0.5)
 
@@ -107,7 +107,7 @@ def test_3d_metrics_match_monai_in_millimetres():
     rng = np.random.default_rng(3)
     _, truth = ct_like()
     pred = np.roll(truth, 2, axis=0) | (rng.random(SHAPE) > 0.995)
-    (row,) = case_metrics(pred.astype(np.uint8), truth, 1, SPACING)
+    (row,) = case_metrics(pred.astype(np.uint8), truth, 1, spacing=SPACING)
 
     def one_hot(mask):
         return torch.from_numpy(np.stack([1 - mask, mask]).astype(np.float32))[None]

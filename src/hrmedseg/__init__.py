@@ -14,7 +14,16 @@ __version__ = "0.1.0"
 # Public name -> the module that defines it.
 _EXPORTS = {
     **dict.fromkeys(
-        ("ModelConfig", "build_model", "create_model", "get_model_config", "list_models"), ".build"
+        (
+            "ModelConfig",
+            "build_model",
+            "create_model",
+            "get_model_config",
+            "is_promptable",
+            "list_models",
+            "register_architecture",
+        ),
+        ".build",
     ),
     **dict.fromkeys(
         (
@@ -40,10 +49,20 @@ _EXPORTS = {
         ".errors",
     ),  # fmt: skip
     "Predictor": ".inference.predictor",
+    "SegmenterOptions": ".inference.options",
+    "predict_files": ".inference.predict",
+    "evaluate_dataset": ".evaluation.entry",
     "PromptedSegmenter": ".inference.prompted",
     "Segmenter": ".inference.segmenter",
     **dict.fromkeys(
-        ("AutomaticSegmentationModel", "HRMedSeg", "HRMedSegDetail", "HRMedSegSAM", "SegmentationModel"),
+        (
+            "AutomaticSegmentationModel",
+            "HRMedSeg",
+            "HRMedSegDetail",
+            "HRMedSegSAM",
+            "PromptableSegmentationModel",
+            "SegmentationModel",
+        ),
         ".modeling",
     ),
 }
@@ -63,18 +82,24 @@ __all__ = [
     "ModelConfig",
     "OutputError",
     "Predictor",
+    "PromptableSegmentationModel",
     "PromptedSegmenter",
     "SegmentationModel",
     "Segmenter",
+    "SegmenterOptions",
     "build_model",
     "count_flops",
     "count_parameters",
     "create_model",
+    "evaluate_dataset",
     "get_model_config",
+    "is_promptable",
     "list_models",
     "load_encoder_weights",
     "load_model",
     "load_sam_prompt_encoder",
+    "predict_files",
+    "register_architecture",
     "save_model",
 ]  # the keys of _EXPORTS (a test checks)
 
@@ -92,7 +117,15 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # what static analysis and IDEs see
-    from .build import ModelConfig, build_model, create_model, get_model_config, list_models
+    from .build import (
+        ModelConfig,
+        build_model,
+        create_model,
+        get_model_config,
+        is_promptable,
+        list_models,
+        register_architecture,
+    )
     from .checkpoint import (
         CheckpointMismatchError,
         load_encoder_weights,
@@ -110,6 +143,9 @@ if TYPE_CHECKING:  # what static analysis and IDEs see
         MissingDependencyError,
         OutputError,
     )
+    from .evaluation.entry import evaluate_dataset
+    from .inference.options import SegmenterOptions
+    from .inference.predict import predict_files
     from .inference.predictor import Predictor
     from .inference.prompted import PromptedSegmenter
     from .inference.segmenter import Segmenter
@@ -118,5 +154,6 @@ if TYPE_CHECKING:  # what static analysis and IDEs see
         HRMedSeg,
         HRMedSegDetail,
         HRMedSegSAM,
+        PromptableSegmentationModel,
         SegmentationModel,
     )

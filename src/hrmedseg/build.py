@@ -8,15 +8,26 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from .errors import ConfigError, UnknownOptionError
-from .modeling import ECMDecoder, HRMedSeg, HRMedSegSAM, LGViT, PromptEncoder
+from .modeling import ECMDecoder, HRMedSeg, HRMedSegSAM, LGViT, PromptEncoder, SegmentationModel
 from .modeling.config import ARCHITECTURES, ModelConfig
 from .modeling.detail import DetailDecoder, DetailStem
 from .modeling.hrmedseg_detail import HRMedSegDetail
 
-__all__ = ["ARCHITECTURES", "ModelConfig", "build_model", "create_model", "get_model_config", "list_models"]
+__all__ = [
+    "ARCHITECTURES",
+    "ModelConfig",
+    "build_model",
+    "create_model",
+    "get_model_config",
+    "is_promptable",
+    "list_models",
+    "register_architecture",
+]
 
 _SIZES: dict[str, dict[str, Any]] = {
     # Head counts keep every head's width even, so no RoPE pair is split between two heads.
@@ -52,12 +63,67 @@ def get_model_config(name: str, **overrides: Any) -> ModelConfig:
     return dataclasses.replace(_REGISTRY[name], **overrides)
 
 
-def build_model(config: ModelConfig) -> HRMedSeg | HRMedSegSAM:
+@dataclass(frozen=True)
+class Architecture:
+    """How to build the models of one ``ModelConfig.arch``, and whether they take prompts."""
+
+    build: Callable[[ModelConfig], SegmentationModel]
+    promptable: bool
+
+
+_ARCHITECTURES: dict[str, Architecture] = {}
+
+
+def register_architecture(
+    name: str, *, promptable: bool = False
+) -> Callable[[Callable[[ModelConfig], SegmentationModel]], Callable[[ModelConfig], SegmentationModel]]:
+    """Register a builder ``(config) -> model`` for the configs whose ``arch`` is ``name``, so that
+    :func:`build_model` and :func:`hrmedseg.load_model` rebuild its models.
+
+    Args:
+        name: the ``ModelConfig.arch`` value the builder handles.
+        promptable: whether the models implement
+            :class:`~hrmedseg.modeling.PromptableSegmentationModel` (else
+            :class:`~hrmedseg.modeling.AutomaticSegmentationModel`).
+
+    Example:
+        >>> @register_architecture("my_unet")
+        ... def build_my_unet(config: ModelConfig) -> MyUNet:
+        ...     return MyUNet(config)
+    """
+
+    def register(
+        build: Callable[[ModelConfig], SegmentationModel],
+    ) -> Callable[[ModelConfig], SegmentationModel]:
+        if name in _ARCHITECTURES:
+            raise ConfigError(f"architecture {name!r} is registered already")
+        _ARCHITECTURES[name] = Architecture(build, promptable)
+        return build
+
+    return register
+
+
+def is_promptable(config: ModelConfig) -> bool:
+    """Whether the models of ``config`` take prompts, from their registered architecture."""
+    return _architecture(config).promptable
+
+
+def _architecture(config: ModelConfig) -> Architecture:
+    if config.arch not in _ARCHITECTURES:
+        raise ConfigError(
+            f"unknown arch {config.arch!r}; registered architectures: {', '.join(sorted(_ARCHITECTURES))}"
+        )
+    return _ARCHITECTURES[config.arch]
+
+
+def build_model(config: ModelConfig) -> SegmentationModel:
     """Instantiate the model a config describes (random initialisation)."""
-    if config.arch not in ARCHITECTURES:
-        raise ConfigError(f"unknown arch {config.arch!r}; expected one of {ARCHITECTURES}")
+    return _architecture(config).build(config)
+
+
+def _encoder(config: ModelConfig) -> LGViT:
     early_convs = "early_convs" in config.detail
-    encoder = LGViT(
+    return LGViT(
         in_chans=config.detail_chans[1] if early_convs else config.in_chans,
         embed_dim=config.embed_dim,
         patch_size=config.patch_size // 4 if early_convs else config.patch_size,
@@ -68,34 +134,50 @@ def build_model(config: ModelConfig) -> HRMedSeg | HRMedSegSAM:
         drop_path_rate=config.drop_path_rate,
         out_chans=config.decoder_dim,
     )
-    sam = config.arch == "hrmedseg_sam"
-    decoder_options = {
-        "num_mask_tokens": 1 + config.num_multimask_outputs if sam else config.num_classes,
+
+
+def _decoder_options(config: ModelConfig, num_mask_tokens: int) -> dict[str, Any]:
+    return {
+        "num_mask_tokens": num_mask_tokens,
         "transformer_dim": config.decoder_dim,
         "transformer_depth": config.decoder_depth,
         "num_heads": config.decoder_heads,
         "mlp_dim": config.decoder_mlp_dim,
         "pool_sizes": config.pool_sizes,
     }
-    if config.detail:
-        decoder = DetailDecoder(
-            skip_chans=config.detail_chans,
-            skips="skips" in config.detail,
-            full_res_head="full_res_head" in config.detail,
-            head_dim=config.detail_head_dim,
-            **decoder_options,
-        )
-        return HRMedSegDetail(DetailStem(config.in_chans, config.detail_chans), encoder, decoder, config)
-    decoder = ECMDecoder(**decoder_options)
-    if sam:
-        prompt_encoder = PromptEncoder(config.decoder_dim, config.mask_in_chans, config.box_region_prompt)
-        return HRMedSegSAM(encoder, prompt_encoder, decoder, config)
-    return HRMedSeg(encoder, decoder, config)
+
+
+@register_architecture("hrmedseg")
+def _build_hrmedseg(config: ModelConfig) -> HRMedSeg:
+    return HRMedSeg(_encoder(config), ECMDecoder(**_decoder_options(config, config.num_classes)), config)
+
+
+@register_architecture("hrmedseg_sam", promptable=True)
+def _build_hrmedseg_sam(config: ModelConfig) -> HRMedSegSAM:
+    # Parts built in this order, so that a seed gives the same initial weights as ever.
+    encoder = _encoder(config)
+    # One single-mask token plus the multimask ones, as in SAM.
+    decoder = ECMDecoder(**_decoder_options(config, 1 + config.num_multimask_outputs))
+    prompt_encoder = PromptEncoder(config.decoder_dim, config.mask_in_chans, config.box_region_prompt)
+    return HRMedSegSAM(encoder, prompt_encoder, decoder, config)
+
+
+@register_architecture("hrmedseg_detail")
+def _build_hrmedseg_detail(config: ModelConfig) -> HRMedSegDetail:
+    encoder = _encoder(config)
+    decoder = DetailDecoder(
+        skip_chans=config.detail_chans,
+        skips="skips" in config.detail,
+        full_res_head="full_res_head" in config.detail,
+        head_dim=config.detail_head_dim,
+        **_decoder_options(config, config.num_classes),
+    )
+    return HRMedSegDetail(DetailStem(config.in_chans, config.detail_chans), encoder, decoder, config)
 
 
 def create_model(
     name: str, num_classes: int = 1, img_size: int | tuple[int, int] = 1024, **overrides: Any
-) -> HRMedSeg | HRMedSegSAM:
+) -> SegmentationModel:
     """Build a registered model by name.
 
     Args:

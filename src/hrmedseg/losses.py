@@ -7,9 +7,19 @@ All losses are computed in float32, also when the model ran under autocast.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from .errors import ConfigError
+
+# A loss is built from the number of classes and the weights of a training config, and maps
+# (B, K, H, W) logits and (B, H, W) integer targets to a scalar.
+LossBuilder = Callable[..., nn.Module]
+_LOSSES: dict[str, LossBuilder] = {}
+DEFAULT_LOSS = "dice_focal"
 
 
 def soft_dice(
@@ -106,6 +116,7 @@ class SegmentationLoss(nn.Module):
     def __init__(
         self,
         num_classes: int,
+        *,
         dice_weight: float = 0.8,
         focal_weight: float = 0.2,
         ce_weight: float = 0.2,
@@ -132,6 +143,43 @@ class SegmentationLoss(nn.Module):
             return self.dice_weight * (1 - dice) + self.focal_weight * focal
         dice = soft_dice(logits.softmax(1), one_hot(target, self.num_classes), self.smooth)[1:].mean()
         return self.dice_weight * (1 - dice) + self.ce_weight * F.cross_entropy(logits, target.long())
+
+
+def register_loss(name: str) -> Callable[[LossBuilder], LossBuilder]:
+    """Register a loss under ``name``, the value of a training config's ``loss:`` key.
+
+    The builder is called as ``builder(num_classes, dice_weight=..., focal_weight=...,
+    ce_weight=...)`` with the config's values (it may ignore the weights) and returns a module
+    ``loss(logits (B, K, H, W), target (B, H, W) int) -> scalar``.
+
+    Example:
+        >>> @register_loss("dice_only")
+        ... def dice_only(num_classes: int, **weights: float) -> nn.Module:
+        ...     return SegmentationLoss(num_classes, dice_weight=1.0, focal_weight=0.0, ce_weight=0.0)
+    """
+
+    def register(builder: LossBuilder) -> LossBuilder:
+        if name in _LOSSES:
+            raise ConfigError(f"loss {name!r} is registered already")
+        _LOSSES[name] = builder
+        return builder
+
+    return register
+
+
+def build_loss(
+    name: str, num_classes: int, *, dice_weight: float, focal_weight: float, ce_weight: float
+) -> nn.Module:
+    """The registered loss ``name`` for a ``num_classes`` model, with a config's term weights."""
+    if name not in _LOSSES:
+        raise ConfigError(f"unknown loss {name!r}; registered losses: {', '.join(sorted(_LOSSES))}")
+    return _LOSSES[name](num_classes, dice_weight=dice_weight, focal_weight=focal_weight, ce_weight=ce_weight)
+
+
+@register_loss(DEFAULT_LOSS)
+def _dice_focal(num_classes: int, **weights: float) -> SegmentationLoss:
+    """The paper's loss: Dice + focal (binary), Dice + cross-entropy (multi-class)."""
+    return SegmentationLoss(num_classes, **weights)
 
 
 def hard_masks(logits: torch.Tensor) -> torch.Tensor:

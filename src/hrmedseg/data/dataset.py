@@ -219,6 +219,7 @@ def cross_validation_split(
     split: dict[str, list[str]],
     folds: int,
     fold: int,
+    *,
     seed: int,
     group: Callable[[str], str] = lambda stem: stem,
 ) -> dict[str, list[str]]:
@@ -343,6 +344,7 @@ class SegmentationDataset(Dataset):
         self,
         samples: list[Sample],
         size: tuple[int, int],
+        *,
         num_classes: int,
         pixel_mean: tuple[float, float, float],
         pixel_std: tuple[float, float, float],

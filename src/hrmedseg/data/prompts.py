@@ -19,16 +19,16 @@ def label_objects(mask: np.ndarray) -> tuple[np.ndarray, int]:
 
 
 def prompts_from_mask(
-    mask: np.ndarray, box_jitter: float = 0.0, rng: np.random.Generator | None = None, min_area: int = 1
+    mask: np.ndarray, *, box_jitter: float = 0.0, rng: np.random.Generator | None = None, min_area: int = 1
 ) -> tuple[np.ndarray, np.ndarray]:
     """Boxes (N, 4) and points (N, 2), one per connected component of ``mask > 0``, in the order
     of the labels of :func:`label_objects` (top-to-bottom, left-to-right by first pixel); see
     :func:`prompts_from_labels`."""
-    return prompts_from_labels(label_objects(mask)[0], box_jitter, rng, min_area)
+    return prompts_from_labels(label_objects(mask)[0], box_jitter=box_jitter, rng=rng, min_area=min_area)
 
 
 def prompts_from_labels(
-    labels: np.ndarray, box_jitter: float = 0.0, rng: np.random.Generator | None = None, min_area: int = 1
+    labels: np.ndarray, *, box_jitter: float = 0.0, rng: np.random.Generator | None = None, min_area: int = 1
 ) -> tuple[np.ndarray, np.ndarray]:
     """Boxes (N, 4) and points (N, 2), one per object of a label image (0 = background, objects
     1..N without gaps, as :func:`label_objects` and :func:`consecutive_labels` give), in label order.

@@ -28,6 +28,7 @@ def _ellipse(shape: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
 
 def make_synthetic_dataset(
     root: str | Path,
+    *,
     num_images: int = 40,
     num_classes: int = 1,
     size_range: tuple[int, int] = (96, 160),

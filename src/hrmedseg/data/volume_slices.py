@@ -44,6 +44,7 @@ def slice_case(stem: str) -> str:
 def slice_volume_dataset(
     data: str | Path,
     target: str | Path,
+    *,
     axis: int = -1,
     window: tuple[float, float] | None = None,
     empty_share: float = 0.25,

@@ -72,6 +72,7 @@ class OnnxSegmenter(MaskPredictor):
     def __init__(
         self,
         path: str | os.PathLike,
+        *,
         batch_size: int = 4,
         threads: int | None = None,
         tta: str = "none",

@@ -79,6 +79,7 @@ class UnlabeledImages(Dataset):
         self,
         root: str | Path,
         files: list[str],
+        *,
         size: tuple[int, int],
         pixel_mean: tuple[float, ...],
         pixel_std: tuple[float, ...],

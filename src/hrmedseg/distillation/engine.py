@@ -105,6 +105,7 @@ def fill_cache(
     cache: EmbeddingCache,
     root: Path,
     embed: Callable[[torch.Tensor], torch.Tensor],
+    *,
     pixel_mean: tuple[float, ...],
     pixel_std: tuple[float, ...],
     batch_size: int,
@@ -119,7 +120,9 @@ def fill_cache(
     total = sum(len(cache.shard_files(k)) for k in shards)
     bar = tqdm(total=total, desc="teacher -> cache", unit="img", disable=not progress or not total)
     for shard in shards:
-        images = UnlabeledImages(root, cache.shard_files(shard), size, pixel_mean, pixel_std)
+        images = UnlabeledImages(
+            root, cache.shard_files(shard), size=size, pixel_mean=pixel_mean, pixel_std=pixel_std
+        )
         outputs = []
         for batch in DataLoader(images, batch_size, num_workers=num_workers):
             outputs.append(embed(batch["image"].to(device)).to("cpu", torch.float16))
@@ -166,6 +169,7 @@ def _resolve_split(
 
 def distill(
     config: DistillConfig,
+    *,
     resume: bool = False,
     progress: bool = True,
     overwrite: bool = False,
@@ -232,8 +236,9 @@ def distill(
         if not cache.complete:
             started = time.perf_counter()
             done = fill_cache(
-                cache, root, _teacher_embed(get_teacher(), amp_dtype), mean, std, config.batch_size,
-                config.num_workers, device, ctx, progress and ctx.is_main,
+                cache, root, _teacher_embed(get_teacher(), amp_dtype), pixel_mean=mean, pixel_std=std,
+                batch_size=config.batch_size, num_workers=config.num_workers, device=device, ctx=ctx,
+                progress=progress and ctx.is_main,
             )  # fmt: skip
             if progress and ctx.is_main:
                 print(f"teacher embeddings of {done} image(s) cached in {cache.root} "
@@ -252,8 +257,9 @@ def distill(
             images = batch["image"].to(device)
             return images, embed(images)
 
-    train_set = UnlabeledImages(root, split["train"], size, mean, std, cache, index)
-    val_set = UnlabeledImages(root, split["val"], size, mean, std, cache, index)
+    images = {"size": size, "pixel_mean": mean, "pixel_std": std, "cache": cache, "cache_index": index}
+    train_set = UnlabeledImages(root, split["train"], **images)
+    val_set = UnlabeledImages(root, split["val"], **images)
     sampler = DistributedSampler(
         train_set, ctx.world_size, ctx.rank, shuffle=True, seed=config.seed, drop_last=True
     )
@@ -276,12 +282,14 @@ def distill(
         trained = DistributedDataParallel(objective, device_ids=[device] if device.type == "cuda" else None)
 
     loop = EpochLoop(
-        trained, student, optimizer, scheduler, scaler, train_loader,
+        trained=trained, module=student, optimizer=optimizer, scheduler=scheduler, scaler=scaler,
+        train_loader=train_loader,
         validate=lambda: validate_distillation(objective, val_loader, prepare),
         score=Score("val_loss", maximize=False), device=device, epoch_aware=(sampler,),
         accumulate=config.accumulate, clip_grad=config.clip_grad, val_every=config.val_every, prepare=prepare,
     )  # fmt: skip
     return run_epochs(
-        loop, model, config, output, ctx, split, resume, changes, command="distill", progress=progress,
+        loop, model, config, output=output, ctx=ctx, split=split, resume=resume, changes=changes,
+        command="distill", progress=progress,
         on_epoch_end=on_epoch_end, log_columns=LOG_COLUMNS, encoder_only=True,
     )  # fmt: skip

@@ -30,6 +30,7 @@ from tqdm import tqdm
 from ..data import DatasetIndex, Sample, find_dataset, read_image, read_mask, sample_problems
 from ..data.dataset import read_split_file
 from ..errors import ConfigError, DataError
+from ..inference.options import SegmenterOptions
 from ..inference.overlay import overlay
 from ..inference.postprocess import Postprocessing
 from ..inference.prompted import (
@@ -41,7 +42,6 @@ from ..inference.prompted import (
     refuse_automatic_options,
 )
 from ..inference.segmenter import Segmenter
-from ..inference.tiling import Tiling
 from ..output import FAILURES_FILE, ensure_output_folder, raise_if_nothing_done, write_failures
 from .metrics import DEFAULT_NSD_TOLERANCE, METRIC_NAMES, PHYSICAL_METRIC_NAMES, case_metrics, summarise
 from .objects import (
@@ -60,31 +60,27 @@ from .objects import (
 
 def _load_segmenter(
     checkpoint: str | Path | list[str | Path] | Segmenter | PromptedSegmenter,
-    device: str,
-    batch_size: int,
+    options: SegmenterOptions | None,
     prompts: str | None,
-    tiling: Tiling | None,
-    compile_mode: str = "none",
-    tta: str = "none",
-    postprocessing: Postprocessing | None = None,
 ) -> tuple[Segmenter | PromptedSegmenter, str | None]:
     """The segmenter for a model file (or the one given) and the prompt kind it will use."""
     if isinstance(checkpoint, Segmenter | PromptedSegmenter):
+        if options is not None:
+            raise ConfigError("a ready segmenter brings its own settings; leave options out")
         segmenter = checkpoint
     else:
+        options = options or SegmenterOptions()
         paths = checkpoint if isinstance(checkpoint, list) else [checkpoint]
         prompted = prompted_model_file(paths)
         if prompted is not None:
-            segmenter = PromptedSegmenter.from_checkpoint(prompted, device)
+            refuse_automatic_options(options.tiling, options.tta, options.postprocessing)
+            segmenter = PromptedSegmenter.from_checkpoint(prompted, options.device)
         else:
-            segmenter = Segmenter.from_checkpoint(
-                paths, device, batch_size, tiling, compile_mode, tta, postprocessing
-            )
+            segmenter = options.segmenter(paths)
     if isinstance(segmenter, Segmenter):
         if prompts is not None:
             raise ConfigError("prompts are for HRMedSegSAM models; this model segments without prompts")
         return segmenter, None
-    refuse_automatic_options(tiling, tta, postprocessing)
     prompts = prompts or "box"
     if prompts not in (*GT_PROMPT_KINDS, "json"):
         raise ConfigError(f"prompts must be one of {(*GT_PROMPT_KINDS, 'json')}, got {prompts!r}")
@@ -169,6 +165,7 @@ def usable_cases(
 def score_cases(
     pairs: Iterable[tuple[Sample, np.ndarray]],
     total: int,
+    *,
     index: DatasetIndex,
     num_classes: int,
     nsd_tolerance: float,
@@ -184,10 +181,10 @@ def score_cases(
     for sample, pred in tqdm(pairs, total=total, disable=not progress, desc="evaluate", unit="image"):
         truth = read_mask(sample.mask)
         spacing = index.spacing.get(sample.stem)
-        for row in case_metrics(pred, truth, num_classes, spacing, nsd_tolerance):
+        for row in case_metrics(pred, truth, num_classes, spacing=spacing, nsd_tolerance=nsd_tolerance):
             rows.append({"case": sample.stem, "height": truth.shape[0], "width": truth.shape[1], **row})
         if overlays:
-            picture = overlay(read_image(sample.image), pred, truth)
+            picture = overlay(read_image(sample.image), pred, truth=truth)
             Image.fromarray(picture).save(output / "overlays" / f"{sample.stem}.png")
     return rows
 
@@ -196,40 +193,43 @@ def evaluate(
     checkpoint: str | Path | list[str | Path] | Segmenter | PromptedSegmenter,
     data: str | Path,
     output: str | Path,
+    *,
     split: str = "test",
-    overlays: bool = False,
-    device: str = "auto",
-    batch_size: int = 4,
-    progress: bool = True,
+    split_file: str | Path | None = None,
+    options: SegmenterOptions | None = None,
     prompts: str | None = None,
     prompt_dir: str | Path | None = None,
-    tiling: Tiling | None = None,
-    compile_mode: str = "none",
-    tta: str = "none",
+    overlays: bool = False,
     nsd_tolerance: float = DEFAULT_NSD_TOLERANCE,
-    postprocessing: Postprocessing | None = None,
-    split_file: str | Path | None = None,
+    progress: bool = True,
 ) -> dict[str, Any]:
-    """Segment the ``split`` cases of ``data`` (``"all"``: every case) and score them.
+    """Segment the ``split`` cases of ``data`` with a model and score them at original size.
 
-    ``checkpoint`` is a model file, a list of them (automatic models: their ensemble, see
-    :class:`Segmenter`), or a ready :class:`Segmenter` / :class:`PromptedSegmenter`
-    (then ``device``, ``batch_size``, ``tiling``, ``tta`` and ``postprocessing`` are its own).
-    ``prompts`` and ``prompt_dir`` apply to HRMedSegSAM models (see the module docstring).
-    ``tiling`` segments each image at its own resolution by sliding windows (automatic models; see
-    :mod:`hrmedseg.inference.tiling`); ``compile_mode`` runs an automatic model through
-    ``torch.compile`` (see ``runtime.COMPILE_MODES``); ``tta`` averages its logits over flipped
-    copies of each image ("hflip" or "flips", see :class:`Segmenter`); ``postprocessing`` cleans
-    each predicted mask before it is scored (see :mod:`hrmedseg.inference.postprocess`).
-    ``nsd_tolerance`` is NSD's tolerance in pixels (and in millimetres for ``nsd_mm``; see
-    :mod:`hrmedseg.evaluation.metrics`). ``split_file`` replaces the dataset's ``split.json``
-    (e.g. with the one a training run wrote). Returns the summary that is also written to
-    ``summary.json``.
+    Args:
+        checkpoint: a model file, a list of them (automatic models: their ensemble, see
+            :class:`Segmenter`), or a ready :class:`Segmenter` / :class:`PromptedSegmenter`
+            (which brings its own settings; then ``options`` must be left out).
+        data: the dataset folder (``images/``, ``masks/``, optionally ``split.json``).
+        output: the folder for ``metrics.csv``, ``summary.json`` and ``summary.md``.
+        split: "train", "val", "test" or "all" (every case).
+        split_file: a split file to use instead of the dataset's ``split.json`` (e.g. the one a
+            training run wrote).
+        options: how an automatic model runs (device, batch, tiling, flips, postprocessing; see
+            :class:`~hrmedseg.inference.options.SegmenterOptions`); an HRMedSegSAM model takes
+            only the device.
+        prompts: HRMedSegSAM models: "box" (default), "point" or "box+point" per ground-truth
+            object, or "json" for the files in ``prompt_dir`` (see the module docstring).
+        prompt_dir: with ``prompts="json"``: the folder of ``<case>.json`` prompt files.
+        overlays: also write ``overlays/<case>.png``.
+        nsd_tolerance: NSD's tolerance in pixels (and in millimetres for ``nsd_mm``; see
+            :mod:`hrmedseg.evaluation.metrics`).
+        progress: show a progress bar.
+
+    Returns:
+        The summary that is also written to ``summary.json``.
     """
     check_nsd_tolerance(nsd_tolerance)
-    segmenter, prompts = _load_segmenter(
-        checkpoint, device, batch_size, prompts, tiling, compile_mode, tta, postprocessing
-    )
+    segmenter, prompts = _load_segmenter(checkpoint, options, prompts)
     if isinstance(checkpoint, list):
         checkpoint = [str(p) for p in checkpoint] if len(checkpoint) > 1 else str(checkpoint[0])
     elif not isinstance(checkpoint, str | Path):
@@ -256,12 +256,13 @@ def evaluate(
     object_rows: list[dict[str, Any]] = []
     pairs = zip(samples, _predictions(segmenter, samples, prompts, prompt_dir, object_rows), strict=True)
     rows = score_cases(
-        pairs, len(samples), index, segmenter.num_classes, nsd_tolerance, output, overlays, progress
-    )
+        pairs, len(samples), index=index, num_classes=segmenter.num_classes, nsd_tolerance=nsd_tolerance,
+        output=output, overlays=overlays, progress=progress,
+    )  # fmt: skip
     for row in rows if prompts is not None else []:
         row.update(case_object_means([r for r in object_rows if r["case"] == row["case"]]))
 
-    # A ready Segmenter brings its own tiling, flips and postprocessing.
+    # What the segmenter ran with (a ready one brings its own settings).
     if isinstance(segmenter, Segmenter):
         tiling, tta, postprocessing = segmenter.tiling, segmenter.tta, segmenter.postprocessing
     else:
@@ -290,7 +291,8 @@ def evaluate(
     if prompts is not None:
         about["objects_from"] = _objects_from(samples)
     return write_reports(
-        output, rows, ["height", "width"], about, failures, f"{_models(checkpoint)} on {description}",
+        output, rows, size_columns=["height", "width"], about=about, failures=failures,
+        description=f"{_models(checkpoint)} on {description}",
         object_rows=object_rows if prompts is not None else None,
     )  # fmt: skip
 
@@ -303,11 +305,11 @@ def check_nsd_tolerance(tolerance: float) -> None:
 def write_reports(
     output: Path,
     rows: list[dict[str, Any]],
+    *,
     size_columns: list[str],
     about: dict[str, Any],
     failures: list[str],
     description: str,
-    *,
     object_rows: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Write ``metrics.csv``, ``summary.json``, ``summary.md`` and ``failures.txt`` of scored
@@ -349,6 +351,8 @@ def write_reports(
             else []
         ),
         "",
+        _units_line(metric_keys, about["nsd_tolerance"]),
+        "",
         *([UNION_HEADING, ""] if object_rows is not None else []),
         "| class | " + " | ".join(metric_keys) + " |",
         "|---|" + "---|" * len(metric_keys),
@@ -367,6 +371,18 @@ def write_reports(
         lines += _object_table(summary["per_object"], len(object_rows), about["objects_from"])
     (output / "summary.md").write_text("\n".join(lines) + "\n")
     return summary
+
+
+def _units_line(metric_keys: list[str], nsd_tolerance: float) -> str:
+    """What the numbers of summary.md are in: a distance without its unit is no measurement."""
+    physical = any(k.endswith("_mm") for k in metric_keys)
+    return (
+        "hd95 and asd in pixels (voxels) at original resolution"
+        + ("; hd95_mm and asd_mm in millimetres" if physical else "")
+        + f"; nsd counts outline within {nsd_tolerance:g} pixels (voxels)"
+        + (f" and nsd_mm within {nsd_tolerance:g} mm" if physical else "")
+        + " of the other outline; mean ± standard deviation, then the median."
+    )
 
 
 UNION_HEADING = "Union of the object masks against the whole truth (the paper's protocol):"

@@ -55,6 +55,7 @@ def _ratio(numerator: float, denominator: float, both_empty: bool) -> float:
 def distance_metrics(
     pred: np.ndarray,
     truth: np.ndarray,
+    *,
     spacing: tuple[float, ...] | None = None,
     nsd_tolerance: float = DEFAULT_NSD_TOLERANCE,
 ) -> tuple[float, float, float]:
@@ -77,6 +78,7 @@ def distance_metrics(
 def binary_metrics(
     pred: np.ndarray,
     truth: np.ndarray,
+    *,
     spacing: tuple[float, ...] | None = None,
     nsd_tolerance: float = DEFAULT_NSD_TOLERANCE,
 ) -> dict[str, float]:
@@ -95,9 +97,11 @@ def binary_metrics(
         "precision": _ratio(tp, n_pred, both_empty),
         "recall": _ratio(tp, n_truth, both_empty),
     }
-    metrics["hd95"], metrics["asd"], metrics["nsd"] = distance_metrics(pred, truth, None, nsd_tolerance)
+    metrics["hd95"], metrics["asd"], metrics["nsd"] = distance_metrics(
+        pred, truth, nsd_tolerance=nsd_tolerance
+    )
     if spacing is not None:
-        physical = distance_metrics(pred, truth, spacing, nsd_tolerance)
+        physical = distance_metrics(pred, truth, spacing=spacing, nsd_tolerance=nsd_tolerance)
         metrics.update(zip(PHYSICAL_METRIC_NAMES, physical, strict=True))
     return metrics
 
@@ -106,6 +110,7 @@ def case_metrics(
     pred: np.ndarray,
     truth: np.ndarray,
     num_classes: int,
+    *,
     spacing: tuple[float, ...] | None = None,
     nsd_tolerance: float = DEFAULT_NSD_TOLERANCE,
 ) -> list[dict[str, float | int]]:
@@ -115,7 +120,7 @@ def case_metrics(
     rows = []
     for c in classes:
         p, t = (pred > 0, truth > 0) if num_classes == 1 else (pred == c, truth == c)
-        rows.append({"class": c, **binary_metrics(p, t, spacing, nsd_tolerance)})
+        rows.append({"class": c, **binary_metrics(p, t, spacing=spacing, nsd_tolerance=nsd_tolerance)})
     return rows
 
 

@@ -74,13 +74,14 @@ def evaluate_predictions(
     predictions: str | Path,
     data: str | Path,
     output: str | Path,
+    *,
     split: str = "test",
-    num_classes: int = 1,
-    overlays: bool = False,
-    progress: bool = True,
-    nsd_tolerance: float = DEFAULT_NSD_TOLERANCE,
-    postprocessing: Postprocessing | None = None,
     split_file: str | Path | None = None,
+    num_classes: int = 1,
+    postprocessing: Postprocessing | None = None,
+    overlays: bool = False,
+    nsd_tolerance: float = DEFAULT_NSD_TOLERANCE,
+    progress: bool = True,
 ) -> dict[str, Any]:
     """Score the ``split`` cases of ``data`` (``"all"``: every case; ``split_file`` replaces the
     dataset's split) with the masks in ``predictions``; ``postprocessing`` cleans each one first.
@@ -110,7 +111,10 @@ def evaluate_predictions(
             yield sample, postprocessing(pred)
 
     output = ensure_output_folder(output)
-    rows = score_cases(pairs(), len(present), index, num_classes, nsd_tolerance, output, overlays, progress)
+    rows = score_cases(
+        pairs(), len(present), index=index, num_classes=num_classes, nsd_tolerance=nsd_tolerance,
+        output=output, overlays=overlays, progress=progress,
+    )  # fmt: skip
     scored = len({r["case"] for r in rows})
     raise_if_nothing_done(scored, failures, f"'{split}' cases of {data} with predictions in {folder}")
     about = {
@@ -121,4 +125,11 @@ def evaluate_predictions(
         "nsd_tolerance": nsd_tolerance,
     }  # fmt: skip
     description = f"the masks in `{folder}` on `{data}` ({split}: {scored} cases)"
-    return write_reports(output, rows, ["height", "width"], about, failures, description)
+    return write_reports(
+        output,
+        rows,
+        size_columns=["height", "width"],
+        about=about,
+        failures=failures,
+        description=description,
+    )

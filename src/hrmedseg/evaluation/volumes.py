@@ -38,12 +38,13 @@ from .predictions import check_num_classes, checked_classes
 
 def _score_volumes(
     data: Path,
-    split: str,
-    num_classes: int,
     predict: Callable[[str, Volume], np.ndarray],
-    progress: bool,
-    nsd_tolerance: float,
+    *,
+    split: str,
     split_file: str | Path | None,
+    num_classes: int,
+    nsd_tolerance: float,
+    progress: bool,
 ) -> tuple[list[dict[str, Any]], list[str], int]:
     """Metric rows of ``predict(case, image)`` on each ``split`` volume, the problem of each
     unusable case (a :class:`DataError` of reading or predicting) and the number scored."""
@@ -69,7 +70,7 @@ def _score_volumes(
             failures.append(str(err))
             continue
         truth = np.rint(mask.data).astype(np.int64)
-        for row in case_metrics(pred, truth, num_classes, image.spacing, nsd_tolerance):
+        for row in case_metrics(pred, truth, num_classes, spacing=image.spacing, nsd_tolerance=nsd_tolerance):
             rows.append({"case": case, "shape": "x".join(map(str, image.data.shape)), **row})
     scored = len({r["case"] for r in rows})
     raise_if_nothing_done(scored, failures, f"'{split}' volumes of {data}")
@@ -80,13 +81,14 @@ def evaluate_volumes(
     segmenter: Segmenter,
     data: str | Path,
     output: str | Path,
+    *,
     split: str = "test",
+    split_file: str | Path | None = None,
     axis: int = -1,
     window: tuple[float, float] | None = None,
-    progress: bool = True,
-    checkpoint: str = "(in-memory model)",
     nsd_tolerance: float = DEFAULT_NSD_TOLERANCE,
-    split_file: str | Path | None = None,
+    checkpoint: str = "(in-memory model)",
+    progress: bool = True,
 ) -> dict[str, Any]:
     """Score ``segmenter`` on the ``split`` volumes of ``data`` (``"all"``: every case); writes and
     returns the same reports as :func:`~hrmedseg.evaluation.evaluate.evaluate` (``nsd_tolerance``:
@@ -94,8 +96,9 @@ def evaluate_volumes(
     split)."""
     data = Path(data)
     rows, failures, scored = _score_volumes(
-        data, split, segmenter.num_classes, lambda _, image: segment_volume(segmenter, image, axis, window),
-        progress, nsd_tolerance, split_file,
+        data, lambda _, image: segment_volume(segmenter, image, axis=axis, window=window), split=split,
+        split_file=split_file, num_classes=segmenter.num_classes, nsd_tolerance=nsd_tolerance,
+        progress=progress,
     )  # fmt: skip
     output = ensure_output_folder(output)
     about = {
@@ -104,7 +107,9 @@ def evaluate_volumes(
         "nsd_tolerance": nsd_tolerance,
     }  # fmt: skip
     description = f"`{checkpoint}` on `{data}` ({split}: {scored} volumes, 3-D metrics)"
-    return write_reports(output, rows, ["shape"], about, failures, description)
+    return write_reports(
+        output, rows, size_columns=["shape"], about=about, failures=failures, description=description
+    )
 
 
 def prediction_volumes(folder: Path) -> dict[str, Path]:
@@ -127,12 +132,13 @@ def evaluate_volume_predictions(
     predictions: str | Path,
     data: str | Path,
     output: str | Path,
+    *,
     split: str = "test",
-    num_classes: int = 1,
-    progress: bool = True,
-    nsd_tolerance: float = DEFAULT_NSD_TOLERANCE,
-    postprocessing: Postprocessing | None = None,
     split_file: str | Path | None = None,
+    num_classes: int = 1,
+    postprocessing: Postprocessing | None = None,
+    nsd_tolerance: float = DEFAULT_NSD_TOLERANCE,
+    progress: bool = True,
 ) -> dict[str, Any]:
     """Score a folder of predicted mask volumes (see :func:`prediction_volumes`; any tool's, on
     the scan's voxel grid) against the ``split`` volumes of ``data``; binary: any non-zero voxel
@@ -157,7 +163,13 @@ def evaluate_volume_predictions(
         return postprocessing(checked_classes(path, pred, num_classes))
 
     rows, failures, scored = _score_volumes(
-        data, split, num_classes, read_prediction, progress, nsd_tolerance, split_file
+        data,
+        read_prediction,
+        split=split,
+        split_file=split_file,
+        num_classes=num_classes,
+        nsd_tolerance=nsd_tolerance,
+        progress=progress,
     )
     output = ensure_output_folder(output)
     about = {
@@ -167,4 +179,6 @@ def evaluate_volume_predictions(
         "nsd_tolerance": nsd_tolerance,
     }  # fmt: skip
     description = f"the masks in `{folder}` on `{data}` ({split}: {scored} volumes, 3-D metrics)"
-    return write_reports(output, rows, ["shape"], about, failures, description)
+    return write_reports(
+        output, rows, size_columns=["shape"], about=about, failures=failures, description=description
+    )

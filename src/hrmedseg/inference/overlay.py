@@ -22,7 +22,7 @@ TRUTH_COLOUR = np.array([255, 225, 25], dtype=np.uint8)
 
 
 def overlay(
-    image: np.ndarray, mask: np.ndarray, truth: np.ndarray | None = None, alpha: float = 0.45
+    image: np.ndarray, mask: np.ndarray, *, truth: np.ndarray | None = None, alpha: float = 0.45
 ) -> np.ndarray:
     """(H, W, 3) uint8 picture of ``image`` (float RGB in [0, 1]) with ``mask`` classes tinted and,
     if given, the outline of ``truth`` (any non-zero value) in yellow."""

@@ -7,6 +7,7 @@ a folder is segmented by onnxruntime alone.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -16,9 +17,10 @@ from PIL import Image
 from tqdm import tqdm
 
 from ..data.io import IMAGE_SUFFIXES, read_image, write_mask
-from ..errors import DataError
+from ..errors import ConfigError, DataError
 from ..output import ensure_output_folder, raise_if_nothing_done, write_failures
 from .mask_predictor import MaskPredictor
+from .options import SegmenterOptions
 from .overlay import overlay
 
 if TYPE_CHECKING:  # imported only for the annotation, so the ONNX path runs without PyTorch
@@ -74,6 +76,7 @@ def predict_to_folder(
     segmenter: MaskPredictor,
     inputs: str | Path,
     output: str | Path,
+    *,
     probabilities: bool = False,
     overlays: bool = False,
     progress: bool = True,
@@ -130,9 +133,10 @@ def predict_prompted_to_folder(
     inputs: str | Path,
     prompts: str | Path,
     output: str | Path,
+    *,
     overlays: bool = False,
     progress: bool = True,
-) -> list[Path]:
+) -> FolderReport:
     """Prompted prediction with HRMedSegSAM (prompt JSON format in :mod:`.prompted`).
 
     Writes per image ``<stem>.png`` (the union of the objects, 0/255), ``<stem>_objects.png``
@@ -170,3 +174,86 @@ def predict_prompted_to_folder(
     write_failures(output, report.failures)
     raise_if_nothing_done(len(report.written), report.failures, "images")
     return report
+
+
+def predict_files(
+    inputs: str | Path,
+    output: str | Path,
+    *,
+    checkpoint: str | Path | Sequence[str | Path] | None = None,
+    onnx: str | Path | None = None,
+    prompts: str | Path | None = None,
+    options: SegmenterOptions | None = None,
+    probabilities: bool = False,
+    overlays: bool = False,
+    axis: int = -1,
+    window: tuple[float, float] | None = None,
+    progress: bool = True,
+) -> FolderReport:
+    """Segment an image, a folder of images or NIfTI volumes with whatever model is given: what
+    ``hrmedseg predict`` runs.
+
+    Args:
+        inputs: an image file or a folder of images, or a NIfTI volume (.nii, .nii.gz) or a
+            folder of them.
+        output: the folder for the masks (see :func:`predict_to_folder`,
+            :func:`predict_prompted_to_folder` and
+            :func:`~hrmedseg.inference.volumes.predict_volumes_to_folder` for what each writes).
+        checkpoint: a model file from ``hrmedseg train``; several automatic ones are an ensemble.
+            An HRMedSegSAM model file needs ``prompts``.
+        onnx: instead of ``checkpoint``, a graph from ``hrmedseg export`` (onnxruntime only).
+        prompts: HRMedSegSAM models: a folder of ``<stem>.json`` prompt files (or one file for
+            one image).
+        options: how an automatic model runs (device, batch, tiling, flips, postprocessing).
+        probabilities: also write ``<stem>_prob.npy`` (automatic models, 2-D images).
+        overlays: also write ``<stem>_overlay.png`` (2-D images).
+        axis: volumes: the array axis to slice along.
+        window: volumes: the intensity window (level, width); None: min-max per volume.
+        progress: show a progress bar.
+
+    Returns:
+        The files written and the inputs that could not be used.
+    """
+    from ..data.volumes import check_window, is_volume, volumes_in
+
+    options = options or SegmenterOptions()
+    if (checkpoint is None) == (onnx is None):
+        raise ConfigError("give a model: checkpoint (a model file) or onnx (an exported graph), not both")
+    checkpoints = [checkpoint] if isinstance(checkpoint, str | Path) else list(checkpoint or [])
+    if is_volume(inputs) or volumes_in(inputs):
+        if onnx is not None or prompts is not None:
+            raise ConfigError("NIfTI volumes are segmented by an automatic checkpoint (no onnx, no prompts)")
+        from .volumes import predict_volumes_to_folder
+
+        return predict_volumes_to_folder(
+            options.segmenter(checkpoints), inputs, output, axis=axis, window=check_window(window),
+            progress=progress,
+        )  # fmt: skip
+    if axis != -1 or window is not None:
+        raise ConfigError("axis and window are for NIfTI volumes (.nii, .nii.gz)")
+    if onnx is not None:
+        if prompts is not None:
+            raise ConfigError("prompts need an HRMedSegSAM checkpoint; an ONNX graph runs automatic models")
+        segmenter = options.onnx_segmenter(onnx)
+        return predict_to_folder(
+            segmenter, inputs, output, probabilities=probabilities, overlays=overlays, progress=progress
+        )
+    from .prompted import PromptedSegmenter, prompted_model_file, refuse_automatic_options
+
+    prompted = prompted_model_file(checkpoints)
+    if prompted is None:
+        if prompts is not None:
+            raise ConfigError("prompts are for HRMedSegSAM models; this model segments without prompts")
+        segmenter = options.segmenter(checkpoints)
+        return predict_to_folder(
+            segmenter, inputs, output, probabilities=probabilities, overlays=overlays, progress=progress
+        )
+    refuse_automatic_options(options.tiling, options.tta, options.postprocessing)
+    if prompts is None:
+        raise ConfigError(
+            "an HRMedSegSAM model needs prompts: a folder of <stem>.json files (or one file for one image)"
+        )
+    segmenter = PromptedSegmenter.from_checkpoint(prompted, options.device)
+    return predict_prompted_to_folder(
+        segmenter, inputs, prompts, output, overlays=overlays, progress=progress
+    )

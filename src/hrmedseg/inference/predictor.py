@@ -22,7 +22,7 @@ from ..checkpoint import load_model
 from ..data.io import as_float_rgb, read_image
 from ..data.transforms import image_to_tensor, normalize
 from ..errors import ConfigError
-from ..modeling import HRMedSegSAM
+from ..modeling import PromptableSegmentationModel
 from ..runtime import resolve_device
 
 ImageInput = np.ndarray | str | Path
@@ -38,9 +38,12 @@ class Predictor:
         >>> masks.shape                                        # (3, H, W) boolean
     """
 
-    def __init__(self, model: HRMedSegSAM, device: str | torch.device = "auto") -> None:
-        if not isinstance(model, HRMedSegSAM):
-            raise ConfigError(f"Predictor needs an HRMedSegSAM model, got {type(model).__name__}")
+    def __init__(self, model: PromptableSegmentationModel, device: str | torch.device = "auto") -> None:
+        if not isinstance(model, PromptableSegmentationModel):
+            raise ConfigError(
+                "Predictor needs a promptable model (a PromptableSegmentationModel such as HRMedSegSAM), "
+                f"got {type(model).__name__}"
+            )
         self.device = resolve_device(device) if isinstance(device, str) else device
         self.model = model.to(self.device).eval()
         self.input_size: tuple[int, int] = tuple(model.config.img_size)
@@ -130,8 +133,9 @@ class Predictor:
             masks_in = torch.as_tensor(mask_input, dtype=torch.float32, device=self.device)
             masks_in = masks_in.reshape(-1, 1, *masks_in.shape[-2:]).expand(batch, -1, -1, -1)
         out = self.model.decode(
-            self.features, self.input_size, points, labels, box_tensor, masks_in, multimask_output
-        )
+            self.features, self.input_size, point_coords=points, point_labels=labels, boxes=box_tensor,
+            mask_inputs=masks_in, multimask_output=multimask_output,
+        )  # fmt: skip
         logits = F.interpolate(
             out["low_res_logits"], size=self.original_size, mode="bilinear", align_corners=False
         )
@@ -211,8 +215,9 @@ class Predictor:
                 raise ValueError("every image needs a prompt: boxes and/or points")
             index = torch.as_tensor(owner, device=self.device)
             out = self.model.decode(
-                features[index], self.input_size, points, labels, box_tensor, None, multimask_output
-            )
+                features[index], self.input_size, point_coords=points, point_labels=labels,
+                boxes=box_tensor, multimask_output=multimask_output,
+            )  # fmt: skip
             for j in range(len(chunk)):
                 rows = index == j
                 low_res = out["low_res_logits"][rows]

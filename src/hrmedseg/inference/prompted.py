@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..build import is_promptable
 from ..checkpoint import read_model_config
 from ..data.prompts import label_objects, prompts_from_labels
 from ..errors import ConfigError, DataError
@@ -47,7 +48,7 @@ class ObjectPrompt:
 def prompted_model_file(paths: Sequence[str | Path]) -> str | Path | None:
     """The HRMedSegSAM model file when ``paths`` is one, None when every file is an automatic
     model (several: an ensemble); a prompted model in an ensemble is refused by name."""
-    prompted = [path for path in paths if read_model_config(path).arch == "hrmedseg_sam"]
+    prompted = [path for path in paths if is_promptable(read_model_config(path))]
     if prompted and len(paths) > 1:
         raise ConfigError(
             f"an ensemble is of automatic models; {', '.join(map(str, prompted))} segment prompts"

@@ -43,6 +43,7 @@ def sliding_window_logits(
     model: Callable[[torch.Tensor], torch.Tensor],
     image: torch.Tensor,
     window: tuple[int, int],
+    *,
     tiling: Tiling,
     batch_size: int,
     device: torch.device,
@@ -87,6 +88,7 @@ class Segmenter(MaskPredictor):
         self,
         model: AutomaticSegmentationModel | Sequence[AutomaticSegmentationModel],
         device: str | torch.device = "auto",
+        *,
         batch_size: int = 4,
         tiling: Tiling | None = None,
         compile_mode: str = "none",
@@ -121,6 +123,7 @@ class Segmenter(MaskPredictor):
         cls,
         path: str | Path | Sequence[str | Path],
         device: str = "auto",
+        *,
         batch_size: int = 4,
         tiling: Tiling | None = None,
         compile_mode: str = "none",
@@ -129,7 +132,15 @@ class Segmenter(MaskPredictor):
     ) -> Segmenter:
         paths = [path] if isinstance(path, str | Path) else list(path)
         models = [load_model(p) for p in paths]
-        return cls(models, device, batch_size, tiling, compile_mode, tta, postprocessing)
+        return cls(
+            models,
+            device,
+            batch_size=batch_size,
+            tiling=tiling,
+            compile_mode=compile_mode,
+            tta=tta,
+            postprocessing=postprocessing,
+        )
 
     @torch.no_grad()
     def logits(self, batch: torch.Tensor) -> torch.Tensor:
@@ -152,7 +163,12 @@ class Segmenter(MaskPredictor):
                     torch.from_numpy(array).permute(2, 0, 1), config.pixel_mean, config.pixel_std
                 )
                 logits = sliding_window_logits(
-                    self.logits, tensor, self.size, self.tiling, self.batch_size, self.device
+                    self.logits,
+                    tensor,
+                    self.size,
+                    tiling=self.tiling,
+                    batch_size=self.batch_size,
+                    device=self.device,
                 )
                 yield (logits.sigmoid() if self.num_classes == 1 else logits.softmax(0)).numpy()
             return

@@ -29,7 +29,7 @@ from .segmenter import Segmenter
 
 
 def segment_volume(
-    segmenter: Segmenter, volume: Volume, axis: int = -1, window: tuple[float, float] | None = None
+    segmenter: Segmenter, volume: Volume, *, axis: int = -1, window: tuple[float, float] | None = None
 ) -> np.ndarray:
     """The (X, Y, Z) uint8 mask of ``volume`` (class indices; binary 0/1), slice by slice along ``axis``;
     the segmenter's postprocessing applies to the whole volume (components connected in 3-D)."""
@@ -55,6 +55,7 @@ def predict_volumes_to_folder(
     segmenter: Segmenter,
     inputs: str | Path,
     output: str | Path,
+    *,
     axis: int = -1,
     window: tuple[float, float] | None = None,
     progress: bool = True,
@@ -69,7 +70,7 @@ def predict_volumes_to_folder(
         except DataError as err:
             report.failures.append(str(err))
             continue
-        mask = segment_volume(segmenter, volume, axis, window)
+        mask = segment_volume(segmenter, volume, axis=axis, window=window)
         report.written.append(write_mask_volume(output / f"{volume_stem(path)}_mask.nii.gz", mask, volume))
     write_failures(output, report.failures)
     raise_if_nothing_done(len(report.written), report.failures, "volumes")

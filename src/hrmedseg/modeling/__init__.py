@@ -1,6 +1,6 @@
 """Pure ``nn.Module`` building blocks: no file or dataset I/O here."""
 
-from .base import AutomaticSegmentationModel, SegmentationModel
+from .base import AutomaticSegmentationModel, PromptableSegmentationModel, SegmentationModel
 from .config import ARCHITECTURES, ModelConfig
 from .detail import DetailDecoder, DetailStem
 from .ecm_decoder import ECMDecoder
@@ -22,5 +22,6 @@ __all__ = [
     "LGViT",
     "ModelConfig",
     "PromptEncoder",
+    "PromptableSegmentationModel",
     "SegmentationModel",
 ]

@@ -46,3 +46,65 @@ class AutomaticSegmentationModel(SegmentationModel):
         ``return_quality``: ``(logits, quality)``, where quality is the model's predicted IoU of
         each class map (B, num_classes), or None for a model without such a head."""
         raise NotImplementedError
+
+
+class PromptableSegmentationModel(SegmentationModel):
+    """A promptable, class-agnostic model in SAM's convention: an ``image_encoder`` computes an
+    image's embedding once, and :meth:`decode` turns prompts (points, boxes, a mask) into masks
+    against it. ``Predictor``, prompted training, prompted evaluation, ``serve`` and the ONNX
+    export take any such model.
+
+    Coordinates are pixels of the model input, (x, y) order; boxes are XYXY.
+    """
+
+    image_encoder: nn.Module  # images (B, C_in, H, W) -> embeddings (B, D, H/p, W/p), p = patch size
+
+    def decode(
+        self,
+        image_embeddings: torch.Tensor,
+        image_size: tuple[int, int],
+        *,
+        point_coords: torch.Tensor | None = None,
+        point_labels: torch.Tensor | None = None,
+        boxes: torch.Tensor | None = None,
+        mask_inputs: torch.Tensor | None = None,
+        multimask_output: bool = True,
+    ) -> dict[str, torch.Tensor]:
+        """Masks of prompts against precomputed embeddings (B or 1, D, h, w) of an ``image_size``
+        (H, W) input.
+
+        Args:
+            image_embeddings: the ``image_encoder``'s output; one embedding is shared by all
+                prompt sets.
+            image_size: (H, W) of the model input the embeddings come from.
+            point_coords: (B, N, 2) (x, y) pixels, with ``point_labels`` (B, N): 1 = foreground,
+                0 = background, -1 = ignore.
+            boxes: (B, 4) XYXY pixels.
+            mask_inputs: (B, 1, H/4, W/4) logits of a previous prediction.
+            multimask_output: the multimask outputs instead of the single mask.
+
+        Returns:
+            ``masks`` (B, M, H, W) logits, ``iou_predictions`` (B, M) and ``low_res_logits``
+            (B, M, H/4, W/4).
+        """
+        raise NotImplementedError
+
+    def forward(
+        self,
+        images: torch.Tensor,
+        point_coords: torch.Tensor | None = None,
+        point_labels: torch.Tensor | None = None,
+        boxes: torch.Tensor | None = None,
+        mask_inputs: torch.Tensor | None = None,
+        multimask_output: bool = True,
+    ) -> dict[str, torch.Tensor]:
+        """Encode ``images`` (B, C_in, H, W) and decode each with its own prompts (see :meth:`decode`)."""
+        return self.decode(
+            self.image_encoder(images),
+            tuple(images.shape[-2:]),
+            point_coords=point_coords,
+            point_labels=point_labels,
+            boxes=boxes,
+            mask_inputs=mask_inputs,
+            multimask_output=multimask_output,
+        )

@@ -5,14 +5,14 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .base import SegmentationModel
+from .base import PromptableSegmentationModel
 from .config import ModelConfig
 from .ecm_decoder import ECMDecoder
 from .lgvit import LGViT
 from .prompt_encoder import PromptEncoder
 
 
-class HRMedSegSAM(SegmentationModel):
+class HRMedSegSAM(PromptableSegmentationModel):
     """Promptable, class-agnostic segmentation in SAM's output convention.
 
     The decoder has one single-mask token and ``num_mask_tokens - 1`` multimask tokens, plus an
@@ -40,54 +40,20 @@ class HRMedSegSAM(SegmentationModel):
         self.image_encoder.set_grad_checkpointing(enable)
         self.mask_decoder.set_grad_checkpointing(enable)
 
-    def forward(
-        self,
-        images: torch.Tensor,
-        point_coords: torch.Tensor | None = None,
-        point_labels: torch.Tensor | None = None,
-        boxes: torch.Tensor | None = None,
-        mask_inputs: torch.Tensor | None = None,
-        multimask_output: bool = True,
-    ) -> dict[str, torch.Tensor]:
-        """Segment each image of the batch with its own prompts.
-
-        Args:
-            images: (B, C_in, H, W), H and W multiples of ``config.patch_size``.
-            point_coords: (B, N, 2) (x, y) pixels; point_labels: (B, N), 1 = foreground,
-                0 = background, -1 = ignore.
-            boxes: (B, 4) XYXY pixels.
-            mask_inputs: (B, 1, H/4, W/4) logits from a previous prediction.
-            multimask_output: return the 3 multimask outputs instead of the single mask.
-        Returns:
-            ``masks`` (B, M, H, W) logits, ``iou_predictions`` (B, M) and ``low_res_logits``
-            (B, M, H/4, W/4), with M = 3 (multimask) or 1.
-        """
-        embeddings = self.image_encoder(images)
-        return self.decode(
-            embeddings,
-            tuple(images.shape[-2:]),
-            point_coords,
-            point_labels,
-            boxes,
-            mask_inputs,
-            multimask_output,
-        )
-
     def decode(
         self,
         image_embeddings: torch.Tensor,
         image_size: tuple[int, int],
+        *,
         point_coords: torch.Tensor | None = None,
         point_labels: torch.Tensor | None = None,
         boxes: torch.Tensor | None = None,
         mask_inputs: torch.Tensor | None = None,
         multimask_output: bool = True,
     ) -> dict[str, torch.Tensor]:
-        """Prompted decoding of precomputed embeddings (B or 1, D, h, w) of an ``image_size`` (H, W)
-        input; the prompts' grid is the embeddings' (h, w) = (H, W) / ``config.patch_size``.
-
-        A single embedding is shared by all prompt sets, so many boxes on one image cost one
-        encoder pass.
+        """See :meth:`PromptableSegmentationModel.decode`. The prompts' grid is the embeddings'
+        (h, w) = (H, W) / ``config.patch_size``; M = 3 multimask outputs or 1 single mask. One
+        embedding shared by many prompt sets costs one encoder pass for many boxes.
         """
         if (point_coords is None) != (point_labels is None):
             raise ValueError("point_coords and point_labels must be given together")

@@ -142,6 +142,8 @@ class LGViT(nn.Module):
         self.grad_checkpointing = enable
 
     def rope_rotations(self, grid_size: tuple[int, int], device: torch.device) -> torch.Tensor:
+        if torch.compiler.is_exporting():  # the graph computes them; a cache would be export state
+            return rope_2d_rotations(grid_size, self.embed_dim, self.rope_base, device)
         key = (*grid_size, device)
         if key not in self._rope_cache:
             self._rope_cache[key] = rope_2d_rotations(grid_size, self.embed_dim, self.rope_base, device)

@@ -69,7 +69,7 @@ def _feature_maps(
 
 
 def _attend(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, rotations: torch.Tensor, num_heads: int, eps: float
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, rotations: torch.Tensor, *, num_heads: int, eps: float
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Forward of :func:`linear_attention` in :func:`compute_dtype`; also returns what backward reuses: the
     per-head state (B, h, d, d) and the reciprocal normaliser (B, N, h)."""
@@ -98,7 +98,7 @@ class _LinearAttention(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q, k, v, rotations, num_heads, eps):  # type: ignore[override]
         with torch.autocast(device_type=q.device.type, enabled=False):
-            out, state, inv_norm = _attend(q, k, v, rotations, num_heads, eps)
+            out, state, inv_norm = _attend(q, k, v, rotations, num_heads=num_heads, eps=eps)
         ctx.save_for_backward(q, k, v, rotations, state, inv_norm)
         ctx.num_heads = num_heads
         return out
@@ -107,7 +107,16 @@ class _LinearAttention(torch.autograd.Function):
     def backward(ctx, grad_out):  # type: ignore[override]
         q, k, v, rotations, state, inv_norm = ctx.saved_tensors
         with torch.autocast(device_type=q.device.type, enabled=False):
-            grads = _attend_backward(grad_out, q, k, v, rotations, state, inv_norm, ctx.num_heads)
+            grads = _attend_backward(
+                grad_out,
+                q,
+                k,
+                v,
+                rotations=rotations,
+                state=state,
+                inv_norm=inv_norm,
+                num_heads=ctx.num_heads,
+            )
         return *(g.to(x.dtype) for g, x in zip(grads, (q, k, v), strict=True)), None, None, None
 
 
@@ -116,6 +125,7 @@ def _attend_backward(
     q: torch.Tensor,
     k: torch.Tensor,
     v: torch.Tensor,
+    *,
     rotations: torch.Tensor,
     state: torch.Tensor,
     inv_norm: torch.Tensor,
@@ -180,7 +190,7 @@ def linear_attention(
     if torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v)):
         return _LinearAttention.apply(q, k, v, rotations, num_heads, eps)
     with torch.autocast(device_type=q.device.type, enabled=False):
-        return _attend(q, k, v, rotations, num_heads, eps)[0]
+        return _attend(q, k, v, rotations, num_heads=num_heads, eps=eps)[0]
 
 
 class GatedLinearAttention(nn.Module):

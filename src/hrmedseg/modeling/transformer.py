@@ -160,6 +160,7 @@ class TwoWayAttentionBlock(nn.Module):
         embedding_dim: int,
         num_heads: int,
         mlp_dim: int,
+        *,
         attention_downsample_rate: int = 2,
         skip_first_layer_pe: bool = False,
         pool_sizes: Sequence[int] = (5, 9, 13),
@@ -221,8 +222,13 @@ class TwoWayTransformer(nn.Module):
         super().__init__()
         self.layers = nn.ModuleList(
             TwoWayAttentionBlock(
-                embedding_dim, num_heads, mlp_dim, attention_downsample_rate, i == 0, pool_sizes
-            )
+                embedding_dim,
+                num_heads,
+                mlp_dim,
+                attention_downsample_rate=attention_downsample_rate,
+                skip_first_layer_pe=i == 0,
+                pool_sizes=pool_sizes,
+            )  # fmt: skip
             for i in range(depth)
         )
         self.final_attn_token_to_image = Attention(embedding_dim, num_heads, attention_downsample_rate)

@@ -45,7 +45,7 @@ from ..inference.predictor import Predictor
 from ..inference.prompted import object_prompt, refuse_automatic_options
 from ..inference.segmenter import Segmenter
 from ..inference.tiling import Tiling
-from ..modeling import HRMedSegSAM
+from ..modeling import PromptableSegmentationModel
 
 PAGE = Path(__file__).with_name("page.html")
 PREVIEW_SIDE = 900  # the page's MAX_SIDE
@@ -84,13 +84,14 @@ class SegmentationService:
     def __init__(
         self,
         model: Any,
+        *,
         device: str = "auto",
         max_sessions: int = 16,
         tiling: Tiling | None = None,
         tta: str = "none",
         postprocessing: Postprocessing | None = None,
     ) -> None:
-        self.prompted = isinstance(model, HRMedSegSAM)
+        self.prompted = isinstance(model, PromptableSegmentationModel)
         if self.prompted:
             refuse_automatic_options(tiling, tta, postprocessing)
         self.model_name = model.config.name
@@ -99,7 +100,7 @@ class SegmentationService:
         self.segmenter = (
             None
             if self.prompted
-            else Segmenter(model, device, 1, tiling, tta=tta, postprocessing=postprocessing)
+            else Segmenter(model, device, batch_size=1, tiling=tiling, tta=tta, postprocessing=postprocessing)
         )
         self.max_sessions = max_sessions
         self.sessions: OrderedDict[str, Session] = OrderedDict()
@@ -185,6 +186,7 @@ class Prompts(BaseModel):
 def create_app(
     model: Any,
     device: str = "auto",
+    *,
     max_upload_bytes: int = 50 * 2**20,
     max_sessions: int = 16,
     tiling: Tiling | None = None,
@@ -193,7 +195,9 @@ def create_app(
 ) -> FastAPI:
     """The FastAPI application for ``model`` (HRMedSeg or HRMedSegSAM). An HRMedSeg model's mask
     is predicted as ``predict`` does with the same ``tiling``, ``tta`` and ``postprocessing``."""
-    service = SegmentationService(model, device, max_sessions, tiling, tta, postprocessing)
+    service = SegmentationService(
+        model, device=device, max_sessions=max_sessions, tiling=tiling, tta=tta, postprocessing=postprocessing
+    )
     app = FastAPI(title="hrmedseg", docs_url=None, redoc_url=None)
 
     @app.get("/", response_class=HTMLResponse)

@@ -23,8 +23,21 @@ class ConfigFile:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def unused_fields(self) -> dict[str, str]:
+        """Fields that this configuration's other choices leave without effect, and why."""
+        return {}
+
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+        """Write the config as YAML; a field without effect (say ``lr_gamma`` under a cosine
+        schedule) says so in a comment, so that the file reads as what the run did."""
+        unused = self.unused_fields()
+        lines = []
+        for line in yaml.safe_dump(self.to_dict(), sort_keys=False).splitlines():
+            key = line.split(":", 1)[0]
+            lines.append(
+                f"{line}  # unused: {unused[key]}" if key in unused and not line[0].isspace() else line
+            )
+        Path(path).write_text("\n".join(lines) + "\n")
 
 
 ConfigT = TypeVar("ConfigT", bound=ConfigFile)
@@ -91,6 +104,9 @@ class TrainConfig(RunConfig):
     schedule: str = "cosine"  # exponential (lr_gamma per epoch) | cosine (warm-up, then cosine)
     warmup: float = 0.05  # cosine: fraction of all optimiser steps with a linear warm-up
     min_lr_ratio: float = 0.0  # cosine: final learning rate as a fraction of lr
+    # A registered loss (hrmedseg.losses.register_loss); dice_focal: Dice + focal (binary) or
+    # Dice + cross-entropy (multi-class), weighted by the three fields below.
+    loss: str = "dice_focal"
     dice_weight: float = 0.8
     focal_weight: float = 0.2  # focal term (binary models)
     ce_weight: float = 0.2  # cross-entropy term (multi-class models)
@@ -131,6 +147,22 @@ class TrainConfig(RunConfig):
                 f"got fold {self.fold} of {self.folds}"
             )
         self.augmentation()  # fail early on unknown augmentation fields
+
+    def unused_fields(self) -> dict[str, str]:
+        unused = {}
+        if self.schedule == "cosine":
+            unused["lr_gamma"] = "the schedule is cosine"
+        else:
+            unused.update(dict.fromkeys(("warmup", "min_lr_ratio"), f"the schedule is {self.schedule}"))
+        if self.loss == "dice_focal" and self.num_classes == 1:
+            unused["ce_weight"] = "binary models use focal_weight"
+        elif self.loss == "dice_focal":
+            unused["focal_weight"] = "multi-class models use ce_weight"
+        if self.folds == 0:
+            unused["fold"] = "no cross-validation (folds 0)"
+        if self.input_scale != "native":
+            unused["foreground_windows"] = "input_scale is resized"
+        return unused
 
     def augmentation(self) -> AugmentConfig:
         known = {f.name for f in dataclasses.fields(AugmentConfig)}

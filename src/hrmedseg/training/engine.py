@@ -31,8 +31,8 @@ from ..data.volumes import is_volume_dataset
 from ..errors import ConfigError, DataError
 from ..inference.segmenter import sliding_window_logits
 from ..inference.tiling import native_tiling
-from ..losses import SegmentationLoss, hard_masks, one_hot, overlap_scores
-from ..modeling import HRMedSegSAM
+from ..losses import DEFAULT_LOSS, SegmentationLoss, build_loss, hard_masks, one_hot, overlap_scores
+from ..modeling import PromptableSegmentationModel
 from ..runtime import compile_model, resolve_device
 from .config import TrainConfig
 from .loop import EpochLoop, Score, fit
@@ -78,7 +78,7 @@ def resolve_split(config: TrainConfig, index: DatasetIndex, slices: bool = False
         split = make_split(index.samples, config.seed, tuple(config.split_fractions))
     if config.folds:
         group = slice_case if slices else (lambda stem: stem)
-        split = cross_validation_split(split, config.folds, config.fold, config.seed, group)
+        split = cross_validation_split(split, config.folds, config.fold, seed=config.seed, group=group)
     for name in ("train", "val"):
         if not split.get(name):
             source = index.split_file or "the generated split"
@@ -90,6 +90,7 @@ def make_loaders(
     config: TrainConfig,
     train_samples: list[Sample],
     val_samples: list[Sample],
+    *,
     pixel_mean: tuple[float, ...],
     pixel_std: tuple[float, ...],
     ctx: Distributed | None = None,
@@ -100,12 +101,13 @@ def make_loaders(
     ctx = ctx or Distributed()
     native = config.input_scale == "native"
     train_set = SegmentationDataset(
-        train_samples, config.size, config.num_classes, pixel_mean, pixel_std, config.augmentation(),
-        config.seed, sampling="window" if native else "resize", foreground=config.foreground_windows,
+        train_samples, config.size, num_classes=config.num_classes, pixel_mean=pixel_mean,
+        pixel_std=pixel_std, augmentation=config.augmentation(), seed=config.seed,
+        sampling="window" if native else "resize", foreground=config.foreground_windows,
     )  # fmt: skip
     val_set = SegmentationDataset(
-        val_samples, config.size, config.num_classes, pixel_mean, pixel_std,
-        sampling="whole" if native else "resize",
+        val_samples, config.size, num_classes=config.num_classes, pixel_mean=pixel_mean,
+        pixel_std=pixel_std, sampling="whole" if native else "resize",
     )  # fmt: skip
     sampler = DistributedSampler(
         train_set, ctx.world_size, ctx.rank, shuffle=True, seed=config.seed, drop_last=True
@@ -119,11 +121,16 @@ def make_loaders(
     return train_set, sampler, train_loader, val_loader
 
 
-def make_objective(
-    model: nn.Module, config: TrainConfig, loss_fn: SegmentationLoss, amp_dtype: torch.dtype | None
-) -> nn.Module:
-    """The training objective for ``model``: prompted for HRMedSegSAM, automatic otherwise."""
-    if isinstance(model, HRMedSegSAM):
+def make_objective(model: nn.Module, config: TrainConfig, amp_dtype: torch.dtype | None) -> nn.Module:
+    """The training objective for ``model`` with the config's loss: prompted for a promptable
+    model, automatic otherwise."""
+    loss_fn = build_loss(
+        config.loss, config.num_classes, dice_weight=config.dice_weight,
+        focal_weight=config.focal_weight, ce_weight=config.ce_weight,
+    )  # fmt: skip
+    if isinstance(model, PromptableSegmentationModel):
+        if not isinstance(loss_fn, SegmentationLoss):  # its terms are computed object by object
+            raise ConfigError(f"promptable models train with the {DEFAULT_LOSS} loss, not {config.loss!r}")
         prompts = PromptConfig.from_dict(config.prompts)
         return PromptedObjective(model, loss_fn, config.quality_weight, prompts, amp_dtype)
     return AutomaticObjective(model, loss_fn, config.quality_weight, amp_dtype)
@@ -167,9 +174,9 @@ def validate(
                     objective.model,
                     images[0],
                     objective.model.config.img_size,
-                    tiling,
-                    windows_per_pass,
-                    device,
+                    tiling=tiling,
+                    batch_size=windows_per_pass,
+                    device=device,
                 )[None].to(device)
             loss = objective.loss_fn(logits, masks)
         total_loss += loss.item() * len(images)
@@ -190,7 +197,8 @@ def validate(
 def validation_score(model: nn.Module) -> Score:
     """The validation metric that picks ``best.safetensors``: the Dice of each object's mask for a
     promptable model, whose union Dice would not see a mask that ignores its prompt; else Dice."""
-    return Score("val_object_dice" if isinstance(model, HRMedSegSAM) else "val_dice", maximize=True)
+    promptable = isinstance(model, PromptableSegmentationModel)
+    return Score("val_object_dice" if promptable else "val_dice", maximize=True)
 
 
 def recipe_scheduler(
@@ -272,6 +280,7 @@ def run_epochs(
     loop: EpochLoop,
     model: nn.Module,
     config: TrainConfig | Any,
+    *,
     output: Path,
     ctx: Distributed,
     split: dict[str, Any],
@@ -296,7 +305,9 @@ def run_epochs(
         # its first validated epoch after the resume become the best.
         start_epoch, best = state["epoch"], state.get(best_key, loop.score.worst)
     if ctx.is_main:
-        settle_run_files(output, config, split, resume, changes, start_epoch)
+        settle_run_files(
+            output, config, split=split, resume=resume, changes=changes, completed_epochs=start_epoch
+        )
     logger = RunLogger(output, completed_epochs=start_epoch, columns=log_columns) if ctx.is_main else None
 
     def save(epoch: int, improved: bool, best: float, rng_states: list[dict[str, Any]]) -> None:
@@ -322,8 +333,8 @@ def training_data(config: TrainConfig, output: Path, ctx: Distributed) -> Path:
     if ctx.is_main:
         window = tuple(config.volume_window) if config.volume_window else None
         slice_volume_dataset(
-            data, slices, config.volume_axis, window, config.empty_slice_share, config.seed,
-            tuple(config.split_fractions),
+            data, slices, axis=config.volume_axis, window=window, empty_share=config.empty_slice_share,
+            seed=config.seed, split_fractions=tuple(config.split_fractions),
         )  # fmt: skip
     if ctx.world_size > 1:
         dist.barrier()
@@ -332,6 +343,7 @@ def training_data(config: TrainConfig, output: Path, ctx: Distributed) -> Path:
 
 def train(
     config: TrainConfig,
+    *,
     resume: bool = False,
     progress: bool = True,
     on_epoch_end: Callable[[int, dict[str, float]], None] | None = None,
@@ -365,31 +377,37 @@ def train(
     model.to(device)
     compile_model(model, config.compile)
     train_set, sampler, train_loader, val_loader = make_loaders(
-        config, train_samples, val_samples, model.config.pixel_mean, model.config.pixel_std, ctx
+        config,
+        train_samples,
+        val_samples,
+        pixel_mean=model.config.pixel_mean,
+        pixel_std=model.config.pixel_std,
+        ctx=ctx,
     )
     optimizer = build_optimizer(model, config.optimizer, config.lr, config.weight_decay)
     scheduler = recipe_scheduler(optimizer, config, len(train_loader))
     amp_dtype = amp_dtype_for(config.amp, device)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
-    loss_fn = SegmentationLoss(config.num_classes, config.dice_weight, config.focal_weight, config.ce_weight)
-    objective = make_objective(model, config, loss_fn, amp_dtype)
+    objective = make_objective(model, config, amp_dtype)
     trained = objective
     if ctx.world_size > 1:
         # Prompted batches may leave some prompt embeddings unused, which DDP must be told.
         trained = DistributedDataParallel(
             objective, device_ids=[device] if device.type == "cuda" else None,
-            find_unused_parameters=isinstance(model, HRMedSegSAM),
+            find_unused_parameters=isinstance(model, PromptableSegmentationModel),
         )  # fmt: skip
 
     loop = EpochLoop(
-        trained, model, optimizer, scheduler, scaler, train_loader,
+        trained=trained, module=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler,
+        train_loader=train_loader,
         validate=lambda: validate(objective, val_loader, device, config.batch_size),
         score=validation_score(model),
         device=device, epoch_aware=(sampler, train_set), accumulate=config.accumulate,
         clip_grad=config.clip_grad, val_every=config.val_every,
     )  # fmt: skip
-    columns = PROMPTED_COLUMNS if isinstance(model, HRMedSegSAM) else COLUMNS
+    columns = PROMPTED_COLUMNS if isinstance(model, PromptableSegmentationModel) else COLUMNS
     return run_epochs(
-        loop, model, config, output, ctx, split, resume, changes, command="train", progress=progress,
+        loop, model, config, output=output, ctx=ctx, split=split, resume=resume, changes=changes,
+        command="train", progress=progress,
         on_epoch_end=on_epoch_end, log_columns=columns,
     )  # fmt: skip

@@ -34,6 +34,7 @@ def check_finite_loss(value: float, epoch: int, step: int, steps: int) -> None:
 def optimizer_step(
     optimizer: torch.optim.Optimizer,
     scaler: torch.amp.GradScaler,
+    *,
     clip_grad: float | None,
     epoch: int,
     step: int,

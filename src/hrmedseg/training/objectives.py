@@ -11,7 +11,7 @@ from contextlib import AbstractContextManager
 import torch
 from torch import nn
 
-from ..losses import SegmentationLoss, quality_loss
+from ..losses import quality_loss
 
 
 class Objective(nn.Module):
@@ -20,7 +20,7 @@ class Objective(nn.Module):
     def __init__(
         self,
         model: nn.Module,
-        loss_fn: SegmentationLoss,
+        loss_fn: nn.Module,  # (logits, target) -> scalar; see hrmedseg.losses.register_loss
         quality_weight: float,
         amp_dtype: torch.dtype | None,
     ) -> None:

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from ..data.prompts import label_objects, prompts_from_mask
 from ..errors import UnknownOptionError
 from ..losses import SegmentationLoss, binary_loss_per_mask, object_windows, overlap_scores
-from ..modeling import HRMedSegSAM
+from ..modeling import PromptableSegmentationModel
 from .objectives import Objective
 
 
@@ -77,7 +77,9 @@ def sample_prompt_sets(masks: torch.Tensor, config: PromptConfig, training: bool
         if count == 0:
             continue
         jitter_rng = np.random.default_rng(int(torch.randint(2**31, ()).item())) if training else None
-        boxes, points = prompts_from_mask(mask, config.box_jitter if training else 0.0, jitter_rng)
+        boxes, points = prompts_from_mask(
+            mask, box_jitter=config.box_jitter if training else 0.0, rng=jitter_rng
+        )
         order = torch.randperm(count)[: config.max_objects].tolist() if training else range(count)
         for k in order:
             use_box = not training or torch.rand(()).item() < config.box_probability
@@ -109,7 +111,7 @@ class PromptedObjective(Objective):
 
     def __init__(
         self,
-        model: HRMedSegSAM,
+        model: PromptableSegmentationModel,
         loss_fn: SegmentationLoss,
         quality_weight: float,
         prompt_config: PromptConfig,

@@ -115,6 +115,7 @@ def stored_split(output: Path) -> dict[str, list[str]]:
 def settle_run_files(
     output: Path,
     config: ConfigFile,
+    *,
     split: dict[str, Any],
     resume: bool,
     changes: dict[str, list[Any]],

@@ -1,0 +1,45 @@
+"""``hrmedseg serve``: the interactive page."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..errors import MissingDependencyError
+from .options import add_command, add_segmenter_options, segmenter_options
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    parser = add_command(
+        commands, "serve",
+        "an interactive page: prompt an HRMedSegSAM model (or see an HRMedSeg mask) in the browser", run,
+    )  # fmt: skip
+    parser.add_argument("--checkpoint", required=True, help="model file (.safetensors) from train")
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (127.0.0.1: this machine only)"
+    )
+    parser.add_argument("--port", type=int, default=7860, help="port to listen on")
+    parser.add_argument(
+        "--max-upload-mb", metavar="MB", type=float, default=50, help="largest upload accepted, in MB"
+    )
+    add_segmenter_options(parser, batch=False)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        import fastapi  # noqa: F401  (the app's framework; checked here for a clear message)
+        import uvicorn
+    except ImportError:
+        raise MissingDependencyError(
+            "hrmedseg serve needs fastapi and uvicorn: pip install 'hrmedseg[serve]'"
+        ) from None
+    from ..checkpoint import load_model
+    from ..serve.app import create_app
+
+    options = segmenter_options(args)
+    app = create_app(
+        load_model(args.checkpoint), options.device, int(args.max_upload_mb * 2**20),
+        tiling=options.tiling, tta=options.tta, postprocessing=options.postprocessing,
+    )  # fmt: skip
+    print(f"hrmedseg serve: http://{args.host}:{args.port} (Ctrl+C stops)")
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    return 0

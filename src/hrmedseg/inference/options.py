@@ -1,0 +1,77 @@
+"""How an automatic model is run: one bundle of the settings that ``predict``, ``evaluate`` and
+``serve`` share, so that they travel together instead of as six loose arguments.
+
+Imports no PyTorch: the ONNX path uses it too.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .postprocess import Postprocessing
+from .tiling import Tiling
+
+if TYPE_CHECKING:  # annotations only: building a Segmenter imports PyTorch, the ONNX one does not
+    from ..deployment.onnx_segmenter import OnnxSegmenter
+    from .segmenter import Segmenter
+
+
+@dataclass(frozen=True)
+class SegmenterOptions:
+    """The execution and output settings of an automatic model.
+
+    Args:
+        device: "auto" (CUDA when there is one), "cpu", "cuda" or "cuda:N".
+        batch_size: images per forward pass (with ``tiling``: windows per pass).
+        tiling: segment each image at its own resolution by overlapping windows of the model's
+            size (see :mod:`hrmedseg.inference.tiling`); None resizes each image to the model size
+            (a model trained on native-scale windows is tiled either way).
+        compile_mode: ``torch.compile`` mode, or "none" (eager).
+        tta: test-time flips: "none", "hflip" (2 passes) or "flips" (4 passes); logits averaged.
+        postprocessing: mask clean-up per class (see :mod:`hrmedseg.inference.postprocess`).
+
+    Example:
+        >>> options = SegmenterOptions(device="cpu", tiling=Tiling(), tta="hflip")
+        >>> segmenter = options.segmenter("run/best.safetensors")
+    """
+
+    device: str = "auto"
+    batch_size: int = 4
+    tiling: Tiling | None = None
+    compile_mode: str = "none"
+    tta: str = "none"
+    postprocessing: Postprocessing = field(default_factory=Postprocessing)
+
+    @property
+    def automatic_only(self) -> bool:
+        """Whether a setting is given that only automatic models take (tiles, flips, clean-up)."""
+        return self.tiling is not None or self.tta != "none" or self.postprocessing.active
+
+    def segmenter(self, checkpoint: str | Path | list[str | Path]) -> Segmenter:
+        """A :class:`~hrmedseg.Segmenter` of a model file (several: their ensemble)."""
+        from .segmenter import Segmenter
+
+        return Segmenter.from_checkpoint(
+            checkpoint,
+            self.device,
+            batch_size=self.batch_size,
+            tiling=self.tiling,
+            compile_mode=self.compile_mode,
+            tta=self.tta,
+            postprocessing=self.postprocessing,
+        )
+
+    def onnx_segmenter(self, path: str | Path) -> OnnxSegmenter:
+        """An onnxruntime segmenter of a graph from ``hrmedseg export`` (the device and compile
+        settings are PyTorch's and do not apply)."""
+        from ..deployment.onnx_segmenter import OnnxSegmenter
+
+        return OnnxSegmenter(
+            path,
+            batch_size=self.batch_size,
+            tta=self.tta,
+            postprocessing=self.postprocessing,
+            tiling=self.tiling,
+        )
