@@ -31,7 +31,7 @@ from ..build import create_model, get_model_config
 from ..errors import ConfigError, DataError, InputNotFoundError
 from ..runtime import compile_model
 from ..training.config import RunConfig
-from ..training.engine import (
+from ..training.harness import (
     Distributed,
     amp_dtype_for,
     run_epochs,

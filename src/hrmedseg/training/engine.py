@@ -1,18 +1,14 @@
-"""The training loop: data, model, optimisation, validation, checkpoints, resume and DDP.
+"""``train``: a segmentation model's data, objective, validation and recipe, run by the shared
+harness (:mod:`.harness`: process group, resume, checkpoints, logs).
 
 Outputs in ``config.output``: ``config.yaml`` (resolved), ``split.json``, ``log.csv``,
 ``curves.png``, ``last.pt`` (resumable state), ``last.safetensors`` and ``best.safetensors``
 (model files for ``hrmedseg.load_model``; best = highest validation Dice).
-
-Multi-GPU and multi-node runs use ``torchrun``; the process group is set up from its
-environment variables (NCCL on CUDA, gloo on CPU).
 """
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +19,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 
 from ..build import create_model
-from ..checkpoint import load_encoder_weights, load_state_dict_checked, save_model
+from ..checkpoint import load_encoder_weights
 from ..data import DatasetIndex, Sample, SegmentationDataset, check_samples, find_dataset, make_split
 from ..data.dataset import cross_validation_split
 from ..data.volume_slices import slice_case, slice_volume_dataset
@@ -33,39 +29,15 @@ from ..inference.segmenter import sliding_window_logits
 from ..inference.tiling import native_tiling
 from ..losses import DEFAULT_LOSS, SegmentationLoss, build_loss, hard_masks, one_hot, overlap_scores
 from ..modeling import PromptableSegmentationModel
-from ..runtime import compile_model, resolve_device
+from ..runtime import compile_model
 from .config import TrainConfig
-from .loop import EpochLoop, Score, fit
+from .harness import Distributed, amp_dtype_for, run_epochs, setup_distributed
+from .loop import EpochLoop, Score
 from .objectives import AutomaticObjective
 from .optim import build_optimizer, build_scheduler, optimizer_steps_per_epoch
 from .prompted import PromptConfig, PromptedObjective
-from .run_folder import check_resume, prepare_output, settle_run_files, stored_split
-from .run_log import COLUMNS, PROMPTED_COLUMNS, RunLogger, plot_curves
-from .state import load_training_state, restore_rng_state, save_training_state
-
-
-@dataclass
-class Distributed:
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-
-def setup_distributed(device_name: str) -> tuple[Distributed, torch.device]:
-    """Join the torchrun process group if there is one; choose the device."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    ctx = Distributed(int(os.environ.get("RANK", "0")), world_size, int(os.environ.get("LOCAL_RANK", "0")))
-    device = resolve_device(device_name)
-    if device.type == "cuda" and world_size > 1:
-        device = torch.device("cuda", ctx.local_rank)
-        torch.cuda.set_device(device)
-    if world_size > 1 and not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
-    return ctx, device
+from .run_folder import check_resume, prepare_output, stored_split
+from .run_log import COLUMNS, PROMPTED_COLUMNS
 
 
 def resolve_split(config: TrainConfig, index: DatasetIndex, slices: bool = False) -> dict[str, list[str]]:
@@ -210,117 +182,6 @@ def recipe_scheduler(
         config.epochs, lr_gamma=config.lr_gamma,
         warmup=config.warmup, min_lr_ratio=config.min_lr_ratio,
     )  # fmt: skip
-
-
-def amp_dtype_for(amp: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype for an ``amp`` setting (none, bf16, fp16) on ``device``."""
-    if amp == "fp16" and device.type != "cuda":
-        raise ConfigError("amp fp16 needs a CUDA device; use bf16 on the CPU")
-    return {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[amp]
-
-
-@dataclass
-class Optimisation:
-    """The parts of a run that a resumable state saves besides its epoch, best score and RNG."""
-
-    module: nn.Module  # whose weights are trained
-    optimizer: torch.optim.Optimizer
-    scheduler: torch.optim.lr_scheduler.LRScheduler
-    scaler: torch.amp.GradScaler
-
-    def state(self, **extra: Any) -> dict[str, Any]:
-        return {
-            "model": self.module.state_dict(), "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(), **extra,
-        }  # fmt: skip
-
-    def resume(self, path: Path, ctx: Distributed) -> dict[str, Any]:
-        """Load a saved state and restore this rank's RNG; returns the state (epoch, best score)."""
-        state = load_training_state(path)
-        load_state_dict_checked(self.module, state["model"], source=str(path))
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        # The stored rates are the stored schedule's; a resume that extends a cosine run has a new
-        # one, whose rate must apply from the first step (for any other resume it is the same).
-        step = self.scheduler.last_epoch
-        for group, base, factor in zip(
-            self.optimizer.param_groups, self.scheduler.base_lrs, self.scheduler.lr_lambdas, strict=True
-        ):
-            group["lr"] = base * factor(step)
-        self.scaler.load_state_dict(state["scaler"])
-        restore_rng_state(state["rng"], ctx.rank, ctx.world_size)
-        return state
-
-
-def write_checkpoints(
-    output: Path, model: nn.Module, improved: bool, state: dict[str, Any], encoder_only: bool = False
-) -> None:
-    """``last.safetensors``, ``best.safetensors`` when ``improved``, and the resumable ``last.pt``,
-    each written atomically."""
-    save_model(model, output / "last.safetensors", encoder_only=encoder_only)
-    if improved:
-        save_model(model, output / "best.safetensors", encoder_only=encoder_only)
-    save_training_state(output / "last.pt", state)
-
-
-def finish_run(ctx: Distributed, logger: RunLogger | None, output: Path) -> bool:
-    """Leave the process group; the main process closes its logs and plots the curves.
-    Returns whether this is the main process."""
-    if ctx.world_size > 1:
-        dist.barrier()
-        dist.destroy_process_group()
-    if not ctx.is_main:
-        return False
-    logger.close()
-    plot_curves(output / "log.csv", output / "curves.png")
-    return True
-
-
-def run_epochs(
-    loop: EpochLoop,
-    model: nn.Module,
-    config: TrainConfig | Any,
-    *,
-    output: Path,
-    ctx: Distributed,
-    split: dict[str, Any],
-    resume: bool,
-    changes: dict[str, list[Any]],
-    command: str,
-    progress: bool = True,
-    on_epoch_end: Callable[[int, dict[str, float]], None] | None = None,
-    log_columns: Sequence[str] = COLUMNS,
-    encoder_only: bool = False,
-) -> dict[str, Any]:
-    """The part of a run that ``train`` and ``distill`` share once their loop is built: resume
-    the state of ``loop``'s optimisation, settle the run's files, run :func:`~.loop.fit` with logs
-    and atomic checkpoints of ``model`` (the score under ``best_<score name without val_>`` in the
-    state), close the logs. Returns the last log row, that best score and the paths."""
-    optimisation = Optimisation(loop.module, loop.optimizer, loop.scheduler, loop.scaler)
-    best_key = "best_" + loop.score.name.removeprefix("val_")
-    start_epoch, best = 0, loop.score.worst
-    if resume:
-        state = optimisation.resume(output / "last.pt", ctx)
-        # A run saved before its score existed (a prompted run validated on the union alone) lets
-        # its first validated epoch after the resume become the best.
-        start_epoch, best = state["epoch"], state.get(best_key, loop.score.worst)
-    if ctx.is_main:
-        settle_run_files(
-            output, config, split=split, resume=resume, changes=changes, completed_epochs=start_epoch
-        )
-    logger = RunLogger(output, completed_epochs=start_epoch, columns=log_columns) if ctx.is_main else None
-
-    def save(epoch: int, improved: bool, best: float, rng_states: list[dict[str, Any]]) -> None:
-        state = optimisation.state(epoch=epoch, rng=rng_states, **{best_key: best})
-        write_checkpoints(output, model, improved, state, encoder_only)
-
-    row, best = fit(
-        loop, config.epochs, save, start_epoch=start_epoch, best=best, is_main=ctx.is_main, output=output,
-        command=command, log_row=logger.log if logger else None, progress=progress, on_epoch_end=on_epoch_end,
-    )  # fmt: skip
-    if not finish_run(ctx, logger, output):
-        return {}
-    return {"last": row, best_key: best, "output": str(output), "best": str(output / "best.safetensors")}
 
 
 def training_data(config: TrainConfig, output: Path, ctx: Distributed) -> Path:
