@@ -6,7 +6,7 @@ import json
 import pytest
 
 from hrmedseg.cli import main as cli_main
-from hrmedseg.data.dataset import cross_validation_split
+from hrmedseg.data.splits import cross_validation_split
 from hrmedseg.data.synthetic import make_synthetic_dataset
 from hrmedseg.data.volume_slices import slice_case, slice_stem
 from hrmedseg.errors import ConfigError, DataError

@@ -1,6 +1,8 @@
-"""Data: reading image/mask folders, splits, validation, preprocessing and augmentation.
+"""Data: dataset folders (``folders``), splits (``splits``), checks of image/mask pairs
+(``checks``), image I/O (``io``), preprocessing and augmentation (``transforms``) and the torch
+``Dataset`` (``dataset``).
 
-Names load on first use: ``hrmedseg.data.io`` (image I/O) works without PyTorch, the rest needs it.
+Names load on first use: folders, splits, checks and image I/O work without PyTorch.
 """
 
 from __future__ import annotations
@@ -9,18 +11,10 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 _EXPORTS = {
-    **dict.fromkeys(
-        (
-            "DatasetIndex",
-            "Sample",
-            "SegmentationDataset",
-            "check_samples",
-            "find_dataset",
-            "make_split",
-            "sample_problems",
-        ),
-        ".dataset",
-    ),  # fmt: skip
+    **dict.fromkeys(("DatasetIndex", "Sample", "find_dataset"), ".folders"),
+    "make_split": ".splits",
+    **dict.fromkeys(("check_samples", "sample_problems"), ".checks"),
+    "SegmentationDataset": ".dataset",
     **dict.fromkeys(("read_image", "read_mask", "write_mask"), ".io"),
     "DataError": "..errors",
     **dict.fromkeys(("IMAGENET_MEAN", "IMAGENET_STD", "AugmentConfig"), ".transforms"),
@@ -58,14 +52,9 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:
     from ..errors import DataError
-    from .dataset import (
-        DatasetIndex,
-        Sample,
-        SegmentationDataset,
-        check_samples,
-        find_dataset,
-        make_split,
-        sample_problems,
-    )
+    from .checks import check_samples, sample_problems
+    from .dataset import SegmentationDataset
+    from .folders import DatasetIndex, Sample, find_dataset
     from .io import read_image, read_mask, write_mask
+    from .splits import make_split
     from .transforms import IMAGENET_MEAN, IMAGENET_STD, AugmentConfig

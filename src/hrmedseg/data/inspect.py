@@ -21,7 +21,8 @@ from PIL import Image
 from scipy import ndimage
 from tqdm import tqdm
 
-from .dataset import find_dataset, sample_problems
+from .checks import sample_problems
+from .folders import find_dataset
 from .io import is_lossy, raise_for_problems, read_mask
 
 # A side ratio above this between the largest and the smallest image: sizes vary (dsb2018: 5.4).

@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataError
-from .dataset import make_split
 from .io import write_mask
+from .splits import make_split
 from .volumes import find_volume_pairs, read_volume_pair, read_volume_split, to_unit_range
 
 MANIFEST = "slices.json"

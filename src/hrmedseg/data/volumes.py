@@ -141,7 +141,7 @@ def read_volume_pair(image_path: Path, mask_path: Path) -> tuple[Volume, Volume]
 
 def read_volume_split(data: Path, cases: Iterable[str]) -> dict[str, list[str]] | None:
     """The volume dataset's ``split.json`` (lists of cases, all among ``cases``), or None."""
-    from .dataset import read_split  # here, not above: this module stays importable without torch
+    from .splits import read_split
 
     split_file = data / "split.json"
     return read_split(split_file, cases, what="volume") if split_file.is_file() else None

@@ -28,7 +28,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from ..data import DatasetIndex, Sample, find_dataset, read_image, read_mask, sample_problems
-from ..data.dataset import read_split_file
+from ..data.splits import read_split_file
 from ..errors import ConfigError, DataError
 from ..inference.options import SegmenterOptions
 from ..inference.overlay import overlay

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from ..data import Sample, read_mask
-from ..data.dataset import lossy_index_mask
+from ..data.checks import lossy_index_mask
 from ..data.io import IMAGE_SUFFIXES, image_size, is_lossy
 from ..errors import ConfigError, DataError, InputNotFoundError
 from ..inference.postprocess import Postprocessing

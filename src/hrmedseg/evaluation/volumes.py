@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from ..data.dataset import read_split_file
+from ..data.splits import read_split_file
 from ..data.volumes import (
     Volume,
     find_volume_pairs,

@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from ..build import create_model
 from ..checkpoint import load_encoder_weights
 from ..data import DatasetIndex, Sample, SegmentationDataset, check_samples, find_dataset, make_split
-from ..data.dataset import cross_validation_split
+from ..data.splits import cross_validation_split
 from ..data.volume_slices import slice_case, slice_volume_dataset
 from ..data.volumes import is_volume_dataset
 from ..errors import ConfigError, DataError
