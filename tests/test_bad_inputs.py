@@ -21,7 +21,7 @@ from hrmedseg import errors
 from hrmedseg.cli import main as cli_main
 from hrmedseg.data.synthetic import make_synthetic_dataset
 from hrmedseg.distillation.cache import CacheMismatchError
-from hrmedseg.inference import predict as predict_module
+from hrmedseg.inference import files as prediction_files
 from hrmedseg.training.guards import TrainingDivergedError
 
 TRAIN = ["train", "--model", "hrmedseg_t", "--img-size", "64", "--batch-size", "4", "--epochs", "1",
@@ -251,6 +251,6 @@ def test_a_bug_keeps_its_traceback(corpus, tmp_path, monkeypatch):
     def broken(*args, **kwargs):
         raise ValueError("an internal inconsistency")
 
-    monkeypatch.setattr(predict_module, "predict_to_folder", broken)
+    monkeypatch.setattr(prediction_files, "predict_to_folder", broken)
     with pytest.raises(ValueError, match="an internal inconsistency"):
         cli_main(predict_args(corpus, corpus.images(tmp_path, 1), tmp_path / "o"))

@@ -38,7 +38,7 @@ def test_embed_once_then_decode_box_points_and_both_at_the_original_size(prompte
     opened = prompted.post("/api/image", content=png(150, 90), headers={"x-filename": "scan.png"}).json()
     assert (opened["width"], opened["height"]) == (150, 90)
     assert Image.open(io.BytesIO(base64.b64decode(opened["preview"]))).size == (150, 90)
-    from hrmedseg.inference.predictor import Predictor
+    from hrmedseg.inference.sam_predictor import Predictor
 
     calls = []
     monkeypatch.setattr(Predictor, "set_image", lambda *a: calls.append(1))  # no second embedding

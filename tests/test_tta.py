@@ -12,7 +12,7 @@ from hrmedseg import Segmenter
 from hrmedseg.cli import main as cli_main
 from hrmedseg.data.synthetic import make_synthetic_dataset
 from hrmedseg.errors import ConfigError
-from hrmedseg.inference.mask_predictor import TTA_FLIPS
+from hrmedseg.inference.segmenter_base import TTA_FLIPS
 from hrmedseg.inference.tiling import Tiling
 
 SIZE = 64

@@ -48,9 +48,9 @@ _EXPORTS = {
         ),
         ".errors",
     ),  # fmt: skip
-    "Predictor": ".inference.predictor",
+    "Predictor": ".inference.sam_predictor",
     "SegmenterOptions": ".inference.options",
-    "predict_files": ".inference.predict",
+    "predict_files": ".inference.files",
     "evaluate_dataset": ".evaluation.entry",
     "PromptedSegmenter": ".inference.prompted",
     "Segmenter": ".inference.segmenter",
@@ -144,10 +144,10 @@ if TYPE_CHECKING:  # what static analysis and IDEs see
         OutputError,
     )
     from .evaluation.entry import evaluate_dataset
+    from .inference.files import predict_files
     from .inference.options import SegmenterOptions
-    from .inference.predict import predict_files
-    from .inference.predictor import Predictor
     from .inference.prompted import PromptedSegmenter
+    from .inference.sam_predictor import Predictor
     from .inference.segmenter import Segmenter
     from .modeling import (
         AutomaticSegmentationModel,

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from .data.synthetic import make_synthetic_dataset
 from .evaluation.evaluate import evaluate
-from .inference.predict import predict_to_folder
+from .inference.files import predict_to_folder
 from .inference.segmenter import Segmenter
 from .training.config import TrainConfig
 from .training.engine import train

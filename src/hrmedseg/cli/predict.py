@@ -45,7 +45,7 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..inference.predict import predict_files
+    from ..inference.files import predict_files
 
     report = predict_files(
         args.input, args.output, checkpoint=args.checkpoint, onnx=args.onnx, prompts=args.prompts,

@@ -22,8 +22,8 @@ import numpy as np
 from PIL import Image
 
 from ..errors import CheckpointError, InputNotFoundError, MissingDependencyError
-from ..inference.mask_predictor import ImageInput, MaskPredictor, tta_flips
 from ..inference.postprocess import Postprocessing
+from ..inference.segmenter_base import ImageInput, SegmenterBase, tta_flips
 from ..inference.tiling import Tiling, blend_windows, native_tiling
 
 # Metadata keys of an exported graph, and its roles (written by export_onnx).
@@ -61,7 +61,7 @@ def resize_bilinear(maps: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return rows[:, :, x0] * (1 - wx) + rows[:, :, x1] * wx
 
 
-class OnnxSegmenter(MaskPredictor):
+class OnnxSegmenter(SegmenterBase):
     """Predicts like :class:`hrmedseg.Segmenter`, from a graph written by ``hrmedseg export``.
 
     Example:

@@ -30,7 +30,7 @@ from ..checkpoint import read_model_config
 from ..data.prompts import label_objects, prompts_from_labels
 from ..errors import ConfigError, DataError
 from .postprocess import Postprocessing
-from .predictor import Predictor
+from .sam_predictor import Predictor
 from .tiling import Tiling
 
 GT_PROMPT_KINDS = ("box", "point", "box+point")

@@ -14,8 +14,8 @@ from ..data.transforms import image_to_tensor, normalize
 from ..errors import ConfigError
 from ..modeling import AutomaticSegmentationModel, ModelConfig
 from ..runtime import compile_model, resolve_device
-from .mask_predictor import ImageInput, MaskPredictor, tta_flips
 from .postprocess import Postprocessing
+from .segmenter_base import ImageInput, SegmenterBase, tta_flips
 from .tiling import Tiling, blend_windows, native_tiling
 
 # What ensemble members must share: how an image becomes their input, and what comes out.
@@ -59,7 +59,7 @@ def sliding_window_logits(
     return torch.from_numpy(blend_windows(window_logits, image, window, tiling, batch_size))
 
 
-class Segmenter(MaskPredictor):
+class Segmenter(SegmenterBase):
     """Inference with an automatic model (:class:`HRMedSeg`, or any
     :class:`AutomaticSegmentationModel`) and the training pipeline's preprocessing.
 

@@ -24,7 +24,7 @@ from ..data.volumes import (
 )
 from ..errors import DataError
 from ..output import ensure_output_folder, raise_if_nothing_done, write_failures
-from .predict import FolderReport
+from .files import FolderReport
 from .segmenter import Segmenter
 
 

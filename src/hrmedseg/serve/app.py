@@ -41,8 +41,8 @@ from pydantic import BaseModel
 from ..data.io import decode_image
 from ..errors import DataError
 from ..inference.postprocess import Postprocessing
-from ..inference.predictor import Predictor
 from ..inference.prompted import object_prompt, refuse_automatic_options
+from ..inference.sam_predictor import Predictor
 from ..inference.segmenter import Segmenter
 from ..inference.tiling import Tiling
 from ..modeling import PromptableSegmentationModel

@@ -19,9 +19,9 @@ from tqdm import tqdm
 from ..data.io import IMAGE_SUFFIXES, read_image, write_mask
 from ..errors import ConfigError, DataError
 from ..output import ensure_output_folder, raise_if_nothing_done, write_failures
-from .mask_predictor import MaskPredictor
 from .options import SegmenterOptions
 from .overlay import overlay
+from .segmenter_base import SegmenterBase
 
 if TYPE_CHECKING:  # imported only for the annotation, so the ONNX path runs without PyTorch
     from .prompted import PromptedSegmenter
@@ -73,7 +73,7 @@ def _readable(paths: list[Path], report: FolderReport) -> tuple[list[Path], list
 
 
 def predict_to_folder(
-    segmenter: MaskPredictor,
+    segmenter: SegmenterBase,
     inputs: str | Path,
     output: str | Path,
     *,

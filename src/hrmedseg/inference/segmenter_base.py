@@ -1,5 +1,6 @@
-"""What every automatic predictor shares, PyTorch or onnxruntime: image inputs, probabilities to
-masks, and ``predict``. NumPy only, so the ONNX predictor can build on it without PyTorch."""
+"""What every automatic segmenter shares (the base of Segmenter and OnnxSegmenter), PyTorch or
+onnxruntime: image inputs, probabilities to masks, and ``predict``. NumPy only, so the ONNX
+segmenter can build on it without PyTorch."""
 
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ def tta_flips(tta: str) -> tuple[tuple[int, ...], ...]:
     return TTA_FLIPS[tta]
 
 
-class MaskPredictor:
+class SegmenterBase:
     """Base of :class:`~hrmedseg.Segmenter` and the ONNX ``OnnxSegmenter``: a subclass sets
     ``num_classes``, ``batch_size`` and ``images_per_batch`` and yields probabilities from
     :meth:`iter_probabilities`. Masks go through ``postprocessing`` (default: none)."""
