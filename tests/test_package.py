@@ -28,3 +28,21 @@ def test_importing_the_package_and_its_image_io_loads_no_torch():
     )
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     subprocess.run([sys.executable, "-c", script], check=True, env=env, timeout=120)
+
+
+def test_public_functions_and_classes_document_their_arguments():
+    """segment-anything's convention: an ``Args:`` block wherever a caller passes two or more."""
+    import inspect
+
+    from torch import nn
+
+    missing = []
+    for name in hrmedseg.__all__:
+        obj = getattr(hrmedseg, name)
+        if inspect.isclass(obj) and (issubclass(obj, (Exception, nn.Module)) or name == "ModelConfig"):
+            continue  # errors; models and their config document their fields and shapes in prose
+        function = obj.__init__ if inspect.isclass(obj) else obj
+        params = [p for p in inspect.signature(function).parameters if p not in ("self", "cls")]
+        if len(params) >= 2 and "Args:" not in (inspect.getdoc(obj) or ""):
+            missing.append(name)
+    assert not missing, f"no Args: block: {missing}"

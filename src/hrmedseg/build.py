@@ -54,6 +54,13 @@ def list_models(pattern: str = "*") -> list[str]:
 
 
 def get_model_config(name: str, **overrides: Any) -> ModelConfig:
+    """The :class:`ModelConfig` of a registered model, with some fields changed.
+
+    Args:
+        name: one of :func:`list_models`.
+        overrides: :class:`ModelConfig` fields, e.g. ``num_classes=3`` or ``img_size=512``;
+            an unknown field is refused, naming the valid ones.
+    """
     if name not in _REGISTRY:
         raise ConfigError(f"unknown model {name!r}; registered models: {', '.join(list_models())}")
     known = {f.name for f in dataclasses.fields(ModelConfig)} - {"name", "arch"}

@@ -46,12 +46,19 @@ def atomic_write(path: str | os.PathLike, write: callable) -> Path:
     return path
 
 
-def save_model(model: SegmentationModel, path: str | os.PathLike, encoder_only: bool = False) -> Path:
-    """Write ``model``'s weights and config (``model.config``) to a ``.safetensors`` file.
+def save_model(model: SegmentationModel, path: str | os.PathLike, *, encoder_only: bool = False) -> Path:
+    """Write ``model``'s weights and config (``model.config``) to a ``.safetensors`` file,
+    atomically (a crash leaves the previous file or none, never half of one).
 
-    ``encoder_only`` keeps just the ``image_encoder.*`` weights (LGViT + neck), as distillation
-    produces them: such a file initialises other models (:func:`load_encoder_weights`) but is not
-    a complete model for :func:`load_model`.
+    Args:
+        model: a model with its :class:`ModelConfig` (any registered architecture).
+        path: the file to write.
+        encoder_only: keep just the ``image_encoder.*`` weights (LGViT + neck), as distillation
+            produces them: such a file initialises other models (:func:`load_encoder_weights`)
+            but is not a complete model for :func:`load_model`.
+
+    Returns:
+        ``path``.
     """
     if not isinstance(model, SegmentationModel):
         raise ValueError(
@@ -137,7 +144,16 @@ def is_encoder_file(path: str | os.PathLike) -> bool:
 
 
 def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> HRMedSeg | HRMedSegSAM:
-    """Rebuild the model stored in ``path`` and load its weights; returned in eval mode."""
+    """Rebuild the model stored in a model file and load its weights.
+
+    Args:
+        path: a ``.safetensors`` model file from :func:`save_model` or ``hrmedseg train``.
+        map_location: the device to load the weights onto.
+
+    Returns:
+        The model, of its registered architecture, in eval mode. A file whose weights do not fit
+        its config, or hold NaN or infinity, is refused naming the file.
+    """
     if is_encoder_file(path):
         raise CheckpointError(
             f"{path} holds only encoder weights (LGViT + neck, e.g. from distillation), not a whole model; "
@@ -151,10 +167,14 @@ def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu"
 
 
 def load_encoder_weights(model: HRMedSeg | HRMedSegSAM, path: str | os.PathLike) -> None:
-    """Initialise ``model.image_encoder`` (LGViT + neck) of an HRMedSeg or HRMedSegSAM model from
-    the ``image_encoder.*`` weights of a model file: a distilled encoder or an earlier model.
+    """Initialise a model's ``image_encoder`` (LGViT + neck) from another model file.
 
-    Raises :class:`CheckpointMismatchError` naming both sizes when the encoders differ.
+    Args:
+        model: an HRMedSeg or HRMedSegSAM model (the other weights stay as they are).
+        path: a model file with ``image_encoder.*`` weights: a distilled encoder or an earlier model.
+
+    Raises:
+        CheckpointMismatchError: naming both sizes, when the encoders differ.
     """
     path = Path(path)
     config = read_model_config(path)
@@ -203,9 +223,12 @@ def load_state_dict_checked(module: nn.Module, state_dict: Mapping[str, torch.Te
 
 
 def load_sam_prompt_encoder(prompt_encoder: nn.Module, path: str | os.PathLike) -> None:
-    """Load the ``prompt_encoder.*`` weights of an official SAM checkpoint (``.pth``).
+    """Load the ``prompt_encoder.*`` weights of an official SAM checkpoint.
 
-    The file is read with ``weights_only=True``: tensors only, no pickled code runs.
+    Args:
+        prompt_encoder: the ``prompt_encoder`` of an HRMedSegSAM model.
+        path: an official SAM checkpoint (``.pth``), read with ``weights_only=True``: tensors
+            only, no pickled code runs.
     """
     path = Path(path)
     if not path.is_file():

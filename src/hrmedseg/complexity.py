@@ -18,7 +18,13 @@ def count_parameters(module: nn.Module) -> int:
 def count_flops(model: nn.Module, input_size: tuple[int, int], batch_size: int = 1) -> int:
     """FLOPs of one forward pass counted by ``torch.utils.flop_counter`` (2 per multiply-add;
     matmuls and convolutions only). The fused attention kernel on CPU is not counted; in the
-    decoder it is a few MFLOPs, under 0.1 % of the total."""
+    decoder it is a few MFLOPs, under 0.1 % of the total.
+
+    Args:
+        model: the model, left in its training mode and with its parameters' ``requires_grad``.
+        input_size: (H, W) of the input.
+        batch_size: images in the counted pass.
+    """
     was_training = model.training
     requires_grad = [p.requires_grad for p in model.parameters()]
     # Frozen parameters instead of no_grad(): under no_grad a view of a parameter still

@@ -164,6 +164,11 @@ def _numbers(value: object, where: str, name: str) -> np.ndarray:
 class PromptedSegmenter:
     """Segment whole images from per-object prompts with an HRMedSegSAM :class:`Predictor`.
 
+    Args:
+        predictor: the :class:`Predictor` of a promptable model.
+        max_boxes_per_pass: box prompts decoded together; each one's logits are interpolated to
+            the original size, so this bounds the memory of one pass.
+
     Example:
         >>> seg = PromptedSegmenter.from_checkpoint("sam_run/best.safetensors")
         >>> objects = prompts_from_ground_truth(truth, "box")

@@ -29,7 +29,11 @@ ImageInput = np.ndarray | str | Path
 
 
 class Predictor:
-    """Prompted segmentation of one image at a time with a :class:`HRMedSegSAM` model.
+    """Prompted segmentation of one image at a time with a promptable model (HRMedSegSAM).
+
+    Args:
+        model: a :class:`~hrmedseg.modeling.PromptableSegmentationModel`.
+        device: "auto" (CUDA when there is one), "cpu", "cuda" or "cuda:N".
 
     Example:
         >>> predictor = Predictor.from_checkpoint("sam_run/best.safetensors")

@@ -77,6 +77,15 @@ class Segmenter(SegmenterBase):
     recipes), the logits are their mean, as for the flips; they must share the input contract
     (``ENSEMBLE_FIELDS`` of their configs).
 
+    Args:
+        model: an automatic model, or several (an ensemble).
+        device: "auto" (CUDA when there is one), "cpu", "cuda" or "cuda:N".
+        batch_size: images per forward pass (with tiling: windows per pass).
+        tiling: the sliding-window settings, or None to resize each image to the model's size.
+        compile_mode: ``torch.compile`` mode, or "none" (eager).
+        tta: test-time flips: "none", "hflip" or "flips".
+        postprocessing: the clean-up of each mask, or None (none).
+
     Example:
         >>> seg = Segmenter.from_checkpoint("run/best.safetensors")
         >>> mask = seg.predict("scan.png")          # (H, W) uint8 class indices at original size

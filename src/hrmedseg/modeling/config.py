@@ -26,8 +26,9 @@ class ModelConfig:
     ``"native"`` (windows of ``img_size`` at the image's own resolution, so prediction tiles).
     ``patch_size`` is the encoder's stride: the image embedding is an (H / patch_size,
     W / patch_size) grid, and the network accepts any input whose sides are multiples of it.
-    ``arch`` names the class that :func:`hrmedseg.build_model` builds (``ARCHITECTURES``); the
-    fields from ``embed_dim`` to ``num_multimask_outputs`` are that architecture's hyper-parameters.
+    ``arch`` names the registered architecture that :func:`hrmedseg.build_model` builds (see
+    :func:`hrmedseg.register_architecture`); the fields from ``embed_dim`` to
+    ``num_multimask_outputs`` are the hyper-parameters of the built-in ones.
     ``detail`` to ``deep_supervision`` describe the detail path of ``hrmedseg_detail`` models
     (:mod:`hrmedseg.modeling.detail`): its components (``DETAIL_COMPONENTS``), the stem's widths at
     1/2 and 1/4 resolution, the width of the full-resolution head, and the weight of the loss on
