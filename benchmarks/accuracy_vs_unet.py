@@ -122,7 +122,7 @@ def train_and_test(
         pixel_mean=model.config.pixel_mean,
         pixel_std=model.config.pixel_std,
     )
-    optimizer = build_optimizer(model, config.optimizer, config.lr, config.weight_decay)
+    optimizer = build_optimizer(model, config.optimizer, lr=config.lr, weight_decay=config.weight_decay)
     scheduler = recipe_scheduler(optimizer, config, len(train_loader))
     scaler = torch.amp.GradScaler(device.type, enabled=False)
     objective = AutomaticObjective(
@@ -134,13 +134,13 @@ def train_and_test(
             focal_weight=config.focal_weight,
             ce_weight=config.ce_weight,
         ),  # fmt: skip
-        quality_weight,
-        None,
+        quality_weight=quality_weight,
+        amp_dtype=None,
     )
     loop = EpochLoop(
         trained=objective, module=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler,
         train_loader=train_loader,
-        validate=lambda: validate(objective, val_loader, device, config.batch_size),
+        validate=lambda: validate(objective, val_loader, device, windows_per_pass=config.batch_size),
         score=Score("val_dice"), device=device,
         epoch_aware=(sampler, train_set), accumulate=config.accumulate, clip_grad=config.clip_grad,
         val_every=config.val_every,

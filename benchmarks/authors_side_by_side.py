@@ -55,11 +55,11 @@ def main() -> None:
     loss_fn = SegmentationLoss(1)
 
     ours = hrmedseg.create_model("hrmedseg_b", img_size=args.size).to(device)
-    objective = AutomaticObjective(ours, loss_fn, 1.0, None)
+    objective = AutomaticObjective(ours, loss_fn, quality_weight=1.0, amp_dtype=None)
     # The authors' release has its multiscale pooling commented out (docs/paper notes): the same
     # network as ours without it.
     unpooled = hrmedseg.create_model("hrmedseg_b", img_size=args.size, pool_sizes=()).to(device)
-    unpooled_objective = AutomaticObjective(unpooled, loss_fn, 1.0, None)
+    unpooled_objective = AutomaticObjective(unpooled, loss_fn, quality_weight=1.0, amp_dtype=None)
     theirs = authors_model(args.authors_repo.resolve(), args.size).to(device)
     steps = {}
     for name, model, compute in (

@@ -66,7 +66,9 @@ def run_single(args: argparse.Namespace) -> dict:
     target[:, args.size // 4 : 3 * args.size // 4, args.size // 3 : 2 * args.size // 3] = 1
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     amp_dtype = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[args.amp]
-    objective = AutomaticObjective(model, SegmentationLoss(num_classes=1), quality_weight, amp_dtype)
+    objective = AutomaticObjective(
+        model, SegmentationLoss(num_classes=1), quality_weight=quality_weight, amp_dtype=amp_dtype
+    )
 
     def step() -> None:
         if args.mode == "infer":

@@ -77,7 +77,9 @@ def test_linear_attention_equals_quadratic_evaluation(grid, channels, heads):
     tokens = grid[0] * grid[1]
     q, k, v = (torch.randn(2, tokens, channels, dtype=torch.float64) for _ in range(3))
     with torch.autocast("cpu", enabled=False):
-        fast = linear_attention(q.float(), k.float(), v.float(), rope_2d_rotations(grid, channels), heads)
+        fast = linear_attention(
+            q.float(), k.float(), v.float(), rope_2d_rotations(grid, channels), num_heads=heads
+        )
     slow = quadratic_attention(q, k, v, grid, heads)
     torch.testing.assert_close(fast.double(), slow, rtol=1e-4, atol=1e-5)
 
@@ -233,7 +235,7 @@ def test_linear_attention_gradients_match_quadratic_evaluation(device, grid, cha
     q, k, v = (torch.randn(2, tokens, channels) for _ in range(3))
 
     def ours(q, k, v):
-        return linear_attention(q, k, v, rope_2d_rotations(grid, channels, device=q.device), heads)
+        return linear_attention(q, k, v, rope_2d_rotations(grid, channels, device=q.device), num_heads=heads)
 
     assert_matches_oracle(
         device, ours, lambda q, k, v: quadratic_attention(q, k, v, grid, heads), inputs=(q, k, v)
@@ -248,9 +250,11 @@ def test_linear_attention_backward_passes_gradcheck():
     q, k, v = (torch.randn(2, 6, channels, dtype=torch.float64) for _ in range(3))
     q[0, 0, :4] = torch.tensor([0.0, 1e-3, -1e-3, 0.0])
     q.requires_grad_(), k.requires_grad_(), v.requires_grad_()
-    assert torch.autograd.gradcheck(lambda q, k, v: linear_attention(q, k, v, rotations, heads), (q, k, v))
     assert torch.autograd.gradcheck(
-        lambda v: linear_attention(q.detach(), k.detach(), v, rotations, heads), v
+        lambda q, k, v: linear_attention(q, k, v, rotations, num_heads=heads), (q, k, v)
+    )
+    assert torch.autograd.gradcheck(
+        lambda v: linear_attention(q.detach(), k.detach(), v, rotations, num_heads=heads), v
     )
 
 

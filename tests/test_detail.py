@@ -133,7 +133,7 @@ def test_the_detail_model_learns_one_pixel_lines_that_the_quarter_grid_cannot_dr
     assert ceiling.sum() == 0  # the quarter grid cannot represent them at all
 
     model = create_model("hrmedseg_detail_t", img_size=64, drop_path_rate=0.0).train()
-    objective = AutomaticObjective(model, SegmentationLoss(1), 0.0, None)
+    objective = AutomaticObjective(model, SegmentationLoss(1), quality_weight=0.0, amp_dtype=None)
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
     for _ in range(60):
         loss, _ = objective(images, masks)
@@ -153,7 +153,7 @@ def test_deep_supervision_adds_the_weighted_loss_of_the_quarter_logits():
     masks = torch.randint(0, 3, (2, 64, 64))
     loss_fn = SegmentationLoss(3)
     torch.manual_seed(1)
-    loss, logits = AutomaticObjective(model, loss_fn, 0.0, None)(images, masks)
+    loss, logits = AutomaticObjective(model, loss_fn, quality_weight=0.0, amp_dtype=None)(images, masks)
     torch.manual_seed(1)
     full, _, low_res = model(images, return_quality=True, return_low_res=True)
     torch.testing.assert_close(full, logits)

@@ -134,12 +134,12 @@ def test_teacher_loads_sam_keys_and_resizes_position_tables(sam_checkpoint):
     reference.load_state_dict(
         {k[len("image_encoder.") :]: v for k, v in saved.items() if "image_encoder" in k}
     )
-    teacher, _ = load_teacher(TINY_TEACHER, sam_checkpoint, NATIVE_SIZE, PATCH)
+    teacher, _ = load_teacher(TINY_TEACHER, sam_checkpoint, img_size=NATIVE_SIZE, patch_size=PATCH)
     x = torch.randn(1, 3, NATIVE_SIZE, NATIVE_SIZE)
     torch.testing.assert_close(teacher(x), reference(x))  # same weights at the native size
     assert not any(p.requires_grad for p in teacher.parameters()) and not teacher.training
 
-    small, _ = load_teacher(TINY_TEACHER, sam_checkpoint, 64, PATCH)
+    small, _ = load_teacher(TINY_TEACHER, sam_checkpoint, img_size=64, patch_size=PATCH)
     assert small(torch.randn(2, 3, 64, 64)).shape == (2, 256, 4, 4)
     assert small.pos_embed.shape == (1, 4, 4, 32)
     assert small.blocks[1].attn.rel_pos_h.shape == (7, 16)  # global block: 2 * 4 - 1 offsets
@@ -152,23 +152,23 @@ def test_teacher_loads_sam_keys_and_resizes_position_tables(sam_checkpoint):
 
 def test_teacher_checkpoint_errors_name_the_problem(sam_checkpoint, tmp_path):
     with pytest.raises(CheckpointMismatchError, match=r"width 32, depth 2.*not the requested teacher vit_b"):
-        load_teacher("vit_b", sam_checkpoint, 64, PATCH)
+        load_teacher("vit_b", sam_checkpoint, img_size=64, patch_size=PATCH)
     other = tmp_path / "other.pth"
     torch.save({"mask_decoder.w": torch.zeros(2)}, other)
     with pytest.raises(CheckpointMismatchError, match="no 'image_encoder.\\*' keys"):
-        load_teacher(TINY_TEACHER, other, 64, PATCH)
+        load_teacher(TINY_TEACHER, other, img_size=64, patch_size=PATCH)
     with pytest.raises(FileNotFoundError, match="teacher checkpoint not found"):
-        load_teacher(TINY_TEACHER, tmp_path / "nope.pth", 64, PATCH)
+        load_teacher(TINY_TEACHER, tmp_path / "nope.pth", img_size=64, patch_size=PATCH)
     with pytest.raises(ValueError, match="unknown teacher 'vit_x'"):
-        load_teacher("vit_x", sam_checkpoint, 64, PATCH)
+        load_teacher("vit_x", sam_checkpoint, img_size=64, patch_size=PATCH)
     with pytest.raises(
         CheckpointMismatchError, match=rf"embeds {PATCH} x {PATCH} patches, the student 8 x 8"
     ):
-        load_teacher(TINY_TEACHER, sam_checkpoint, 64, 8)
+        load_teacher(TINY_TEACHER, sam_checkpoint, img_size=64, patch_size=8)
 
 
 def test_distillation_loss_falls_over_a_few_steps(sam_checkpoint):
-    teacher, _ = load_teacher(TINY_TEACHER, sam_checkpoint, 64, PATCH)
+    teacher, _ = load_teacher(TINY_TEACHER, sam_checkpoint, img_size=64, patch_size=PATCH)
     student = hrmedseg.create_model("hrmedseg_t", img_size=64).image_encoder
     objective = DistillationObjective(student, amp_dtype=None)
     optimizer = torch.optim.Adam(student.parameters(), lr=1e-3)
@@ -202,8 +202,10 @@ def test_cached_run_embeds_each_image_once_and_reuses_the_cache(
     manifest = json.loads((cache_dir / "manifest.json").read_text())
     assert manifest["header"]["embedding_shape"] == [256, 4, 4] and manifest["header"]["dtype"] == "float16"
     assert len(list(cache_dir.glob("shard_*.safetensors"))) == 4  # 10 images, 3 per shard
-    cache = EmbeddingCache(cache_dir, manifest["header"], manifest["files"], manifest["shard_size"])
-    teacher, _ = load_teacher(TINY_TEACHER, sam_checkpoint, 64, PATCH)
+    cache = EmbeddingCache(
+        cache_dir, manifest["header"], manifest["files"], shard_size=manifest["shard_size"]
+    )
+    teacher, _ = load_teacher(TINY_TEACHER, sam_checkpoint, img_size=64, patch_size=PATCH)
     dataset = engine.UnlabeledImages(
         image_folder, manifest["files"], size=(64, 64), pixel_mean=(0.485, 0.456, 0.406),
         pixel_std=(0.229, 0.224, 0.225),

@@ -30,7 +30,7 @@ def test_a_window_is_a_crop_of_the_image_at_its_own_resolution():
     positions = set()
     for seed in range(40):
         torch.manual_seed(seed)
-        window, window_mask = random_window(image, mask, (32, 24), FILL, foreground=0.0)
+        window, window_mask = random_window(image, mask, (32, 24), fill=FILL, foreground=0.0)
         assert window.shape == (3, 32, 24) and window_mask.shape == (32, 24)
         top, left = divmod(int(window[0, 0, 0]), 70)
         assert torch.equal(window, image[:, top : top + 32, left : left + 24])
@@ -41,7 +41,7 @@ def test_a_window_is_a_crop_of_the_image_at_its_own_resolution():
 
 def test_a_smaller_image_is_padded_with_the_fill_and_background():
     image, mask = numbered_image(20, 30), torch.ones(20, 30, dtype=torch.long)
-    window, window_mask = random_window(image, mask, (32, 32), FILL, foreground=0.5)
+    window, window_mask = random_window(image, mask, (32, 32), fill=FILL, foreground=0.5)
     # 12 rows (6 above, 6 below) and 2 columns (1 each side) of padding; the image in the middle
     assert torch.equal(window[:, 6:26, 1:31], image)
     assert torch.equal(window_mask[6:26, 1:31], mask)
@@ -57,9 +57,9 @@ def test_foreground_windows_contain_the_foreground():
     hits = {True: 0, False: 0}
     for seed in range(60):
         torch.manual_seed(seed)
-        hits[True] += int(random_window(image, mask, (32, 32), FILL, foreground=1.0)[1].sum())
+        hits[True] += int(random_window(image, mask, (32, 32), fill=FILL, foreground=1.0)[1].sum())
         torch.manual_seed(seed)
-        hits[False] += int(random_window(image, mask, (32, 32), FILL, foreground=0.0)[1].sum())
+        hits[False] += int(random_window(image, mask, (32, 32), fill=FILL, foreground=0.0)[1].sum())
     assert hits[True] == 60
     assert hits[False] < 10
 

@@ -25,7 +25,9 @@ def lrs_over(scheduler, optimizer, steps):
 def test_exponential_schedule_per_step_equals_exponentiallr_per_epoch():
     steps_per_epoch, epochs = 7, 4
     a = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.1)
-    ours = lrs_over(build_scheduler(a, "exponential", steps_per_epoch, epochs, lr_gamma=0.9), a, 28)
+    ours = lrs_over(
+        build_scheduler(a, "exponential", steps_per_epoch=steps_per_epoch, epochs=epochs, lr_gamma=0.9), a, 28
+    )
     b = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.1)
     reference = torch.optim.lr_scheduler.ExponentialLR(b, gamma=0.9)
     expected = []
@@ -49,11 +51,11 @@ def test_cosine_warms_up_linearly_then_decays_to_the_floor():
 
 def test_adamw_decays_weights_but_not_biases_or_norms():
     model = nn.Sequential(nn.Linear(3, 3), nn.LayerNorm(3))
-    optimizer = build_optimizer(model, "adamw", 1e-3, 0.05)
+    optimizer = build_optimizer(model, "adamw", lr=1e-3, weight_decay=0.05)
     decayed, plain = optimizer.param_groups
     assert decayed["weight_decay"] == 0.05 and [p.ndim for p in decayed["params"]] == [2]
     assert plain["weight_decay"] == 0.0 and len(plain["params"]) == 3
-    assert isinstance(build_optimizer(model, "adam", 1e-3, 0.0), torch.optim.Adam)
+    assert isinstance(build_optimizer(model, "adam", lr=1e-3, weight_decay=0.0), torch.optim.Adam)
 
 
 @pytest.mark.parametrize(
@@ -69,7 +71,7 @@ def test_recipe_fields_are_checked(field, value, message):
 def test_scheduler_state_resumes_mid_schedule():
     def fresh():
         opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1.0)
-        return opt, build_scheduler(opt, "cosine", 5, 4, warmup=0.1)
+        return opt, build_scheduler(opt, "cosine", steps_per_epoch=5, epochs=4, warmup=0.1)
 
     opt, sched = fresh()
     lrs_over(sched, opt, 7)

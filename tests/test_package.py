@@ -46,3 +46,49 @@ def test_public_functions_and_classes_document_their_arguments():
         if len(params) >= 2 and "Args:" not in (inspect.getdoc(obj) or ""):
             missing.append(name)
     assert not missing, f"no Args: block: {missing}"
+
+
+POSITIONAL_BY_CONVENTION = {
+    "hrmedseg.inference.sam_predictor.Predictor.predict",  # SAM's, so SamPredictor code runs as is
+    "hrmedseg.modeling.linear_attention.linear_attention",  # q, k, v, rotations: as kernels take them
+}
+
+
+def test_public_functions_take_at_most_three_positional_parameters():
+    """Past three, arguments are named at the call: one shared order, no silent swaps."""
+    import importlib
+    import inspect
+    import pkgutil
+
+    from torch import nn
+
+    offenders = []
+    for info in pkgutil.walk_packages(hrmedseg.__path__, "hrmedseg."):
+        if info.name.endswith("__main__"):
+            continue
+        module = importlib.import_module(info.name)
+        for name, obj in vars(module).items():
+            if name.startswith("_") or getattr(obj, "__module__", None) != info.name:
+                continue
+            if inspect.isfunction(obj):
+                functions = [(name, obj)]
+            elif inspect.isclass(obj) and not hasattr(obj, "__dataclass_fields__"):
+                if issubclass(obj, nn.Module) and info.name.startswith("hrmedseg.modeling"):
+                    continue  # network building blocks, built by the registry from a config
+                own_init = [(name, obj.__init__)] if "__init__" in vars(obj) else []
+                functions = own_init + [
+                    (f"{name}.{m}", f) for m, f in vars(obj).items()
+                    if inspect.isfunction(f) and not m.startswith("_") and m != "forward"
+                ]  # fmt: skip
+            else:
+                continue
+            for qualname, function in functions:
+                kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+                positional = [
+                    p for p in inspect.signature(function).parameters.values()
+                    if p.kind in kinds and p.name not in ("self", "cls")
+                ]  # fmt: skip
+                full = f"{info.name}.{qualname}"
+                if len(positional) > 3 and full not in POSITIONAL_BY_CONVENTION:
+                    offenders.append(f"{full}({', '.join(p.name for p in positional)})")
+    assert not offenders, "more than three positional parameters:\n" + "\n".join(offenders)

@@ -104,7 +104,9 @@ def test_batch_of_images_equals_one_image_at_a_time(predictor):
     ]
     points = [np.array([[40, 30]]), None, np.array([[50, 60]])]
     labels = [np.array([1]), None, np.array([0])]
-    batched = predictor.predict_batch(images, boxes, points, labels, return_logits=True, batch_size=2)
+    batched = predictor.predict_batch(
+        images, boxes=boxes, point_coords=points, point_labels=labels, return_logits=True, batch_size=2
+    )
     for image, image_boxes, pts, lab, (masks, scores, _) in zip(
         images, boxes, points, labels, batched, strict=True
     ):
@@ -118,7 +120,14 @@ def test_batch_of_images_equals_one_image_at_a_time(predictor):
     # Points only, the same count per image: equal to single-image prediction.
     pts = [np.array([[30, 40], [90, 20]]), np.array([[10, 50], [60, 10]])]
     labs = [np.array([1, 0]), np.array([1, 1])]
-    batched = predictor.predict_batch(images[:2], None, pts, labs, multimask_output=False, return_logits=True)
+    batched = predictor.predict_batch(
+        images[:2],
+        boxes=None,
+        point_coords=pts,
+        point_labels=labs,
+        multimask_output=False,
+        return_logits=True,
+    )
     for image, p, lab, (masks, _, _) in zip(images[:2], pts, labs, batched, strict=True):
         predictor.set_image(image)
         single, _, _ = predictor.predict(p, lab, multimask_output=False, return_logits=True)
@@ -126,5 +135,8 @@ def test_batch_of_images_equals_one_image_at_a_time(predictor):
         np.testing.assert_allclose(masks[0], single, rtol=1e-4, atol=1e-4)
     with pytest.raises(ValueError, match="boxes for every image or for none"):
         predictor.predict_batch(
-            images[:2], [np.array([0, 0, 5, 5]), None], [None, np.array([[1, 1]])], [None, [1]]
+            images[:2],
+            boxes=[np.array([0, 0, 5, 5]), None],
+            point_coords=[None, np.array([[1, 1]])],
+            point_labels=[None, [1]],
         )

@@ -44,7 +44,13 @@ def test_training_prompts_mix_kinds_and_respect_the_object_limit():
 
 def test_prompted_objective_backpropagates_and_handles_object_free_batches():
     model = hrmedseg.create_model("hrmedseg_sam_t", img_size=32)
-    objective = PromptedObjective(model, SegmentationLoss(1), 1.0, PromptConfig(box_probability=0.5), None)
+    objective = PromptedObjective(
+        model,
+        SegmentationLoss(1),
+        quality_weight=1.0,
+        prompt_config=PromptConfig(box_probability=0.5),
+        amp_dtype=None,
+    )
     images = torch.randn(2, 3, 32, 32)
     loss, union = objective(images, _two_object_masks())
     loss.backward()
@@ -90,8 +96,8 @@ def test_object_windows_enlarge_each_box_and_restrict_the_loss():
     logits = torch.where(targets[:1], 5.0, -5.0).float().unsqueeze(1)
     noisy = logits.clone()
     noisy[0, 0, 30:, :] = 5.0  # false positives far from the object
-    a = binary_loss_per_mask(logits, targets[:1], loss, windows[:1])
-    b = binary_loss_per_mask(noisy, targets[:1], loss, windows[:1])
+    a = binary_loss_per_mask(logits, targets[:1], loss, weights=windows[:1])
+    b = binary_loss_per_mask(noisy, targets[:1], loss, weights=windows[:1])
     torch.testing.assert_close(a, b)
     assert binary_loss_per_mask(noisy, targets[:1], loss) > a  # the whole-image loss sees them
 
@@ -107,7 +113,9 @@ def test_mask_prompts_from_a_first_pass_train_the_mask_prompt_path(monkeypatch):
 
     monkeypatch.setattr(model, "decode", spy)
     config = PromptConfig(box_probability=1.0, mask_prompt_probability=1.0)
-    objective = PromptedObjective(model, SegmentationLoss(1), 1.0, config, None)
+    objective = PromptedObjective(
+        model, SegmentationLoss(1), quality_weight=1.0, prompt_config=config, amp_dtype=None
+    )
     loss, _ = objective(torch.randn(2, 3, 32, 32), _two_object_masks())
     loss.backward()
     assert calls[0] is None and calls[1].shape == (2, 1, 8, 8)  # 2 objects: low-res logits of pass 1
@@ -125,7 +133,9 @@ def test_validation_scores_each_object_against_its_own_object():
     model = hrmedseg.create_model("hrmedseg_sam_t", img_size=32).eval()
     with torch.no_grad():  # a bias that makes some masks non-empty, so the Dice is not trivially 0
         model.mask_decoder.output_hypernetworks_mlps[0].layers[-1].bias.fill_(0.5)
-    objective = PromptedObjective(model, SegmentationLoss(1), 1.0, PromptConfig(), None).eval()
+    objective = PromptedObjective(
+        model, SegmentationLoss(1), quality_weight=1.0, prompt_config=PromptConfig(), amp_dtype=None
+    ).eval()
     images, masks = torch.randn(2, 3, 32, 32), _two_object_masks()
     with torch.no_grad():
         _, union, object_dice = objective.score_objects(images, masks)
@@ -186,7 +196,9 @@ def test_a_box_around_one_object_does_not_return_the_others():
     test_images, test_masks = separate_discs(16, 64, 4, seed=2)
     model = hrmedseg.create_model("hrmedseg_sam_t", img_size=64, box_region_prompt=True)
     config = PromptConfig(box_probability=1.0, box_jitter=0.05, max_objects=4)
-    objective = PromptedObjective(model, SegmentationLoss(1), 1.0, config, None)
+    objective = PromptedObjective(
+        model, SegmentationLoss(1), quality_weight=1.0, prompt_config=config, amp_dtype=None
+    )
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
     for _ in range(150):
         batch = torch.randint(0, len(images), (8,))

@@ -25,6 +25,7 @@ DEFAULT_LOSS = "dice_focal"
 def soft_dice(
     probs: torch.Tensor,
     target: torch.Tensor,
+    *,
     smooth: float = 1.0,
     dims: tuple[int, ...] = (0, 2, 3),
     region: torch.Tensor | None = None,
@@ -81,7 +82,7 @@ def object_windows(targets: torch.Tensor, margin: float, min_margin: int = 8) ->
 
 
 def binary_loss_per_mask(
-    logits: torch.Tensor, target: torch.Tensor, loss: SegmentationLoss, weights: torch.Tensor | None = None
+    logits: torch.Tensor, target: torch.Tensor, loss: SegmentationLoss, *, weights: torch.Tensor | None = None
 ) -> torch.Tensor:
     """The binary form of ``loss`` for each mask separately: logits (P, C, H, W) against targets
     (P, H, W) -> (P, C). Used for prompted training, where every prompt has its own object.
@@ -91,7 +92,7 @@ def binary_loss_per_mask(
     logits = logits.float()
     truth = target.float().unsqueeze(1).expand_as(logits)
     w = torch.ones_like(truth) if weights is None else weights.float().unsqueeze(1).expand_as(logits)
-    dice = soft_dice(torch.sigmoid(logits), truth, loss.smooth, dims=(2, 3), region=w)
+    dice = soft_dice(torch.sigmoid(logits), truth, smooth=loss.smooth, dims=(2, 3), region=w)
     bce = F.binary_cross_entropy_with_logits(logits, truth, reduction="none")
     bce = (bce * w).sum((2, 3)) / w.sum((2, 3)).clamp(min=1)
     focal = focal_weighting(bce, loss.focal_alpha, loss.focal_gamma)
@@ -137,11 +138,11 @@ class SegmentationLoss(nn.Module):
         logits = logits.float()
         if self.num_classes == 1:
             truth = one_hot(target, 1)
-            dice = soft_dice(torch.sigmoid(logits), truth, self.smooth).mean()
+            dice = soft_dice(torch.sigmoid(logits), truth, smooth=self.smooth).mean()
             bce = F.binary_cross_entropy_with_logits(logits, truth)
             focal = focal_weighting(bce, self.focal_alpha, self.focal_gamma)
             return self.dice_weight * (1 - dice) + self.focal_weight * focal
-        dice = soft_dice(logits.softmax(1), one_hot(target, self.num_classes), self.smooth)[1:].mean()
+        dice = soft_dice(logits.softmax(1), one_hot(target, self.num_classes), smooth=self.smooth)[1:].mean()
         return self.dice_weight * (1 - dice) + self.ce_weight * F.cross_entropy(logits, target.long())
 
 

@@ -11,7 +11,8 @@ from .options import add_command
 def register(commands: argparse._SubParsersAction) -> None:
     parser = add_command(
         commands, "demo",
-        "train, evaluate and predict on a generated synthetic dataset (about a minute on 2 CPU cores)", run,
+        "train, evaluate and predict on a generated synthetic dataset (about a minute on 2 CPU cores)",
+        run=run,
     )  # fmt: skip
     parser.add_argument("--output", default="hrmedseg_demo", help="folder for the demo's data and results")
 

@@ -17,7 +17,7 @@ DEFAULTS = {
 def register(commands: argparse._SubParsersAction) -> None:
     parser = add_command(
         commands, "distill",
-        "pretrain an LGViT encoder to imitate a frozen SAM image encoder (feature distillation)", run,
+        "pretrain an LGViT encoder to imitate a frozen SAM image encoder (feature distillation)", run=run,
     )  # fmt: skip
     parser.add_argument(
         "--data", metavar="DIR", help="folder of unlabeled images, searched recursively (required)"

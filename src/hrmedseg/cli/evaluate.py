@@ -18,7 +18,7 @@ from .options import (
 def register(commands: argparse._SubParsersAction) -> None:
     parser = add_command(
         commands, "evaluate",
-        "score a model (or a folder of predicted masks) on a dataset split at original size", run,
+        "score a model (or a folder of predicted masks) on a dataset split at original size", run=run,
     )  # fmt: skip
     scored = parser.add_mutually_exclusive_group(required=True)
     scored.add_argument("--checkpoint", nargs="+", metavar="MODEL", help=CHECKPOINT_HELP)

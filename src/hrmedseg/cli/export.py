@@ -10,7 +10,7 @@ from .options import add_command
 def register(commands: argparse._SubParsersAction) -> None:
     parser = add_command(
         commands, "export",
-        "write a model as ONNX (HRMedSegSAM: <stem>_encoder.onnx and <stem>_decoder.onnx)", run,
+        "write a model as ONNX (HRMedSegSAM: <stem>_encoder.onnx and <stem>_decoder.onnx)", run=run,
         reads_images=False,
     )  # fmt: skip
     parser.add_argument("--checkpoint", required=True, help="model file (.safetensors) from train")

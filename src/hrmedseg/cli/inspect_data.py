@@ -12,7 +12,7 @@ from .options import add_command
 def register(commands: argparse._SubParsersAction) -> None:
     parser = add_command(
         commands, "inspect",
-        "a dataset's fingerprint (sizes, masks, objects), its problems and the options it needs", run,
+        "a dataset's fingerprint (sizes, masks, objects), its problems and the options it needs", run=run,
     )  # fmt: skip
     parser.add_argument("--data", metavar="DIR", required=True, help="dataset folder")
     parser.add_argument(

@@ -12,7 +12,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         commands,
         "models",
         "list registered models with parameter counts (and FLOPs)",
-        run,
+        run=run,
         reads_images=False,
     )
     parser.add_argument(

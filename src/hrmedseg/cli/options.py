@@ -39,7 +39,7 @@ class HelpFormatter(argparse.HelpFormatter):
 
 
 def add_command(
-    commands: argparse._SubParsersAction, name: str, help_text: str, run, *, reads_images: bool = True
+    commands: argparse._SubParsersAction, name: str, help_text: str, *, run, reads_images: bool = True
 ) -> argparse.ArgumentParser:
     """The parser of one command, whose ``run(args)`` returns the exit status; with --quiet, and
     --max-pixels for the commands that read images."""

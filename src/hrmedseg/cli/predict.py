@@ -15,7 +15,7 @@ from .options import (
 
 
 def register(commands: argparse._SubParsersAction) -> None:
-    parser = add_command(commands, "predict", "write a mask per image, each at its original size", run)
+    parser = add_command(commands, "predict", "write a mask per image, each at its original size", run=run)
     model_source = parser.add_mutually_exclusive_group(required=True)
     model_source.add_argument("--checkpoint", nargs="+", metavar="MODEL", help=CHECKPOINT_HELP)
     model_source.add_argument(

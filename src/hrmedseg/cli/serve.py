@@ -11,7 +11,7 @@ from .options import add_command, add_segmenter_options, segmenter_options
 def register(commands: argparse._SubParsersAction) -> None:
     parser = add_command(
         commands, "serve",
-        "an interactive page: prompt an HRMedSegSAM model (or see an HRMedSeg mask) in the browser", run,
+        "an interactive page: prompt an HRMedSegSAM model (or see an HRMedSeg mask) in the browser", run=run,
     )  # fmt: skip
     parser.add_argument("--checkpoint", required=True, help="model file (.safetensors) from train")
     parser.add_argument(

@@ -15,7 +15,7 @@ DEFAULTS = {
 
 
 def register(commands: argparse._SubParsersAction) -> None:
-    parser = add_command(commands, "train", "fine-tune a model on a folder of images and masks", run)
+    parser = add_command(commands, "train", "fine-tune a model on a folder of images and masks", run=run)
     parser.add_argument(
         "--data",
         metavar="DIR",

@@ -29,7 +29,12 @@ SAMPLINGS = ("resize", "window", "whole")
 
 
 def random_window(
-    image: torch.Tensor, mask: torch.Tensor, size: tuple[int, int], fill: Sequence[float], foreground: float
+    image: torch.Tensor,
+    mask: torch.Tensor,
+    size: tuple[int, int],
+    *,
+    fill: Sequence[float],
+    foreground: float,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """A random ``size`` window of a (3, H, W) image in [0, 1] and its (H, W) mask, drawn from
     torch's global RNG.
@@ -120,7 +125,9 @@ class SegmentationDataset(Dataset):
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(_sample_seed(self.seed, self.epoch, index))
                 if self.sampling == "window":
-                    image, mask = random_window(image, mask, self.size, self.pixel_mean, self.foreground)
+                    image, mask = random_window(
+                        image, mask, self.size, fill=self.pixel_mean, foreground=self.foreground
+                    )
                 if self.transform is not None:
                     image, mask = augment(self.transform, image, mask)
         return {"image": normalize(image, self.pixel_mean, self.pixel_std), "mask": mask, "index": index}

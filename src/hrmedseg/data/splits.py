@@ -24,7 +24,7 @@ def read_json(path: Path) -> dict:
 
 
 def read_split(
-    path: Path, known: Iterable[str], authors: bool = False, what: str = "image"
+    path: Path, known: Iterable[str], *, authors: bool = False, what: str = "image"
 ) -> dict[str, list[str]]:
     """A split file's train/val/test lists of stems, every stem among ``known`` (else a
     :class:`DataError` naming the first ten, with no ``what``)."""

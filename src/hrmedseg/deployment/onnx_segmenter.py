@@ -140,7 +140,11 @@ class OnnxSegmenter(SegmenterBase):
             for image in images:
                 normalised = ((self._prepare(image) - self.mean) / self.std).transpose(2, 0, 1)
                 logits = blend_windows(
-                    self.logits, normalised.astype(np.float32), self.size, self.tiling, self.batch_size
+                    self.logits,
+                    normalised.astype(np.float32),
+                    self.size,
+                    tiling=self.tiling,
+                    batch_size=self.batch_size,
                 )
                 yield self._probabilities(logits)
             return

@@ -51,7 +51,7 @@ class EmbeddingCache:
     ``embedding_shape`` (C, h, w).
     """
 
-    def __init__(self, root: str | os.PathLike, header: dict[str, Any], files: list[str], shard_size: int):
+    def __init__(self, root: str | os.PathLike, header: dict[str, Any], files: list[str], *, shard_size: int):
         if shard_size < 1:
             raise ConfigError(f"shard_size must be >= 1, got {shard_size}")
         self.root = Path(root)
@@ -71,10 +71,10 @@ class EmbeddingCache:
 
     @classmethod
     def open(
-        cls, root: str | os.PathLike, header: dict[str, Any], files: list[str], shard_size: int
+        cls, root: str | os.PathLike, header: dict[str, Any], files: list[str], *, shard_size: int
     ) -> EmbeddingCache:
         """Reuse the cache in ``root`` if it matches, or start a new one there."""
-        cache = cls(root, header, files, shard_size)
+        cache = cls(root, header, files, shard_size=shard_size)
         path = cache.root / MANIFEST
         if not path.is_file():
             if any(cache.root.glob("shard_*.safetensors")):

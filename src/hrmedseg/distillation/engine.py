@@ -180,7 +180,7 @@ def distill(
         raise InputNotFoundError(f"teacher checkpoint not found: '{config.teacher_checkpoint}'")
     ctx, device = setup_distributed(config.device)
     output = Path(config.output)
-    prepare_output(output, resume, overwrite, "distill")
+    prepare_output(output, resume=resume, overwrite=overwrite, command="distill")
     changes = check_resume(output, config) if resume else {}
     torch.manual_seed(config.seed)
     root = Path(config.data)
@@ -207,7 +207,10 @@ def distill(
         nonlocal teacher
         if teacher is None:
             teacher, _ = load_teacher(
-                config.teacher, config.teacher_checkpoint, config.img_size, model.config.patch_size
+                config.teacher,
+                config.teacher_checkpoint,
+                img_size=config.img_size,
+                patch_size=model.config.patch_size,
             )
             teacher = teacher.to(device)
         return teacher
@@ -228,11 +231,11 @@ def distill(
             "dtype": "float16",
         }
         if ctx.is_main:
-            cache = EmbeddingCache.open(config.cache, header, files, config.cache_shard_size)
+            cache = EmbeddingCache.open(config.cache, header, files, shard_size=config.cache_shard_size)
         if ctx.world_size > 1:
             dist.barrier()  # the main process writes a new manifest first
         if not ctx.is_main:
-            cache = EmbeddingCache.open(config.cache, header, files, config.cache_shard_size)
+            cache = EmbeddingCache.open(config.cache, header, files, shard_size=config.cache_shard_size)
         if not cache.complete:
             started = time.perf_counter()
             done = fill_cache(
@@ -270,10 +273,14 @@ def distill(
     )
     val_loader = DataLoader(val_set, per_rank_batch, num_workers=config.num_workers)
 
-    optimizer = build_optimizer(student, "adam", config.lr, config.weight_decay)
+    optimizer = build_optimizer(student, "adam", lr=config.lr, weight_decay=config.weight_decay)
     steps_per_epoch = optimizer_steps_per_epoch(len(train_loader), config.accumulate)
     scheduler = build_scheduler(
-        optimizer, "exponential", steps_per_epoch, config.epochs, lr_gamma=config.lr_gamma
+        optimizer,
+        "exponential",
+        steps_per_epoch=steps_per_epoch,
+        epochs=config.epochs,
+        lr_gamma=config.lr_gamma,
     )
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     objective = DistillationObjective(student, amp_dtype)

@@ -151,7 +151,7 @@ def resize_position_tables(
 
 
 def load_teacher(
-    teacher: str | Mapping[str, Any], checkpoint: str | os.PathLike, img_size: int, patch_size: int
+    teacher: str | Mapping[str, Any], checkpoint: str | os.PathLike, *, img_size: int, patch_size: int
 ) -> tuple[nn.Module, TeacherSpec]:
     """The frozen teacher (eval mode, no gradients) for ``img_size`` inputs, from a SAM checkpoint
     whose patches must be ``patch_size`` wide (the student's)."""

@@ -115,7 +115,7 @@ def _predictions(
             objects = prompts_for_objects(labels, prompts)
             matches = list(range(1, len(objects) + 1))
         union, object_masks, _ = segmenter.segment(sample.image, objects)
-        scores = score_objects(object_masks, objects, labels, matches)
+        scores = score_objects(object_masks, objects, labels, matches=matches)
         object_rows.extend({"case": sample.stem, "object": k, **row} for k, row in enumerate(scores, 1))
         yield union
 
@@ -131,7 +131,7 @@ def _objects_from(samples: list[Sample]) -> str:
 
 
 def usable_cases(
-    data: str | Path, split: str, num_classes: int, split_file: str | Path | None = None
+    data: str | Path, *, split: str, num_classes: int, split_file: str | Path | None = None
 ) -> tuple[DatasetIndex, list[Sample], list[str]]:
     """The dataset's index, the usable cases of ``split`` (``"all"``: every case) and the problem
     of each unusable one (each names its file); raises when no case is usable. ``split_file``
@@ -234,7 +234,9 @@ def evaluate(
         checkpoint = [str(p) for p in checkpoint] if len(checkpoint) > 1 else str(checkpoint[0])
     elif not isinstance(checkpoint, str | Path):
         checkpoint = "(in-memory model)"
-    index, samples, failures = usable_cases(data, split, segmenter.num_classes, split_file)
+    index, samples, failures = usable_cases(
+        data, split=split, num_classes=segmenter.num_classes, split_file=split_file
+    )
     if prompts == "json":
         if prompt_dir is None:
             raise ConfigError(

@@ -104,7 +104,7 @@ def object_hd95(pred: np.ndarray, truth: np.ndarray) -> float:
 
 
 def score_objects(
-    object_masks: np.ndarray, prompts: Sequence[ObjectPrompt], labels: np.ndarray, matches: Sequence[int]
+    object_masks: np.ndarray, prompts: Sequence[ObjectPrompt], labels: np.ndarray, *, matches: Sequence[int]
 ) -> list[dict[str, float | int]]:
     """One row per prompted object: its truth's label and size, and the Dice, IoU, HD95 and (box
     prompts; NaN otherwise) leak of its mask (N, H, W) against object ``matches[k]`` of ``labels``."""

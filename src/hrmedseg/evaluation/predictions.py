@@ -91,7 +91,7 @@ def evaluate_predictions(
     postprocessing = postprocessing or Postprocessing()
     folder = Path(predictions)
     files = prediction_files(folder)
-    index, samples, failures = usable_cases(data, split, num_classes, split_file)
+    index, samples, failures = usable_cases(data, split=split, num_classes=num_classes, split_file=split_file)
     present = []
     for sample in samples:
         if sample.stem in files:

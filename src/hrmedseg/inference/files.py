@@ -131,9 +131,9 @@ def prompt_files_for(images: list[Path], prompts: str | Path) -> list[Path]:
 def predict_prompted_to_folder(
     segmenter: PromptedSegmenter,
     inputs: str | Path,
-    prompts: str | Path,
     output: str | Path,
     *,
+    prompts: str | Path,
     overlays: bool = False,
     progress: bool = True,
 ) -> FolderReport:
@@ -255,5 +255,5 @@ def predict_files(
         )
     segmenter = PromptedSegmenter.from_checkpoint(prompted, options.device)
     return predict_prompted_to_folder(
-        segmenter, inputs, prompts, output, overlays=overlays, progress=progress
+        segmenter, inputs, output, prompts=prompts, overlays=overlays, progress=progress
     )

@@ -156,6 +156,7 @@ class Predictor:
     def predict_batch(
         self,
         images: Sequence[ImageInput],
+        *,
         boxes: Sequence[np.ndarray | None] | None = None,
         point_coords: Sequence[np.ndarray | None] | None = None,
         point_labels: Sequence[np.ndarray | None] | None = None,

@@ -56,7 +56,7 @@ def sliding_window_logits(
         return model(torch.from_numpy(tiles).to(device)).float().cpu().numpy()
 
     image = image.detach().float().cpu().numpy()
-    return torch.from_numpy(blend_windows(window_logits, image, window, tiling, batch_size))
+    return torch.from_numpy(blend_windows(window_logits, image, window, tiling=tiling, batch_size=batch_size))
 
 
 class Segmenter(SegmenterBase):

@@ -89,6 +89,7 @@ def blend_windows(
     window_logits: Callable[[np.ndarray], np.ndarray],
     image: np.ndarray,
     window: tuple[int, int],
+    *,
     tiling: Tiling,
     batch_size: int,
 ) -> np.ndarray:

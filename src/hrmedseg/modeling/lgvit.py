@@ -143,10 +143,12 @@ class LGViT(nn.Module):
 
     def rope_rotations(self, grid_size: tuple[int, int], device: torch.device) -> torch.Tensor:
         if torch.compiler.is_exporting():  # the graph computes them; a cache would be export state
-            return rope_2d_rotations(grid_size, self.embed_dim, self.rope_base, device)
+            return rope_2d_rotations(grid_size, self.embed_dim, base=self.rope_base, device=device)
         key = (*grid_size, device)
         if key not in self._rope_cache:
-            self._rope_cache[key] = rope_2d_rotations(grid_size, self.embed_dim, self.rope_base, device)
+            self._rope_cache[key] = rope_2d_rotations(
+                grid_size, self.embed_dim, base=self.rope_base, device=device
+            )
         return self._rope_cache[key]
 
     def _run(self, module: nn.Module, *args: object) -> torch.Tensor:

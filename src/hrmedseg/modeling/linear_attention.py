@@ -13,7 +13,7 @@ from torch import nn
 
 
 def rope_2d_rotations(
-    grid_size: tuple[int, int], dim: int, base: float = 10000.0, device: torch.device | None = None
+    grid_size: tuple[int, int], dim: int, *, base: float = 10000.0, device: torch.device | None = None
 ) -> torch.Tensor:
     """Unit complex numbers of 2-D rotary position embedding for an (h, w) token grid.
 
@@ -165,6 +165,7 @@ def linear_attention(
     k: torch.Tensor,
     v: torch.Tensor,
     rotations: torch.Tensor,
+    *,
     num_heads: int,
     eps: float = 1e-6,
 ) -> torch.Tensor:
@@ -220,6 +221,6 @@ class GatedLinearAttention(nn.Module):
         :func:`rope_2d_rotations`; returns (B, N, C)."""
         q, k = self.qk(x).chunk(2, dim=-1)
         v = self.v_up(F.silu(self.v_down(x)))
-        out = linear_attention(q, k, v, rotations, self.num_heads)
+        out = linear_attention(q, k, v, rotations, num_heads=self.num_heads)
         v_map = v.transpose(1, 2).unflatten(-1, grid_size)  # (B, C, h, w)
         return out.to(v.dtype) + self.lepe(v_map).flatten(2).transpose(1, 2)

@@ -139,7 +139,7 @@ class SegmentationService:
         return self.sessions[key]
 
     def decode(
-        self, key: str, points: list, labels: list, box: list | None, multimask: bool
+        self, key: str, *, points: list, labels: list, box: list | None, multimask: bool
     ) -> dict[str, Any]:
         session = self.session(key)
         if session.predictor is None:
@@ -231,8 +231,9 @@ def create_app(
     def decode(prompts: Prompts) -> dict[str, Any]:
         try:
             return service.decode(
-                prompts.session, prompts.points, prompts.labels, prompts.box, prompts.multimask
-            )
+                prompts.session, points=prompts.points, labels=prompts.labels, box=prompts.box,
+                multimask=prompts.multimask,
+            )  # fmt: skip
         except KeyError as err:
             raise HTTPException(404, err.args[0]) from None
         except ValueError as err:

@@ -104,8 +104,10 @@ def make_objective(model: nn.Module, config: TrainConfig, amp_dtype: torch.dtype
         if not isinstance(loss_fn, SegmentationLoss):  # its terms are computed object by object
             raise ConfigError(f"promptable models train with the {DEFAULT_LOSS} loss, not {config.loss!r}")
         prompts = PromptConfig.from_dict(config.prompts)
-        return PromptedObjective(model, loss_fn, config.quality_weight, prompts, amp_dtype)
-    return AutomaticObjective(model, loss_fn, config.quality_weight, amp_dtype)
+        return PromptedObjective(
+            model, loss_fn, quality_weight=config.quality_weight, prompt_config=prompts, amp_dtype=amp_dtype
+        )
+    return AutomaticObjective(model, loss_fn, quality_weight=config.quality_weight, amp_dtype=amp_dtype)
 
 
 def per_image_dice_iou(logits: torch.Tensor, masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -121,7 +123,7 @@ def per_image_dice_iou(logits: torch.Tensor, masks: torch.Tensor) -> tuple[torch
 
 @torch.no_grad()
 def validate(
-    objective: nn.Module, loader: DataLoader, device: torch.device, windows_per_pass: int = 16
+    objective: nn.Module, loader: DataLoader, device: torch.device, *, windows_per_pass: int = 16
 ) -> dict[str, float]:
     """``val_loss`` and the mean per-image ``val_dice`` and ``val_iou`` over ``loader``: at the
     model's input resolution, or for a native-scale model each whole image (batch 1) by sliding
@@ -178,9 +180,10 @@ def recipe_scheduler(
 ) -> torch.optim.lr_scheduler.LambdaLR:
     """The config's learning-rate schedule, stepped once per optimiser step."""
     return build_scheduler(
-        optimizer, config.schedule, optimizer_steps_per_epoch(batches_per_epoch, config.accumulate),
-        config.epochs, lr_gamma=config.lr_gamma,
-        warmup=config.warmup, min_lr_ratio=config.min_lr_ratio,
+        optimizer, config.schedule,
+        steps_per_epoch=optimizer_steps_per_epoch(batches_per_epoch, config.accumulate),
+        epochs=config.epochs, lr_gamma=config.lr_gamma, warmup=config.warmup,
+        min_lr_ratio=config.min_lr_ratio,
     )  # fmt: skip
 
 
@@ -218,7 +221,7 @@ def train(
     """
     ctx, device = setup_distributed(config.device)
     output = Path(config.output)
-    prepare_output(output, resume, overwrite, "train")
+    prepare_output(output, resume=resume, overwrite=overwrite, command="train")
     changes = check_resume(output, config) if resume else {}
     torch.manual_seed(config.seed)
 
@@ -245,7 +248,7 @@ def train(
         pixel_std=model.config.pixel_std,
         ctx=ctx,
     )
-    optimizer = build_optimizer(model, config.optimizer, config.lr, config.weight_decay)
+    optimizer = build_optimizer(model, config.optimizer, lr=config.lr, weight_decay=config.weight_decay)
     scheduler = recipe_scheduler(optimizer, config, len(train_loader))
     amp_dtype = amp_dtype_for(config.amp, device)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
@@ -261,7 +264,7 @@ def train(
     loop = EpochLoop(
         trained=trained, module=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler,
         train_loader=train_loader,
-        validate=lambda: validate(objective, val_loader, device, config.batch_size),
+        validate=lambda: validate(objective, val_loader, device, windows_per_pass=config.batch_size),
         score=validation_score(model),
         device=device, epoch_aware=(sampler, train_set), accumulate=config.accumulate,
         clip_grad=config.clip_grad, val_every=config.val_every,

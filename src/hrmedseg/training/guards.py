@@ -23,7 +23,7 @@ class TrainingDivergedError(HRMedSegError, RuntimeError):
         self.epoch = epoch
 
 
-def check_finite_loss(value: float, epoch: int, step: int, steps: int) -> None:
+def check_finite_loss(value: float, *, epoch: int, step: int, steps: int) -> None:
     """``step`` is 0-based here and reported 1-based, as ``step 3 of 22``."""
     if not math.isfinite(value):
         raise TrainingDivergedError(

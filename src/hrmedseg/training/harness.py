@@ -93,7 +93,7 @@ class Optimisation:
 
 
 def write_checkpoints(
-    output: Path, model: nn.Module, improved: bool, state: dict[str, Any], encoder_only: bool = False
+    output: Path, model: nn.Module, *, improved: bool, state: dict[str, Any], encoder_only: bool = False
 ) -> None:
     """``last.safetensors``, ``best.safetensors`` when ``improved``, and the resumable ``last.pt``,
     each written atomically."""
@@ -152,7 +152,7 @@ def run_epochs(
 
     def save(epoch: int, improved: bool, best: float, rng_states: list[dict[str, Any]]) -> None:
         state = optimisation.state(epoch=epoch, rng=rng_states, **{best_key: best})
-        write_checkpoints(output, model, improved, state, encoder_only)
+        write_checkpoints(output, model, improved=improved, state=state, encoder_only=encoder_only)
 
     row, best = fit(
         loop, config.epochs, save, start_epoch=start_epoch, best=best, is_main=ctx.is_main, output=output,

@@ -78,8 +78,8 @@ def train_one_epoch(
     objective: nn.Module,
     loader: DataLoader,
     optimizer: torch.optim.Optimizer,
-    scaler: torch.amp.GradScaler,
     *,
+    scaler: torch.amp.GradScaler,
     accumulate: int,
     device: torch.device,
     desc: str = "train",
@@ -117,7 +117,7 @@ def train_one_epoch(
             loss, _ = objective(images, targets)
             scaler.scale(loss / accumulate).backward()
         loss_value = loss.item()
-        check_finite_loss(loss_value, epoch, step, len(loader))
+        check_finite_loss(loss_value, epoch=epoch, step=step, steps=len(loader))
         if last_micro_step:
             optimizer_step(optimizer, scaler, clip_grad=clip_grad, epoch=epoch, step=step, steps=len(loader))
             if scheduler is not None:
@@ -161,8 +161,8 @@ def fit(
         lr = loop.optimizer.param_groups[0]["lr"]  # at the epoch's first step
         with divergence_advice(output, command) if output is not None else nullcontext():
             train_loss = train_one_epoch(
-                loop.trained, loop.train_loader, loop.optimizer, loop.scaler, accumulate=loop.accumulate,
-                device=loop.device,
+                loop.trained, loop.train_loader, loop.optimizer, scaler=loop.scaler,
+                accumulate=loop.accumulate, device=loop.device,
                 desc=f"epoch {epoch + 1}/{epochs}", show_progress=progress and is_main, prepare=loop.prepare,
                 clip_grad=loop.clip_grad, epoch=epoch + 1, scheduler=loop.scheduler,
             )  # fmt: skip

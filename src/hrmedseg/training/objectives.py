@@ -21,6 +21,7 @@ class Objective(nn.Module):
         self,
         model: nn.Module,
         loss_fn: nn.Module,  # (logits, target) -> scalar; see hrmedseg.losses.register_loss
+        *,
         quality_weight: float,
         amp_dtype: torch.dtype | None,
     ) -> None:

@@ -23,7 +23,7 @@ OPTIMIZERS = ("adam", "adamw")
 SCHEDULES = ("exponential", "cosine")
 
 
-def build_optimizer(model: nn.Module, name: str, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+def build_optimizer(model: nn.Module, name: str, *, lr: float, weight_decay: float) -> torch.optim.Optimizer:
     """Adam (L2 penalty in the gradient, the paper's) or AdamW (decoupled decay).
 
     With AdamW, biases and normalisation weights (every parameter of one dimension) are not
@@ -45,6 +45,7 @@ def lr_multiplier(
     schedule: str,
     steps_per_epoch: int,
     epochs: int,
+    *,
     lr_gamma: float = 0.98,
     warmup: float = 0.0,
     min_lr_ratio: float = 0.0,
@@ -73,7 +74,7 @@ def optimizer_steps_per_epoch(batches: int, accumulate: int) -> int:
 
 
 def build_scheduler(
-    optimizer: torch.optim.Optimizer, schedule: str, steps_per_epoch: int, epochs: int, **options: float
+    optimizer: torch.optim.Optimizer, schedule: str, *, steps_per_epoch: int, epochs: int, **options: float
 ) -> torch.optim.lr_scheduler.LambdaLR:
     """The schedule as a scheduler to step after every optimiser step (``train_one_epoch`` does);
     its state, the number of steps taken, resumes exactly. ``options``: those of

@@ -113,11 +113,12 @@ class PromptedObjective(Objective):
         self,
         model: PromptableSegmentationModel,
         loss_fn: SegmentationLoss,
+        *,
         quality_weight: float,
         prompt_config: PromptConfig,
         amp_dtype: torch.dtype | None,
     ) -> None:
-        super().__init__(model, loss_fn, quality_weight, amp_dtype)
+        super().__init__(model, loss_fn, quality_weight=quality_weight, amp_dtype=amp_dtype)
         self.prompt_config = prompt_config
 
     def forward(self, images: torch.Tensor, masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -155,7 +156,7 @@ class PromptedObjective(Objective):
             logits = out["masks"].float()
             margin = self.prompt_config.loss_margin
             windows = None if margin is None else object_windows(group.targets, margin)
-            per_output = binary_loss_per_mask(logits, group.targets, self.loss_fn, windows)  # (P, C)
+            per_output = binary_loss_per_mask(logits, group.targets, self.loss_fn, weights=windows)  # (P, C)
             best = per_output.argmin(1, keepdim=True)
             share = len(group.image_index) / total_sets
             loss = loss + share * per_output.gather(1, best).mean()

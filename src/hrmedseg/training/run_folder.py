@@ -30,7 +30,7 @@ PATH_FIELDS = ("data", "output", "init_encoder", "teacher_checkpoint", "cache")
 CHANGES_FILE = "resume_changes.yaml"
 
 
-def prepare_output(output: Path, resume: bool, overwrite: bool, command: str = "train") -> None:
+def prepare_output(output: Path, *, resume: bool, overwrite: bool, command: str = "train") -> None:
     """Create the run folder (a new run refuses one that holds a run unless ``overwrite``; a
     resume needs one that does) and remove temporaries of interrupted writes."""
     holds_run = (output / "last.pt").is_file()
