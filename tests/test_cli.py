@@ -112,3 +112,24 @@ def test_module_entry_point_runs():
         timeout=120,
     )
     assert done.returncode == 0 and "usage: hrmedseg models" in done.stdout
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["predict", "--checkpoint", "m", "--input", "i", "--output", "o", "--batch-size", "0"],
+         "argument --batch-size: must be 1 or more, got 0"),
+        (["predict", "--checkpoint", "m", "--input", "i", "--output", "o", "--max-pixels", "-5"],
+         "argument --max-pixels: must be 0 or more, got -5"),
+        (["train", "--output", "o", "--lr", "nan"], "argument --lr: 'nan' is not a finite number"),
+        (["train", "--output", "o", "--epochs", "2.5"], "argument --epochs: '2.5' is not an integer"),
+        (["train", "--output", "o", "--clip-grad", "0"], "argument --clip-grad: must be above 0, got 0"),
+        (["serve", "--checkpoint", "m", "--port", "70000"], "argument --port: must be a port number"),
+        (["evaluate", "--checkpoint", "m", "--data", "d", "--output", "o", "--nsd-tolerance", "-1"],
+         "argument --nsd-tolerance: must be 0 or more, got -1"),
+    ],
+)  # fmt: skip
+def test_numeric_options_are_checked_when_parsed(argv, message, capsys):
+    with pytest.raises(SystemExit) as refused:
+        build_parser().parse_args(argv)
+    assert refused.value.code == 2 and message in capsys.readouterr().err

@@ -141,8 +141,10 @@ def test_cli_predict_evaluate_and_serve_take_the_options(tmp_path, capsys):
     expected = evaluate(Segmenter(model, "cpu", postprocessing=postprocessing), data, tmp_path / "api",
                         progress=False)  # fmt: skip
     assert summary["mean"]["dice"] == expected["mean"]["dice"]
-    assert cli_main([*argv, "--output", str(tmp_path / "x"), "--min-size", "-2"]) == 2
-    assert "min_size must be 0 or more pixels, got -2" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as refused:  # argparse: at the door, before any image is read
+        cli_main([*argv, "--output", str(tmp_path / "x"), "--min-size", "-2"])
+    assert refused.value.code == 2
+    assert "argument --min-size: must be 0 or more, got -2" in capsys.readouterr().err
     sam = hrmedseg.save_model(
         hrmedseg.create_model("hrmedseg_sam_t", img_size=32), tmp_path / "sam.safetensors"
     )

@@ -13,6 +13,7 @@ from .options import (
     report_failures,
     segmenter_options,
 )
+from .values import non_negative_float, positive_int
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -28,7 +29,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         "another tool) at original size, scored against the data's masks",
     )  # fmt: skip
     parser.add_argument(
-        "--num-classes", metavar="K", type=int, default=1,
+        "--num-classes", metavar="K", type=positive_int, default=1,
         help="with --predictions: 1 = binary (any non-zero value), K = class indices 0..K-1",
     )  # fmt: skip
     parser.add_argument("--data", metavar="DIR", required=True, help="dataset folder")
@@ -43,7 +44,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--output", required=True, help="folder for metrics.csv, summary.json, summary.md")
     parser.add_argument("--overlays", action="store_true", help="also write overlay PNGs")
     parser.add_argument(
-        "--nsd-tolerance", type=float, default=2.0, metavar="D",
+        "--nsd-tolerance", type=non_negative_float, default=2.0, metavar="D",
         help="NSD counts surface within D of the other surface: pixels (voxels) for nsd, and "
         "millimetres for nsd_mm when the spacing is known",
     )  # fmt: skip

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from .options import add_command
+from .values import positive_int
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -15,7 +16,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     )  # fmt: skip
     parser.add_argument("--checkpoint", required=True, help="model file (.safetensors) from train")
     parser.add_argument("--output", required=True, help="the .onnx file to write")
-    parser.add_argument("--opset", metavar="N", type=int, default=18, help="ONNX opset")
+    parser.add_argument("--opset", metavar="N", type=positive_int, default=18, help="ONNX opset")
 
 
 def run(args: argparse.Namespace) -> int:

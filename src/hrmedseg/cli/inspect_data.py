@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from .options import add_command
+from .values import positive_int
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -16,7 +17,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     )  # fmt: skip
     parser.add_argument("--data", metavar="DIR", required=True, help="dataset folder")
     parser.add_argument(
-        "--num-classes", metavar="K", type=int, default=1,
+        "--num-classes", metavar="K", type=positive_int, default=1,
         help="as for train: 1 = binary (any non-zero mask value), K = classes 0..K-1",
     )  # fmt: skip
     parser.add_argument("--output", help="also write the fingerprint as JSON to this file (default: none)")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from .options import add_command
+from .values import positive_int
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -19,7 +20,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         "pattern", nargs="?", default="*", help="shell-style name filter, e.g. '*sam*' (default: all)"
     )
     parser.add_argument("--flops", action="store_true", help="also count forward FLOPs (2 per multiply-add)")
-    parser.add_argument("--img-size", type=int, default=1024, help="square input size for --flops")
+    parser.add_argument("--img-size", type=positive_int, default=1024, help="square input size for --flops")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -13,6 +13,7 @@ from ..data.io import DEFAULT_MAX_PIXELS
 from ..errors import ConfigError
 from ..inference.options import SegmenterOptions
 from ..output import FAILURES_FILE
+from .values import non_negative_int, positive_float, positive_int
 
 CHECKPOINT_HELP = (
     "model file (.safetensors) from train; several automatic models: their ensemble (the mean of "
@@ -48,7 +49,7 @@ def add_command(
     parser.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
     if reads_images:
         parser.add_argument(
-            "--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, metavar="N",
+            "--max-pixels", type=non_negative_int, default=DEFAULT_MAX_PIXELS, metavar="N",
             help=f"largest image read, in pixels (default {DEFAULT_MAX_PIXELS:,}: 8000 x 8000; "
             "0: no limit); larger ones are reported, to be tiled or allowed",
         )  # fmt: skip
@@ -71,14 +72,19 @@ def add_run_options(parser: argparse.ArgumentParser, defaults: dict[str, object]
         help="YAML config (see configs/); command-line options override it (default: none)",
     )
     group.add_argument(
-        "--img-size", type=int, metavar="PIXELS",
+        "--img-size", type=positive_int, metavar="PIXELS",
         help=f"square input size: images are resized to it, or cut into windows of it {default('img_size')}",
     )  # fmt: skip
     group.add_argument(
-        "--epochs", metavar="N", type=int, help=f"passes over the training images {default('epochs')}"
+        "--epochs",
+        metavar="N",
+        type=positive_int,
+        help=f"passes over the training images {default('epochs')}",
     )
-    group.add_argument("--batch-size", metavar="N", type=int, help=f"images per step {default('batch_size')}")
-    group.add_argument("--lr", type=float, help=f"peak learning rate {default('lr')}")
+    group.add_argument(
+        "--batch-size", metavar="N", type=positive_int, help=f"images per step {default('batch_size')}"
+    )
+    group.add_argument("--lr", type=positive_float, help=f"peak learning rate {default('lr')}")
     group.add_argument(
         "--amp", choices=["none", "bf16", "fp16"], help=f"mixed precision (fp16: CUDA only) {default('amp')}"
     )
@@ -88,22 +94,28 @@ def add_run_options(parser: argparse.ArgumentParser, defaults: dict[str, object]
         help="recompute activations in the backward pass: less memory",
     )
     group.add_argument(
-        "--accumulate", type=int, metavar="N",
+        "--accumulate", type=positive_int, metavar="N",
         help=f"gradient accumulation: one optimiser step per N batches {default('accumulate')}",
     )  # fmt: skip
     group.add_argument(
-        "--clip-grad", type=float, metavar="NORM",
+        "--clip-grad", type=positive_float, metavar="NORM",
         help="clip the gradients' total norm to NORM, e.g. 1.0 (default: no clipping)",
     )  # fmt: skip
     group.add_argument(
-        "--val-every", type=int, metavar="N",
+        "--val-every", type=positive_int, metavar="N",
         help=f"validate every N epochs and after the last {default('val_every')}",
     )  # fmt: skip
     group.add_argument(
-        "--seed", metavar="N", type=int, help=f"random seed of weights, split and batches {default('seed')}"
+        "--seed",
+        metavar="N",
+        type=non_negative_int,
+        help=f"random seed of weights, split and batches {default('seed')}",
     )
     group.add_argument(
-        "--num-workers", metavar="N", type=int, help=f"data-loading processes {default('num_workers')}"
+        "--num-workers",
+        metavar="N",
+        type=non_negative_int,
+        help=f"data-loading processes {default('num_workers')}",
     )
     group.add_argument("--device", help=f"{DEVICE_HELP} {default('device')}")
     group.add_argument("--compile", metavar="MODE", help=f"{COMPILE_HELP} {default('compile')}")
@@ -146,7 +158,11 @@ def add_segmenter_options(parser: argparse.ArgumentParser, *, batch: bool = True
     if batch:
         parser.add_argument("--compile", metavar="MODE", default="none", help=COMPILE_HELP)
         parser.add_argument(
-            "--batch-size", metavar="N", type=int, default=4, help="images (with --tile: windows) per pass"
+            "--batch-size",
+            metavar="N",
+            type=positive_int,
+            default=4,
+            help="images (with --tile: windows) per pass",
         )
     tiling = parser.add_argument_group("large images")
     tiling.add_argument(
@@ -173,7 +189,7 @@ def add_segmenter_options(parser: argparse.ArgumentParser, *, batch: bool = True
         "postprocessing of automatic models' masks, per class, in this order (volumes: in 3-D)"
     )
     group.add_argument(
-        "--min-size", type=int, default=0, metavar="PIXELS",
+        "--min-size", type=non_negative_int, default=0, metavar="PIXELS",
         help="remove objects (connected components, 8-connected) of fewer pixels (voxels)",
     )  # fmt: skip
     group.add_argument(

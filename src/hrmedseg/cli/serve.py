@@ -6,6 +6,7 @@ import argparse
 
 from ..errors import MissingDependencyError
 from .options import add_command, add_segmenter_options, segmenter_options
+from .values import port, positive_float
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -17,9 +18,13 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--host", default="127.0.0.1", help="address to listen on (127.0.0.1: this machine only)"
     )
-    parser.add_argument("--port", type=int, default=7860, help="port to listen on")
+    parser.add_argument("--port", type=port, default=7860, help="port to listen on")
     parser.add_argument(
-        "--max-upload-mb", metavar="MB", type=float, default=50, help="largest upload accepted, in MB"
+        "--max-upload-mb",
+        metavar="MB",
+        type=positive_float,
+        default=50,
+        help="largest upload accepted, in MB",
     )
     add_segmenter_options(parser, batch=False)
 

@@ -6,6 +6,7 @@ import argparse
 
 from ..errors import ConfigError
 from .options import add_command, add_run_options, run_config, run_overrides
+from .values import non_negative_int, positive_int
 
 # TrainConfig's defaults, shown in the help (the parser imports no PyTorch; a test compares them).
 DEFAULTS = {
@@ -27,7 +28,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--num-classes",
         metavar="K",
-        type=int,
+        type=positive_int,
         help="1 = binary (any non-zero mask value); K = classes 0..K-1 (default 1)",
     )
     parser.add_argument(
@@ -43,13 +44,13 @@ def register(commands: argparse._SubParsersAction) -> None:
     )  # fmt: skip
     folds = parser.add_argument_group("cross-validation")
     folds.add_argument(
-        "--folds", type=int, metavar="N",
+        "--folds", type=non_negative_int, metavar="N",
         help="N folds over the split's train and val cases (test stays), dealt with --seed; train "
         "each fold K with --fold K into its own --output, then ensemble them (default 0: no folds)",
     )  # fmt: skip
     folds.add_argument(
         "--fold",
-        type=int,
+        type=non_negative_int,
         metavar="K",
         help="with --folds: the fold to validate on, 0..N-1 (required with --folds)",
     )
