@@ -149,3 +149,43 @@ def test_an_automatic_model_is_served_tiled_and_flipped_as_predict_would():
     assert not np.array_equal(expected, hrmedseg.Segmenter(model, "cpu").predict(image) > 0)
     with pytest.raises(ConfigError, match="for automatic models"):
         create_app(hrmedseg.create_model("hrmedseg_sam_t", img_size=64), "cpu", tta="hflip")
+
+
+def test_a_huge_decoded_upload_is_refused_from_its_header():
+    client = TestClient(
+        create_app(hrmedseg.create_model("hrmedseg_t", img_size=64), "cpu", max_upload_pixels=100_000)
+    )
+    buffer = io.BytesIO()
+    Image.new("L", (2000, 1500)).save(buffer, format="PNG")  # 3 megapixels of zeros: a few KB
+    assert len(buffer.getvalue()) < 20_000
+    refused = client.post("/api/image", content=buffer.getvalue(), headers={"x-filename": "zeros.png"})
+    assert refused.status_code == 400
+    assert "zeros.png: 2000x1500 is 3.0 megapixels, above the upload limit of 0.1" in refused.json()["detail"]
+
+
+def test_the_server_answers_while_a_model_runs(monkeypatch):
+    """The model runs on a worker thread: another request is answered meanwhile."""
+    from hrmedseg.serve import app as app_module
+
+    release, started = threading.Event(), threading.Event()
+    waiting = []  # holds True while the model is held back
+    original = app_module.SegmentationService.open
+
+    def slow_open(self, content, name):
+        waiting.append(True)
+        started.set()
+        release.wait(timeout=10)  # on the event loop, this would hold every other request back
+        waiting.clear()
+        return original(self, content, name)
+
+    monkeypatch.setattr(app_module.SegmentationService, "open", slow_open)
+    # One client context: one event loop serves both requests, as uvicorn's does.
+    with TestClient(create_app(hrmedseg.create_model("hrmedseg_t", img_size=64), "cpu")) as client:
+        upload = threading.Thread(target=lambda: client.post("/api/image", content=png(40, 30)))
+        upload.start()
+        assert started.wait(timeout=30)
+        assert client.get("/api/info").json()["kind"] == "automatic"
+        assert waiting, "/api/info was answered only after the model had run"
+        release.set()
+        upload.join(timeout=30)
+        assert not upload.is_alive()

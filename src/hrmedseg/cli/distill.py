@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 
 from ..errors import ConfigError
-from .options import add_command, add_run_options, run_config, run_overrides
+from .options import add_command
+from .run_options import add_run_options, run_config, run_overrides
 
 # DistillConfig's defaults, shown in the help (a test compares them with the class).
 DEFAULTS = {

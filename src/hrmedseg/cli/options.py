@@ -6,6 +6,7 @@ Nothing here imports PyTorch: ``hrmedseg predict --onnx`` runs without it.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from ..data.io import DEFAULT_MAX_PIXELS
 from ..errors import ConfigError
 from ..inference.options import SegmenterOptions
 from ..output import FAILURES_FILE
-from .values import non_negative_int, positive_float, positive_int
+from .values import non_negative_int, positive_int
 
 CHECKPOINT_HELP = (
     "model file (.safetensors) from train; several automatic models: their ensemble (the mean of "
@@ -40,116 +41,26 @@ class HelpFormatter(argparse.HelpFormatter):
 
 
 def add_command(
-    commands: argparse._SubParsersAction, name: str, help_text: str, *, run, reads_images: bool = True
+    commands: argparse._SubParsersAction,
+    name: str,
+    help_text: str,
+    *,
+    run,
+    reads_images: bool = True,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> argparse.ArgumentParser:
     """The parser of one command, whose ``run(args)`` returns the exit status; with --quiet, and
-    --max-pixels for the commands that read images."""
+    --max-pixels (default ``max_pixels``) for the commands that read images."""
     parser = commands.add_parser(name, help=help_text, description=help_text, formatter_class=HelpFormatter)
     parser.set_defaults(run=run)
     parser.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
     if reads_images:
         parser.add_argument(
-            "--max-pixels", type=non_negative_int, default=DEFAULT_MAX_PIXELS, metavar="N",
-            help=f"largest image read, in pixels (default {DEFAULT_MAX_PIXELS:,}: 8000 x 8000; "
-            "0: no limit); larger ones are reported, to be tiled or allowed",
+            "--max-pixels", type=non_negative_int, default=max_pixels, metavar="N",
+            help=f"largest image read, in pixels (default {max_pixels:,}: {math.isqrt(max_pixels)} x "
+            f"{math.isqrt(max_pixels)}; 0: no limit); larger ones are reported, to be tiled or allowed",
         )  # fmt: skip
     return parser
-
-
-def add_run_options(parser: argparse.ArgumentParser, defaults: dict[str, object]) -> None:
-    """The options every training run shares (``training.config.RunConfig``). They default to
-    None here so that a ``--config`` file's values stand; ``defaults`` are the config class's
-    own, shown in the help (a test checks them against the class)."""
-    group = parser.add_argument_group("run (each overrides the --config file)")
-
-    def default(name: str) -> str:
-        return f"(default {defaults[name]})"
-
-    group.add_argument("--output", help="run folder for checkpoints, logs, config and curves (required)")
-    group.add_argument(
-        "--config",
-        metavar="FILE",
-        help="YAML config (see configs/); command-line options override it (default: none)",
-    )
-    group.add_argument(
-        "--img-size", type=positive_int, metavar="PIXELS",
-        help=f"square input size: images are resized to it, or cut into windows of it {default('img_size')}",
-    )  # fmt: skip
-    group.add_argument(
-        "--epochs",
-        metavar="N",
-        type=positive_int,
-        help=f"passes over the training images {default('epochs')}",
-    )
-    group.add_argument(
-        "--batch-size", metavar="N", type=positive_int, help=f"images per step {default('batch_size')}"
-    )
-    group.add_argument("--lr", type=positive_float, help=f"peak learning rate {default('lr')}")
-    group.add_argument(
-        "--amp", choices=["none", "bf16", "fp16"], help=f"mixed precision (fp16: CUDA only) {default('amp')}"
-    )
-    group.add_argument(
-        "--grad-checkpointing",
-        action="store_true",
-        help="recompute activations in the backward pass: less memory",
-    )
-    group.add_argument(
-        "--accumulate", type=positive_int, metavar="N",
-        help=f"gradient accumulation: one optimiser step per N batches {default('accumulate')}",
-    )  # fmt: skip
-    group.add_argument(
-        "--clip-grad", type=positive_float, metavar="NORM",
-        help="clip the gradients' total norm to NORM, e.g. 1.0 (default: no clipping)",
-    )  # fmt: skip
-    group.add_argument(
-        "--val-every", type=positive_int, metavar="N",
-        help=f"validate every N epochs and after the last {default('val_every')}",
-    )  # fmt: skip
-    group.add_argument(
-        "--seed",
-        metavar="N",
-        type=non_negative_int,
-        help=f"random seed of weights, split and batches {default('seed')}",
-    )
-    group.add_argument(
-        "--num-workers",
-        metavar="N",
-        type=non_negative_int,
-        help=f"data-loading processes {default('num_workers')}",
-    )
-    group.add_argument("--device", help=f"{DEVICE_HELP} {default('device')}")
-    group.add_argument("--compile", metavar="MODE", help=f"{COMPILE_HELP} {default('compile')}")
-    group.add_argument(
-        "--resume", action="store_true", help="continue the run in --output from its last epoch"
-    )
-    group.add_argument("--overwrite", action="store_true", help="start over in an --output that holds a run")
-
-
-def run_overrides(args: argparse.Namespace) -> dict:
-    """The run options as config fields (None: not given)."""
-    names = ("data", "output", "img_size", "epochs", "batch_size", "lr", "amp", "accumulate", "clip_grad",
-             "val_every", "seed", "num_workers", "device", "compile")  # fmt: skip
-    return {
-        **{n: getattr(args, n) for n in names},
-        "grad_checkpointing": True if args.grad_checkpointing else None,
-    }
-
-
-def run_config(args: argparse.Namespace, config_class: type, overrides: dict):
-    """The config of a run: ``--config`` with the command-line options on top, or on ``--resume``
-    without ``--config`` the run's stored config with them on top (the run then checks them)."""
-    import dataclasses
-
-    given = {k: v for k, v in overrides.items() if v is not None}
-    if not args.resume or args.config is not None:
-        from ..training.config import load_config
-
-        return load_config(args.config, config_class, **given)
-    if args.output is None:
-        raise ConfigError("--resume needs --output (the run folder to continue)")
-    from ..training.run_folder import stored_config
-
-    return dataclasses.replace(stored_config(Path(args.output), config_class), **given)
 
 
 def add_segmenter_options(parser: argparse.ArgumentParser, *, batch: bool = True) -> None:

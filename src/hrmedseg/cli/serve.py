@@ -8,11 +8,16 @@ from ..errors import MissingDependencyError
 from .options import add_command, add_segmenter_options, segmenter_options
 from .values import port, positive_float
 
+# 5000 x 5000: an upload decodes and is embedded in memory (about 40 bytes a pixel), and a small
+# compressed file can hold a huge image.
+UPLOAD_MAX_PIXELS = 25_000_000
+
 
 def register(commands: argparse._SubParsersAction) -> None:
     parser = add_command(
         commands, "serve",
         "an interactive page: prompt an HRMedSegSAM model (or see an HRMedSeg mask) in the browser", run=run,
+        max_pixels=UPLOAD_MAX_PIXELS,
     )  # fmt: skip
     parser.add_argument("--checkpoint", required=True, help="model file (.safetensors) from train")
     parser.add_argument(
@@ -42,8 +47,9 @@ def run(args: argparse.Namespace) -> int:
 
     options = segmenter_options(args)
     app = create_app(
-        load_model(args.checkpoint), options.device, int(args.max_upload_mb * 2**20),
-        tiling=options.tiling, tta=options.tta, postprocessing=options.postprocessing,
+        load_model(args.checkpoint), options.device, max_upload_bytes=int(args.max_upload_mb * 2**20),
+        max_upload_pixels=args.max_pixels or None, tiling=options.tiling, tta=options.tta,
+        postprocessing=options.postprocessing,
     )  # fmt: skip
     print(f"hrmedseg serve: http://{args.host}:{args.port} (Ctrl+C stops)")
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")

@@ -72,7 +72,9 @@ def _check_pixels(path: Path, width: int, height: int) -> None:
     )
 
 
-def _open(path: Path, as_image: bool, content: BinaryIO | None = None) -> np.ndarray:
+def _open(
+    path: Path, as_image: bool, content: BinaryIO | None = None, upload_limit: int | None = None
+) -> np.ndarray:
     """Decoded pixels of the file ``path``, or of ``content`` (then ``path`` only names it).
     Images in palette or exotic colour modes become RGB; for masks a palette image yields its
     indices, which is how index masks are often stored. A JPEG's EXIF orientation is applied, to
@@ -81,6 +83,11 @@ def _open(path: Path, as_image: bool, content: BinaryIO | None = None) -> np.nda
     try:
         with pixel_limit(_max_pixels), Image.open(path if content is None else content) as img:
             _check_pixels(path, img.width, img.height)  # from the header, before decoding
+            if upload_limit is not None and img.width * img.height > upload_limit:
+                raise DataError(
+                    f"{path}: {img.width}x{img.height} is {img.width * img.height / 1e6:.1f} megapixels, "
+                    f"above the upload limit of {upload_limit / 1e6:g}"
+                )
             img.load()  # decode now, so truncated files fail here, with their name
             img = ImageOps.exif_transpose(img)
             if as_image and img.mode in ("P", "PA", "CMYK", "YCbCr", "HSV", "LAB"):
@@ -121,10 +128,12 @@ def read_image(path: str | Path) -> np.ndarray:
     return as_float_rgb(_rescaled_floats(_open(path, as_image=True)), str(path))
 
 
-def decode_image(content: bytes, name: str) -> np.ndarray:
+def decode_image(content: bytes, name: str, *, max_pixels: int | None = None) -> np.ndarray:
     """Encoded image bytes (an upload) as float32 RGB in [0, 1], shape (H, W, 3); errors name
-    ``name``. The same checks and conversions as :func:`read_image`."""
-    pixels = _open(Path(name), as_image=True, content=io.BytesIO(content))
+    ``name``. The same checks and conversions as :func:`read_image`, and with ``max_pixels`` a
+    bound of its own, read from the header before decoding: a small compressed upload can
+    decode to gigabytes."""
+    pixels = _open(Path(name), as_image=True, content=io.BytesIO(content), upload_limit=max_pixels)
     return as_float_rgb(_rescaled_floats(pixels), name)
 
 

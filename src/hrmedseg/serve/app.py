@@ -37,6 +37,7 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import HTMLResponse, Response
 from PIL import Image
 from pydantic import BaseModel
+from starlette.concurrency import run_in_threadpool
 
 from ..data.io import decode_image
 from ..errors import DataError
@@ -87,10 +88,12 @@ class SegmentationService:
         *,
         device: str = "auto",
         max_sessions: int = 16,
+        max_upload_pixels: int | None = None,
         tiling: Tiling | None = None,
         tta: str = "none",
         postprocessing: Postprocessing | None = None,
     ) -> None:
+        self.max_upload_pixels = max_upload_pixels
         self.prompted = isinstance(model, PromptableSegmentationModel)
         if self.prompted:
             refuse_automatic_options(tiling, tta, postprocessing)
@@ -105,13 +108,15 @@ class SegmentationService:
         self.max_sessions = max_sessions
         self.sessions: OrderedDict[str, Session] = OrderedDict()
         self.lock = threading.Lock()  # one model computation at a time; the sessions stay apart
+        # Requests run on worker threads: the session table changes under its own lock.
+        self.sessions_lock = threading.Lock()
 
     def info(self) -> dict[str, Any]:
         return {"kind": "prompted" if self.prompted else "automatic", "model": self.model_name,
                 "img_size": self.img_size}  # fmt: skip
 
     def open(self, content: bytes, name: str) -> dict[str, Any]:
-        image = decode_image(content, name)  # DataError names the upload and the problem
+        image = decode_image(content, name, max_pixels=self.max_upload_pixels)  # names the problem
         height, width = image.shape[:2]
         session = Session(width, height)
         started = time.perf_counter()
@@ -123,9 +128,10 @@ class SegmentationService:
                 session.masks = [self.segmenter.predict(image) > 0]
         seconds = time.perf_counter() - started
         key = uuid.uuid4().hex
-        self.sessions[key] = session
-        while len(self.sessions) > self.max_sessions:
-            self.sessions.popitem(last=False)
+        with self.sessions_lock:
+            self.sessions[key] = session
+            while len(self.sessions) > self.max_sessions:
+                self.sessions.popitem(last=False)
         answer = {"session": key, "width": width, "height": height, "seconds": seconds,
                   "preview": base64.b64encode(preview_jpeg(image)).decode()}  # fmt: skip
         if not self.prompted:
@@ -133,10 +139,11 @@ class SegmentationService:
         return answer
 
     def session(self, key: str) -> Session:
-        if key not in self.sessions:
-            raise KeyError("unknown or expired session; upload the image again")
-        self.sessions.move_to_end(key)
-        return self.sessions[key]
+        with self.sessions_lock:
+            if key not in self.sessions:
+                raise KeyError("unknown or expired session; upload the image again")
+            self.sessions.move_to_end(key)
+            return self.sessions[key]
 
     def decode(
         self, key: str, *, points: list, labels: list, box: list | None, multimask: bool
@@ -188,16 +195,28 @@ def create_app(
     device: str = "auto",
     *,
     max_upload_bytes: int = 50 * 2**20,
+    max_upload_pixels: int | None = 25_000_000,
     max_sessions: int = 16,
     tiling: Tiling | None = None,
     tta: str = "none",
     postprocessing: Postprocessing | None = None,
 ) -> FastAPI:
-    """The FastAPI application for ``model`` (HRMedSeg or HRMedSegSAM). An HRMedSeg model's mask
-    is predicted as ``predict`` does with the same ``tiling``, ``tta`` and ``postprocessing``."""
+    """The FastAPI application for ``model`` (HRMedSeg or HRMedSegSAM).
+
+    Args:
+        model: a promptable model (the page takes prompts) or an automatic one (it shows its mask).
+        device: "auto" (CUDA when there is one), "cpu", "cuda" or "cuda:N".
+        max_upload_bytes: the largest upload accepted.
+        max_upload_pixels: the largest decoded image accepted (None: the process's pixel limit
+            alone), read from the file's header before decoding.
+        max_sessions: sessions kept; the least recently used is dropped beyond it.
+        tiling, tta, postprocessing: an automatic model's mask is made as ``predict`` makes it
+            with these.
+    """
     service = SegmentationService(
-        model, device=device, max_sessions=max_sessions, tiling=tiling, tta=tta, postprocessing=postprocessing
-    )
+        model, device=device, max_sessions=max_sessions, max_upload_pixels=max_upload_pixels, tiling=tiling,
+        tta=tta, postprocessing=postprocessing,
+    )  # fmt: skip
     app = FastAPI(title="hrmedseg", docs_url=None, redoc_url=None)
 
     @app.get("/", response_class=HTMLResponse)
@@ -222,8 +241,8 @@ def create_app(
                 raise HTTPException(413, f"{name}: above the upload limit of {max_upload_bytes / 2**20:g} MB")
         if not content:
             raise HTTPException(400, "no image in the request body")
-        try:
-            return service.open(bytes(content), name)
+        try:  # on a worker thread: the event loop keeps answering while the model runs
+            return await run_in_threadpool(service.open, bytes(content), name)
         except DataError as err:
             raise HTTPException(400, str(err)) from None
 
