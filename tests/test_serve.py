@@ -189,3 +189,22 @@ def test_the_server_answers_while_a_model_runs(monkeypatch):
         release.set()
         upload.join(timeout=30)
         assert not upload.is_alive()
+
+
+def test_the_serve_command_builds_the_app_it_would_run(tmp_path, monkeypatch):
+    import uvicorn
+
+    from hrmedseg.cli import main as cli_main
+
+    model = hrmedseg.save_model(hrmedseg.create_model("hrmedseg_t", img_size=64), tmp_path / "m.safetensors")
+    served = {}
+    monkeypatch.setattr(uvicorn, "run", lambda app, **options: served.update(app=app, **options))
+    argv = ["serve", "--checkpoint", str(model), "--port", "7999", "--max-upload-mb", "1", "--device", "cpu"]
+    assert cli_main(argv) == 0
+    assert served["port"] == 7999 and served["host"] == "127.0.0.1"
+    client = TestClient(served["app"])
+    assert client.get("/api/info").json()["max_upload_bytes"] == 2**20
+    huge = io.BytesIO()
+    Image.new("L", (6000, 5000)).save(huge, format="PNG")  # 30 megapixels: above serve's default
+    refused = client.post("/api/image", content=huge.getvalue(), headers={"x-filename": "huge.png"})
+    assert refused.status_code == 400 and "above the upload limit of 25" in refused.json()["detail"]
