@@ -218,3 +218,16 @@ def test_predicted_mask_volumes_score_as_the_model_that_wrote_them(tmp_path, cap
     assert "no prediction for case 'ct_2' (ct_2_mask.nii.gz or ct_2.nii.gz)" in capsys.readouterr().err
     summary = json.loads((tmp_path / "x" / "summary.json").read_text())
     assert summary["cases"] == 3 and summary["num_classes"] == 1
+
+
+def test_an_empty_volume_sorted_first_is_named_and_the_others_are_segmented(tmp_path, capsys):
+    volume, _ = ct_like()
+    (tmp_path / "in").mkdir()
+    write_volume(tmp_path / "in" / "a_empty.nii.gz", np.zeros((0, 48, 6)))
+    write_volume(tmp_path / "in" / "b_case.nii.gz", volume)
+    model = hrmedseg.save_model(hrmedseg.create_model("hrmedseg_t", img_size=32), tmp_path / "m.safetensors")
+    argv = ["predict", "--checkpoint", str(model), "--input", str(tmp_path / "in"), "--quiet",
+            "--output", str(tmp_path / "out")]  # fmt: skip
+    assert cli_main(argv) == 1  # done, with a failure named
+    assert (tmp_path / "out" / "b_case_mask.nii.gz").is_file()
+    assert "a_empty.nii.gz: an empty volume" in capsys.readouterr().err

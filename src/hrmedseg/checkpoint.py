@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from .atomic import atomic_write
 from .build import ModelConfig, build_model
 from .errors import CheckpointError, ConfigError, InputNotFoundError
 from .modeling import HRMedSeg, HRMedSegSAM, SegmentationModel
@@ -29,21 +29,6 @@ ENCODER_PREFIX = "image_encoder."
 
 class CheckpointMismatchError(CheckpointError):
     """Weights that do not fit a model: names every missing, unexpected and mis-shaped key."""
-
-
-def atomic_write(path: str | os.PathLike, write: callable) -> Path:
-    """Call ``write(tmp_path)`` then rename the finished file onto ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def save_model(model: SegmentationModel, path: str | os.PathLike, *, encoder_only: bool = False) -> Path:

@@ -1,5 +1,5 @@
 """Output folders: created with a clear error when they cannot be, cleared of the temporary files
-that an interrupted atomic write (:func:`hrmedseg.checkpoint.atomic_write`) leaves behind, and
+that an interrupted atomic write (:func:`hrmedseg.atomic.atomic_write`) leaves behind, and
 the list of inputs a folder run could not use."""
 
 from __future__ import annotations
@@ -7,10 +7,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from .atomic import write_text
 from .data.io import raise_for_problems
 from .errors import OutputError
 
-TEMPORARY_PATTERN = ".*.tmp"  # atomic_write's ".<name>.<random>.tmp"
+# atomic_write's ".<name>.<random>.tmp", and with the suffixes kept ".<name>.<random>.tmp.nii.gz"
+TEMPORARY_PATTERNS = (".*.tmp", ".*.tmp.*")
 
 
 def ensure_output_folder(path: str | os.PathLike, *, inputs: str | os.PathLike | None = None) -> Path:
@@ -41,7 +43,7 @@ def ensure_output_folder(path: str | os.PathLike, *, inputs: str | os.PathLike |
 
 def remove_interrupted_writes(folder: str | os.PathLike) -> list[Path]:
     """Delete the temporary files of writes that were killed before their rename; returns them."""
-    stale = [p for p in Path(folder).glob(TEMPORARY_PATTERN) if p.is_file()]
+    stale = sorted({p for pattern in TEMPORARY_PATTERNS for p in Path(folder).glob(pattern) if p.is_file()})
     for path in stale:
         path.unlink(missing_ok=True)
     return stale
@@ -57,7 +59,7 @@ def write_failures(folder: Path, failures: list[str]) -> Path | None:
     if not failures:
         path.unlink(missing_ok=True)
         return None
-    path.write_text("\n".join(failures) + "\n")
+    return write_text(path, "\n".join(failures) + "\n")
     return path
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
+from ..atomic import write_text
 from .options import add_command
 from .values import positive_int
 
@@ -29,6 +29,6 @@ def run(args: argparse.Namespace) -> int:
     fingerprint = inspect_dataset(args.data, args.num_classes, progress=not args.quiet)
     print(fingerprint_markdown(fingerprint), end="")
     if args.output:
-        Path(args.output).write_text(json.dumps(fingerprint.as_dict(), indent=2))
+        write_text(args.output, json.dumps(fingerprint.as_dict(), indent=2))
         print(f"fingerprint written to {args.output}")
     return 1 if fingerprint.problems else 0

@@ -9,8 +9,8 @@ from __future__ import annotations
 import argparse
 import functools
 import sys
-from pathlib import Path
 
+from ..atomic import write_text
 from . import COMMANDS, build_parser
 from .options import HelpFormatter
 
@@ -48,7 +48,7 @@ def _help_block(parser: argparse.ArgumentParser) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     (target,) = argv if argv is not None else sys.argv[1:] or ["docs/cli.md"]
-    Path(target).write_text(render(), encoding="utf-8")
+    write_text(target, render())
     print(f"wrote {target}")
     return 0
 

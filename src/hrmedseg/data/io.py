@@ -11,6 +11,7 @@ from typing import BinaryIO
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from ..atomic import atomic_write
 from ..errors import DataError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
@@ -204,8 +205,23 @@ def image_size(path: str | Path) -> tuple[int, int]:
         raise DataError(f"{path}: unreadable image ({err})") from None
 
 
-def write_mask(path: str | Path, mask: np.ndarray) -> None:
-    """Save an index mask losslessly as PNG (8-bit, or 16-bit when values exceed 255)."""
+def write_npy(path: str | Path, array: np.ndarray) -> Path:
+    """Save an array as ``.npy``, atomically (a probability map)."""
+
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as file:  # a file object: np.save would append ".npy" to a name
+            np.save(file, array)
+
+    return atomic_write(path, write)
+
+
+def write_png(path: str | Path, picture: np.ndarray) -> Path:
+    """Save an (H, W) or (H, W, 3) uint8 picture as PNG, atomically (an overlay)."""
+    return atomic_write(path, lambda tmp: Image.fromarray(picture).save(tmp, format="PNG"))
+
+
+def write_mask(path: str | Path, mask: np.ndarray) -> Path:
+    """Save an index mask losslessly as PNG (8-bit, or 16-bit when values exceed 255), atomically."""
     mask = np.asarray(mask)
     dtype = np.uint8 if mask.max(initial=0) <= 255 else np.uint16
-    Image.fromarray(mask.astype(dtype)).save(path)
+    return atomic_write(path, lambda tmp: Image.fromarray(mask.astype(dtype)).save(tmp, format="PNG"))

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..atomic import write_text
 from ..errors import DataError
 from .io import write_mask
 from .splits import make_split
@@ -89,6 +90,6 @@ def slice_volume_dataset(
             slices_of[case].append(stem)
     split = read_volume_split(data, pairs) or make_split(pairs, seed, split_fractions)
     slice_split = {name: [s for case in cases for s in slices_of[case]] for name, cases in split.items()}
-    (target / "split.json").write_text(json.dumps(slice_split, indent=1))
-    manifest.write_text(json.dumps({"recipe": recipe, "volumes": len(pairs), "slices": counts}, indent=1))
+    write_text(target / "split.json", json.dumps(slice_split, indent=1))
+    write_text(manifest, json.dumps({"recipe": recipe, "volumes": len(pairs), "slices": counts}, indent=1))
     return target

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from ..atomic import atomic_write
 from ..errors import ConfigError, DataError, MissingDependencyError
 
 VOLUME_SUFFIXES = (".nii.gz", ".nii")
@@ -57,8 +58,8 @@ class Volume:
 
 
 def read_volume(path: str | os.PathLike) -> Volume:
-    """Load a 3-D NIfTI volume; a 4-D one (other than a single trailing frame), an unreadable file
-    or non-finite intensities raise :class:`DataError` naming the file."""
+    """Load a 3-D NIfTI volume; a 4-D one (other than a single trailing frame), an empty one, an
+    unreadable file or non-finite intensities raise :class:`DataError` naming the file."""
     nibabel = _nibabel()
     path = Path(path)
     if not path.is_file():
@@ -76,6 +77,8 @@ def read_volume(path: str | os.PathLike) -> Volume:
         raise
     except Exception as err:  # nibabel raises several types for damaged or foreign files
         raise DataError(f"{path}: unreadable NIfTI volume ({err})") from None
+    if data.ndim != 3 or 0 in data.shape:  # nothing to segment, and every later step would fail on it
+        raise DataError(f"{path}: an empty volume (shape {tuple(shape)}), no voxels to segment")
     bad = int(np.count_nonzero(~np.isfinite(data)))
     if bad:
         raise DataError(f"{path}: {bad} non-finite intensities (NaN or infinite)")
@@ -118,9 +121,8 @@ def write_mask_volume(path: str | os.PathLike, mask: np.ndarray, reference: Volu
     header.set_data_dtype(np.uint8)
     image = nibabel.Nifti1Image(mask.astype(np.uint8), reference.affine, header)
     image.header.set_slope_inter(1, 0)
-    path = Path(path)
-    nibabel.save(image, str(path))
-    return path
+    # nibabel chooses the format by the name, so the temporary file keeps ".nii.gz".
+    return atomic_write(path, lambda tmp: nibabel.save(image, tmp), keep_suffixes=True)
 
 
 def volumes_in(folder: str | os.PathLike) -> list[Path]:

@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..atomic import atomic_write
 from ..errors import MissingDependencyError
 from ..modeling import HRMedSeg, HRMedSegSAM
 from ..modeling.prompt_encoder import BOX_BOTTOM_RIGHT, BOX_TOP_LEFT
@@ -119,6 +120,6 @@ def export_onnx(model: HRMedSeg | HRMedSegSAM, output: str | os.PathLike, opset:
             )  # fmt: skip
         graph = program.model_proto
         onnx.helper.set_model_props(graph, {GRAPH_KEY: role, CONFIG_KEY: json.dumps(config.to_dict())})
-        onnx.save(graph, str(path))
+        atomic_write(path, lambda tmp, graph=graph: onnx.save(graph, tmp))
         written.append(path)
     return written

@@ -24,10 +24,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 from tqdm import tqdm
 
+from ..atomic import atomic_write, write_text
 from ..data import DatasetIndex, Sample, find_dataset, read_image, read_mask, sample_problems
+from ..data.io import write_png
 from ..data.splits import read_split_file
 from ..errors import ConfigError, DataError
 from ..inference.options import SegmenterOptions
@@ -185,7 +186,7 @@ def score_cases(
             rows.append({"case": sample.stem, "height": truth.shape[0], "width": truth.shape[1], **row})
         if overlays:
             picture = overlay(read_image(sample.image), pred, truth=truth)
-            Image.fromarray(picture).save(output / "overlays" / f"{sample.stem}.png")
+            write_png(output / "overlays" / f"{sample.stem}.png", picture)
     return rows
 
 
@@ -343,7 +344,7 @@ def write_reports(
             "each object's mask against its own truth, every object counted once; leak: share of a "
             "box-prompted mask outside its box"
         )
-    (output / "summary.json").write_text(json.dumps(summary, indent=2))
+    write_text(output / "summary.json", json.dumps(summary, indent=2))
     write_failures(output, failures)
     lines = [
         f"Evaluation of {description}",
@@ -371,7 +372,7 @@ def write_reports(
         )
     if object_rows is not None:
         lines += _object_table(summary["per_object"], len(object_rows), about["objects_from"])
-    (output / "summary.md").write_text("\n".join(lines) + "\n")
+    write_text(output / "summary.md", "\n".join(lines) + "\n")
     return summary
 
 
@@ -406,9 +407,14 @@ def _object_table(stats: dict[str, dict[str, float]], count: int, objects_from: 
 
 def _write_csv(path: Path, columns: list[str], rows: list[dict[str, Any]]) -> None:
     """Rows as CSV; a missing or NaN value (a score that does not apply) is an empty cell."""
-    with path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, columns, restval="", extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(
-            {k: "" if isinstance(v, float) and math.isnan(v) else v for k, v in row.items()} for row in rows
-        )
+
+    def write(tmp: str) -> None:
+        with open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, columns, restval="", extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(
+                {k: "" if isinstance(v, float) and math.isnan(v) else v for k, v in row.items()}
+                for row in rows
+            )
+
+    atomic_write(path, write)

@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-from PIL import Image
 from tqdm import tqdm
 
-from ..data.io import IMAGE_SUFFIXES, read_image, write_mask
+from ..atomic import write_text
+from ..data.io import IMAGE_SUFFIXES, read_image, write_mask, write_npy, write_png
 from ..errors import ConfigError, DataError
 from ..output import ensure_output_folder, raise_if_nothing_done, write_failures
 from .options import SegmenterOptions
@@ -100,9 +100,9 @@ def predict_to_folder(
             write_mask(target, mask * 255 if segmenter.num_classes == 1 else mask)
             report.written.append(target)
             if probabilities:
-                np.save(output / f"{path.stem}_prob.npy", probs.astype(np.float16))
+                write_npy(output / f"{path.stem}_prob.npy", probs.astype(np.float16))
             if overlays:
-                Image.fromarray(overlay(array, mask)).save(output / f"{path.stem}_overlay.png")
+                write_png(output / f"{path.stem}_overlay.png", overlay(array, mask))
         bar.update(min(step, len(images) - start))
     bar.close()
     write_failures(output, report.failures)
@@ -167,10 +167,10 @@ def predict_prompted_to_folder(
             labels[object_masks[k]] = k + 1
         write_mask(output / f"{path.stem}.png", mask * 255)
         write_mask(output / f"{path.stem}_objects.png", labels)
-        (output / f"{path.stem}_scores.json").write_text(json.dumps({"predicted_iou": scores.tolist()}))
+        write_text(output / f"{path.stem}_scores.json", json.dumps({"predicted_iou": scores.tolist()}))
         report.written.append(output / f"{path.stem}.png")
         if overlays:
-            Image.fromarray(overlay(image, mask)).save(output / f"{path.stem}_overlay.png")
+            write_png(output / f"{path.stem}_overlay.png", overlay(image, mask))
     write_failures(output, report.failures)
     raise_if_nothing_done(len(report.written), report.failures, "images")
     return report

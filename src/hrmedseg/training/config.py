@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 
 import yaml
 
+from ..atomic import write_text
 from ..data.transforms import AugmentConfig
 from ..data.volumes import check_window
 from ..errors import ConfigError
@@ -37,7 +38,7 @@ class ConfigFile:
             lines.append(
                 f"{line}  # unused: {unused[key]}" if key in unused and not line[0].isspace() else line
             )
-        Path(path).write_text("\n".join(lines) + "\n")
+        write_text(path, "\n".join(lines) + "\n")
 
 
 ConfigT = TypeVar("ConfigT", bound=ConfigFile)

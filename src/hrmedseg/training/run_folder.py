@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 import yaml
 
+from ..atomic import write_text
 from ..errors import OutputError
 from ..output import ensure_output_folder, remove_interrupted_writes
 from .config import ConfigFile
@@ -95,7 +96,7 @@ def record_resume_changes(output: Path, changes: dict[str, list[Any]], completed
     path = output / CHANGES_FILE
     entries = (yaml.safe_load(path.read_text()) or []) if path.is_file() else []
     entries.append({"after_epoch": completed_epochs, "changes": changes})
-    path.write_text(yaml.safe_dump(entries, sort_keys=False))
+    write_text(path, yaml.safe_dump(entries, sort_keys=False))
     described = ", ".join(f"{n} {a!r} -> {b!r}" for n, (a, b) in changes.items())
     log.info("resuming %s after epoch %d with %s (recorded in %s)", output, completed_epochs, described,
              CHANGES_FILE)  # fmt: skip
@@ -104,7 +105,7 @@ def record_resume_changes(output: Path, changes: dict[str, list[Any]], completed
 def write_new_run(output: Path, config: ConfigFile, split: dict[str, list[str]]) -> None:
     """The files that define a new run; a resume never rewrites them."""
     config.save(output / "config.yaml")
-    (output / "split.json").write_text(json.dumps(split, indent=1))
+    write_text(output / "split.json", json.dumps(split, indent=1))
     (output / CHANGES_FILE).unlink(missing_ok=True)  # left by an overwritten run
 
 

@@ -7,6 +7,8 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
+from ..atomic import atomic_write
+
 COLUMNS = ("epoch", "lr", "train_loss", "val_loss", "val_dice", "val_iou", "epoch_seconds")
 # Promptable models: val_dice and val_iou score the union of the object masks, val_object_dice
 # each object's mask against its own object.
@@ -96,6 +98,6 @@ def plot_curves(log_path: Path, png_path: Path) -> Path:
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()
-    fig.savefig(png_path, dpi=100)
+    atomic_write(png_path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
     plt.close(fig)
     return png_path

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from ..checkpoint import atomic_write
+from ..atomic import atomic_write
 from ..errors import CheckpointError, InputNotFoundError
 
 

@@ -1,0 +1,103 @@
+"""Every file the package writes goes through one atomic write: a writer that fails half-way (a
+full disk, a kill) leaves the previous file whole and no temporary file behind."""
+
+from __future__ import annotations
+
+import errno
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import hrmedseg
+from hrmedseg import atomic
+from hrmedseg.cli import main as cli_main
+from hrmedseg.data.synthetic import make_synthetic_dataset
+
+
+def test_a_failed_write_keeps_the_previous_file_and_no_temporary_one(tmp_path):
+    target = tmp_path / "report.json"
+    atomic.write_text(target, "good")
+
+    def fill_half_then_fail(tmp: str) -> None:
+        Path(tmp).write_text("trunc")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(OSError, match="No space left"):
+        atomic.atomic_write(target, fill_half_then_fail)
+    assert target.read_text() == "good"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report.json"]
+
+
+def test_nifti_keeps_its_suffix_while_it_is_written(tmp_path):
+    names = []
+    atomic.atomic_write(tmp_path / "m_mask.nii.gz", lambda tmp: names.append(tmp) or Path(tmp).touch(),
+                        keep_suffixes=True)  # fmt: skip
+    assert names[0].endswith(".tmp.nii.gz") and (tmp_path / "m_mask.nii.gz").is_file()
+
+
+@pytest.fixture(scope="module")
+def model_and_data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("atomic")
+    data = make_synthetic_dataset(root / "data", num_images=6, size_range=(40, 60))
+    model = hrmedseg.save_model(hrmedseg.create_model("hrmedseg_t", img_size=32), root / "m.safetensors")
+    return model, data
+
+
+def test_predict_and_evaluate_write_every_file_atomically(model_and_data, tmp_path, monkeypatch):
+    """Each output file is the target of a rename from a temporary file: none is written in place."""
+    model, data = model_and_data
+    renamed = []
+    replace = os.replace
+    monkeypatch.setattr(atomic.os, "replace", lambda src, dst: renamed.append(Path(dst)) or replace(src, dst))
+    predict = ["predict", "--checkpoint", str(model), "--input", str(data / "images"), "--quiet",
+               "--output", str(tmp_path / "pred"), "--probabilities", "--overlays"]  # fmt: skip
+    evaluate = ["evaluate", "--checkpoint", str(model), "--data", str(data), "--split", "all", "--quiet",
+                "--output", str(tmp_path / "eval"), "--overlays"]  # fmt: skip
+    assert cli_main(predict) == 0 and cli_main(evaluate) == 0
+    written = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert len(written) >= 6 * 3 + 6 + 3
+    assert sorted(written) == sorted(set(renamed))
+
+
+def test_a_full_disk_while_predicting_keeps_the_previous_masks(model_and_data, tmp_path, monkeypatch):
+    model, data = model_and_data
+    argv = ["predict", "--checkpoint", str(model), "--input", str(data / "images"), "--quiet",
+            "--output", str(tmp_path), "--probabilities"]  # fmt: skip
+    assert cli_main(argv) == 0
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+
+    def full_disk(file, array, *args, **kwargs):
+        file.write(b"\x93NUMPY")  # a few bytes of the header, then the disk is full
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(np, "save", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        cli_main(argv)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+    np.load(next(tmp_path.glob("*_prob.npy")))  # still whole
+
+
+def test_export_replaces_a_model_only_when_the_new_one_is_whole(model_and_data, tmp_path, monkeypatch):
+    onnx = pytest.importorskip("onnx")
+    model, _ = model_and_data
+    target = tmp_path / "model.onnx"
+    assert cli_main(["export", "--checkpoint", str(model), "--output", str(target), "--quiet"]) == 0
+    good = target.read_bytes()
+
+    def full_disk(graph, path, *args, **kwargs):
+        Path(path).write_bytes(b"\x08\x07")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(onnx, "save", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        cli_main(["export", "--checkpoint", str(model), "--output", str(target), "--quiet"])
+    assert target.read_bytes() == good and [p.name for p in tmp_path.iterdir()] == ["model.onnx"]
+
+
+def test_image_files_are_written_as_png_whatever_the_temporary_name(tmp_path):
+    hrmedseg.data.write_mask(tmp_path / "m.png", np.array([[0, 1], [2, 300]]))
+    with Image.open(tmp_path / "m.png") as img:
+        assert img.format == "PNG" and np.asarray(img).max() == 300
