@@ -101,3 +101,21 @@ def test_image_files_are_written_as_png_whatever_the_temporary_name(tmp_path):
     hrmedseg.data.write_mask(tmp_path / "m.png", np.array([[0, 1], [2, 300]]))
     with Image.open(tmp_path / "m.png") as img:
         assert img.format == "PNG" and np.asarray(img).max() == 300
+
+
+def test_a_folder_where_an_output_file_goes_is_a_failure_and_the_rest_is_written(
+    model_and_data, tmp_path, capsys
+):
+    model, data = model_and_data
+    images = sorted((data / "images").iterdir())
+    (tmp_path / f"{images[1].stem}.png").mkdir()  # a folder named like the second image's mask
+    argv = ["predict", "--checkpoint", str(model), "--input", str(data / "images"), "--quiet",
+            "--output", str(tmp_path)]  # fmt: skip
+    assert cli_main(argv) == 1  # done, with the failure named
+    assert all((tmp_path / f"{p.stem}.png").is_file() for p in images if p != images[1])
+    failures = (tmp_path / "failures.txt").read_text()
+    assert (
+        f"{images[1].stem}.png: something that is not a file (a folder?) is where this output goes"
+        in failures
+    )
+    assert "is where this output goes" in capsys.readouterr().err

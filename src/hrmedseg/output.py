@@ -5,6 +5,7 @@ the list of inputs a folder run could not use."""
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from pathlib import Path
 
 from .atomic import write_text
@@ -47,6 +48,18 @@ def remove_interrupted_writes(folder: str | os.PathLike) -> list[Path]:
     for path in stale:
         path.unlink(missing_ok=True)
     return stale
+
+
+def in_the_way(paths: Iterable[Path]) -> str | None:
+    """The problem of the first output file whose place holds something else (a folder named
+    like it), or None: that input is then recorded as a failure instead of ending the run."""
+    for path in paths:
+        if path.exists() and not path.is_file():
+            return (
+                f"{path}: something that is not a file (a folder?) is where this output goes; move it "
+                "or choose another --output"
+            )
+    return None
 
 
 FAILURES_FILE = "failures.txt"

@@ -18,7 +18,7 @@ from tqdm import tqdm
 from ..atomic import write_text
 from ..data.io import IMAGE_SUFFIXES, read_image, write_mask, write_npy, write_png
 from ..errors import ConfigError, DataError
-from ..output import ensure_output_folder, raise_if_nothing_done, write_failures
+from ..output import ensure_output_folder, in_the_way, raise_if_nothing_done, write_failures
 from .options import SegmenterOptions
 from .overlay import overlay
 from .segmenter_base import SegmenterBase
@@ -72,6 +72,19 @@ def _readable(paths: list[Path], report: FolderReport) -> tuple[list[Path], list
     return readable, arrays
 
 
+def _writable(images: list[Path], output: Path, names: list[str], report: FolderReport) -> list[Path]:
+    """The images whose output files (``names``, formatted with the stem) can be written in
+    ``output``; each other one is recorded in ``report`` as a failure."""
+    writable = []
+    for path in images:
+        problem = in_the_way(output / name.format(path.stem) for name in names)
+        if problem:
+            report.failures.append(problem)
+        else:
+            writable.append(path)
+    return writable
+
+
 def predict_to_folder(
     segmenter: SegmenterBase,
     inputs: str | Path,
@@ -90,6 +103,8 @@ def predict_to_folder(
     images = _list_unique_images(inputs)
     output = ensure_output_folder(output, inputs=inputs)
     report = FolderReport()
+    names = ["{}.png", *(["{}_prob.npy"] if probabilities else []), *(["{}_overlay.png"] if overlays else [])]
+    images = _writable(images, output, names, report)
     bar = tqdm(total=len(images), disable=not progress, desc="predict", unit="image")
     step = segmenter.images_per_batch
     for start in range(0, len(images), step):
@@ -148,9 +163,11 @@ def predict_prompted_to_folder(
     from .prompted import read_prompt_file
 
     images = _list_unique_images(inputs)
-    prompt_files = prompt_files_for(images, prompts)
     output = ensure_output_folder(output, inputs=inputs)
     report = FolderReport()
+    names = ["{}.png", "{}_objects.png", "{}_scores.json", *(["{}_overlay.png"] if overlays else [])]
+    images = _writable(images, output, names, report)
+    prompt_files = prompt_files_for(images, prompts)
     pairs = zip(images, prompt_files, strict=True)
     for path, prompt_file in tqdm(
         pairs, total=len(images), disable=not progress, desc="predict", unit="image"

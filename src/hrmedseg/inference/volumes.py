@@ -23,7 +23,7 @@ from ..data.volumes import (
     write_mask_volume,
 )
 from ..errors import DataError
-from ..output import ensure_output_folder, raise_if_nothing_done, write_failures
+from ..output import ensure_output_folder, in_the_way, raise_if_nothing_done, write_failures
 from .files import FolderReport
 from .segmenter import Segmenter
 
@@ -65,13 +65,18 @@ def predict_volumes_to_folder(
     output = ensure_output_folder(output, inputs=inputs)
     report = FolderReport()
     for path in tqdm(volumes, disable=not progress, desc="predict", unit="volume"):
+        target = output / f"{volume_stem(path)}_mask.nii.gz"
+        problem = in_the_way([target])
+        if problem:
+            report.failures.append(problem)
+            continue
         try:
             volume = read_volume(path)
         except DataError as err:
             report.failures.append(str(err))
             continue
         mask = segment_volume(segmenter, volume, axis=axis, window=window)
-        report.written.append(write_mask_volume(output / f"{volume_stem(path)}_mask.nii.gz", mask, volume))
+        report.written.append(write_mask_volume(target, mask, volume))
     write_failures(output, report.failures)
     raise_if_nothing_done(len(report.written), report.failures, "volumes")
     return report
