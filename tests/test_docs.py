@@ -61,7 +61,8 @@ def test_every_command_line_in_the_docs_parses(page):
                 assert word in known, f"{page.name}: `hrmedseg {command}` has no option {word}"
 
 
-@pytest.mark.parametrize("page", [*USER_PAGES, ROOT / "docs" / "benchmarks.md", ROOT / "docs" / "model.md"],
+@pytest.mark.parametrize("page", [*USER_PAGES, *(ROOT / "docs" / p for p in ("benchmarks.md", "model.md")),
+                                  ROOT / "CHANGELOG.md"],
                          ids=lambda p: p.name)  # fmt: skip
 def test_user_pages_speak_to_users(page):
     text = page.read_text(encoding="utf-8")
