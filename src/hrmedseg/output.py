@@ -73,7 +73,6 @@ def write_failures(folder: Path, failures: list[str]) -> Path | None:
         path.unlink(missing_ok=True)
         return None
     return write_text(path, "\n".join(failures) + "\n")
-    return path
 
 
 def raise_if_nothing_done(done: int, failures: list[str], what: str) -> None:

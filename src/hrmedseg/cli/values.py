@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import math
+from collections.abc import Callable
 
 
 def _number(text: str, kind: type) -> int | float:
@@ -20,44 +21,28 @@ def _number(text: str, kind: type) -> int | float:
     return value
 
 
-def positive_int(text: str) -> int:
-    value = _number(text, int)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
+def _checked(text: str, kind: type, holds: Callable[[float], bool], requirement: str) -> int | float:
+    value = _number(text, kind)
+    if not holds(value):
+        raise argparse.ArgumentTypeError(f"must be {requirement}, got {value:g}")
     return value
+
+
+def positive_int(text: str) -> int:
+    return _checked(text, int, lambda v: v >= 1, "1 or more")
 
 
 def non_negative_int(text: str) -> int:
-    value = _number(text, int)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
-    return value
+    return _checked(text, int, lambda v: v >= 0, "0 or more")
 
 
 def positive_float(text: str) -> float:
-    value = _number(text, float)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be above 0, got {value:g}")
-    return value
+    return _checked(text, float, lambda v: v > 0, "above 0")
 
 
 def non_negative_float(text: str) -> float:
-    value = _number(text, float)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value:g}")
-    return value
-
-
-def fraction(text: str) -> float:
-    """A share in [0, 1), such as the overlap of two windows."""
-    value = _number(text, float)
-    if not 0 <= value < 1:
-        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {value:g}")
-    return value
+    return _checked(text, float, lambda v: v >= 0, "0 or more")
 
 
 def port(text: str) -> int:
-    value = _number(text, int)
-    if not 1 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"must be a port number, 1 to 65535, got {value}")
-    return value
+    return _checked(text, int, lambda v: 1 <= v <= 65535, "a port number, 1 to 65535")

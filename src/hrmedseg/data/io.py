@@ -62,7 +62,14 @@ def current_pixel_limit() -> int | None:
     return _max_pixels
 
 
-def _check_pixels(path: Path, width: int, height: int) -> None:
+def _check_pixels(path: Path, width: int, height: int, upload_limit: int | None = None) -> None:
+    """Refuse an image above the pixel limit (``--max-pixels``) or, for an upload, above
+    ``upload_limit``, from its header's size."""
+    if upload_limit is not None and width * height > upload_limit:
+        raise DataError(
+            f"{path}: {width}x{height} is {width * height / 1e6:.1f} megapixels, "
+            f"above the upload limit of {upload_limit / 1e6:g}"
+        )
     if _max_pixels is None or width * height <= _max_pixels:
         return
     raise DataError(
@@ -83,12 +90,7 @@ def _open(
     Float pixels must be finite."""
     try:
         with pixel_limit(_max_pixels), Image.open(path if content is None else content) as img:
-            _check_pixels(path, img.width, img.height)  # from the header, before decoding
-            if upload_limit is not None and img.width * img.height > upload_limit:
-                raise DataError(
-                    f"{path}: {img.width}x{img.height} is {img.width * img.height / 1e6:.1f} megapixels, "
-                    f"above the upload limit of {upload_limit / 1e6:g}"
-                )
+            _check_pixels(path, img.width, img.height, upload_limit)  # from the header, before decoding
             img.load()  # decode now, so truncated files fail here, with their name
             img = ImageOps.exif_transpose(img)
             if as_image and img.mode in ("P", "PA", "CMYK", "YCbCr", "HSV", "LAB"):
@@ -113,20 +115,26 @@ def check_finite_pixels(array: np.ndarray, name: str) -> None:
         raise DataError(f"{name}: {bad} pixel value(s) are NaN or infinite")
 
 
-def _rescaled_floats(array: np.ndarray) -> np.ndarray:
-    """A float image file's pixels in [0, 1]: rescaled by their own range, as 16-bit ones are,
-    since float TIFFs hold any unit (counts, Hounsfield units, reflectance)."""
-    if not np.issubdtype(array.dtype, np.floating):
-        return array
+def _by_own_range(array: np.ndarray) -> np.ndarray:
+    """Pixels rescaled to [0, 1] by their own minimum and maximum (all zeros if constant)."""
     array = array.astype(np.float32)
     low, high = float(array.min()), float(array.max())
     return (array - low) / (high - low) if high > low else np.zeros_like(array)
 
 
+def _file_pixels_as_rgb(pixels: np.ndarray, name: str) -> np.ndarray:
+    """Decoded (and checked) file pixels as :func:`as_float_rgb` gives them; a float image file
+    is first rescaled by its own range, as 16-bit ones are, since float TIFFs hold any unit
+    (counts, Hounsfield units, reflectance)."""
+    if np.issubdtype(pixels.dtype, np.floating):
+        pixels = _by_own_range(pixels)
+    return _as_rgb(pixels, name)
+
+
 def read_image(path: str | Path) -> np.ndarray:
     """An image file as float32 RGB in [0, 1], shape (H, W, 3); see :func:`as_float_rgb`."""
     path = Path(path)
-    return as_float_rgb(_rescaled_floats(_open(path, as_image=True)), str(path))
+    return _file_pixels_as_rgb(_open(path, as_image=True), str(path))
 
 
 def decode_image(content: bytes, name: str, *, max_pixels: int | None = None) -> np.ndarray:
@@ -135,7 +143,7 @@ def decode_image(content: bytes, name: str, *, max_pixels: int | None = None) ->
     bound of its own, read from the header before decoding: a small compressed upload can
     decode to gigabytes."""
     pixels = _open(Path(name), as_image=True, content=io.BytesIO(content), upload_limit=max_pixels)
-    return as_float_rgb(_rescaled_floats(pixels), name)
+    return _file_pixels_as_rgb(pixels, name)
 
 
 def as_float_rgb(array: np.ndarray, name: str = "image") -> np.ndarray:
@@ -149,6 +157,11 @@ def as_float_rgb(array: np.ndarray, name: str = "image") -> np.ndarray:
     """
     array = np.asarray(array)
     check_finite_pixels(array, name)
+    return _as_rgb(array, name)
+
+
+def _as_rgb(array: np.ndarray, name: str) -> np.ndarray:
+    """:func:`as_float_rgb` of pixels already checked to be finite."""
     if array.ndim == 3 and array.shape[2] in (2, 4):
         array = array[..., :-1]  # drop alpha
     if array.ndim == 3 and array.shape[2] == 1:
@@ -163,9 +176,7 @@ def as_float_rgb(array: np.ndarray, name: str = "image") -> np.ndarray:
         return array.astype(np.float32) / 255.0
     if array.dtype == bool or np.issubdtype(array.dtype, np.floating):
         return array.astype(np.float32, copy=False)  # read_image's output passes through as is
-    array = array.astype(np.float32)
-    low, high = float(array.min()), float(array.max())
-    return (array - low) / (high - low) if high > low else np.zeros_like(array)
+    return _by_own_range(array)
 
 
 def read_mask(path: str | Path) -> np.ndarray:

@@ -40,7 +40,6 @@ from ..inference.prompted import (
     prompted_model_file,
     prompts_for_objects,
     read_prompt_file,
-    refuse_automatic_options,
 )
 from ..inference.segmenter import Segmenter
 from ..output import FAILURES_FILE, ensure_output_folder, raise_if_nothing_done, write_failures
@@ -73,11 +72,7 @@ def _load_segmenter(
         options = options or SegmenterOptions()
         paths = checkpoint if isinstance(checkpoint, list) else [checkpoint]
         prompted = prompted_model_file(paths)
-        if prompted is not None:
-            refuse_automatic_options(options.tiling, options.tta, options.postprocessing)
-            segmenter = PromptedSegmenter.from_checkpoint(prompted, options.device)
-        else:
-            segmenter = options.segmenter(paths)
+        segmenter = options.segmenter(paths) if prompted is None else options.prompted_segmenter(prompted)
     if isinstance(segmenter, Segmenter):
         if prompts is not None:
             raise ConfigError("prompts are for HRMedSegSAM models; this model segments without prompts")

@@ -255,7 +255,7 @@ def predict_files(
         return predict_to_folder(
             segmenter, inputs, output, probabilities=probabilities, overlays=overlays, progress=progress
         )
-    from .prompted import PromptedSegmenter, prompted_model_file, refuse_automatic_options
+    from .prompted import prompted_model_file
 
     prompted = prompted_model_file(checkpoints)
     if prompted is None:
@@ -265,12 +265,11 @@ def predict_files(
         return predict_to_folder(
             segmenter, inputs, output, probabilities=probabilities, overlays=overlays, progress=progress
         )
-    refuse_automatic_options(options.tiling, options.tta, options.postprocessing)
+    segmenter = options.prompted_segmenter(prompted)
     if prompts is None:
         raise ConfigError(
             "an HRMedSegSAM model needs prompts: a folder of <stem>.json files (or one file for one image)"
         )
-    segmenter = PromptedSegmenter.from_checkpoint(prompted, options.device)
     return predict_prompted_to_folder(
         segmenter, inputs, output, prompts=prompts, overlays=overlays, progress=progress
     )

@@ -15,6 +15,7 @@ from .tiling import Tiling
 
 if TYPE_CHECKING:  # annotations only: building a Segmenter imports PyTorch, the ONNX one does not
     from ..deployment.onnx_segmenter import OnnxSegmenter
+    from .prompted import PromptedSegmenter
     from .segmenter import Segmenter
 
 
@@ -44,11 +45,6 @@ class SegmenterOptions:
     tta: str = "none"
     postprocessing: Postprocessing = field(default_factory=Postprocessing)
 
-    @property
-    def automatic_only(self) -> bool:
-        """Whether a setting is given that only automatic models take (tiles, flips, clean-up)."""
-        return self.tiling is not None or self.tta != "none" or self.postprocessing.active
-
     def segmenter(self, checkpoint: str | Path | list[str | Path]) -> Segmenter:
         """A :class:`~hrmedseg.Segmenter` of a model file (several: their ensemble)."""
         from .segmenter import Segmenter
@@ -62,6 +58,14 @@ class SegmenterOptions:
             tta=self.tta,
             postprocessing=self.postprocessing,
         )
+
+    def prompted_segmenter(self, checkpoint: str | Path) -> PromptedSegmenter:
+        """A :class:`~hrmedseg.PromptedSegmenter` of a promptable model file on ``device``; the
+        settings only automatic models take (tiles, flips, clean-up) are refused by name."""
+        from .prompted import PromptedSegmenter, refuse_automatic_options
+
+        refuse_automatic_options(self.tiling, self.tta, self.postprocessing)
+        return PromptedSegmenter.from_checkpoint(checkpoint, self.device)
 
     def onnx_segmenter(self, path: str | Path) -> OnnxSegmenter:
         """An onnxruntime segmenter of a graph from ``hrmedseg export`` (the device and compile
