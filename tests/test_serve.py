@@ -208,3 +208,124 @@ def test_the_serve_command_builds_the_app_it_would_run(tmp_path, monkeypatch):
     Image.new("L", (6000, 5000)).save(huge, format="PNG")  # 30 megapixels: above serve's default
     refused = client.post("/api/image", content=huge.getvalue(), headers={"x-filename": "huge.png"})
     assert refused.status_code == 400 and "above the upload limit of 25" in refused.json()["detail"]
+
+
+def test_scores_shown_are_clamped_to_the_iou_range(prompted, monkeypatch):
+    from hrmedseg.inference.sam_predictor import Predictor
+
+    session = prompted.post("/api/image", content=png(60, 40)).json()["session"]
+    masks = np.zeros((3, 40, 60), bool)
+    monkeypatch.setattr(Predictor, "predict", lambda *a, **k: (masks, np.array([1.3, -0.2, 0.5]), None))
+    body = prompted.post("/api/decode", json={"session": session, "points": [[5, 5]], "labels": [1]}).json()
+    assert body["scores"] == [1.0, 0.0, 0.5]
+
+
+def two_image_folder(root):
+    images = root / "images"
+    images.mkdir()
+    (images / "a.png").write_bytes(png(60, 40))
+    (images / "b.png").write_bytes(png(50, 30))
+    return images
+
+
+def test_a_folder_is_annotated_object_by_object_saved_and_reopened(tmp_path):
+    from hrmedseg.inference.prompted import read_prompt_file
+    from hrmedseg.serve.annotations import AnnotationFolder
+
+    images, output = two_image_folder(tmp_path), tmp_path / "labels"
+    model = hrmedseg.create_model("hrmedseg_sam_t", img_size=64)
+    client = TestClient(create_app(model, "cpu", annotations=AnnotationFolder(images, output)))
+    assert client.get("/api/info").json()["folder"] == {"images": 2}
+    assert client.get("/api/folder").json()["images"] == [
+        {"name": "a.png", "done": False},
+        {"name": "b.png", "done": False},
+    ]
+    opened = client.post("/api/folder/open", json={"index": 0}).json()
+    assert (opened["name"], opened["width"], opened["height"], opened["saved"]) == ("a.png", 60, 40, None)
+    session = opened["session"]
+    box = {"box": [2, 2, 30, 30]}
+    points = {"points": [[45, 20], [50, 35]], "labels": [1, 0]}
+    first = client.post(
+        "/api/decode", json={"session": session, "object": 0, **box, "multimask": False}
+    ).json()
+    second = client.post("/api/decode", json={"session": session, "object": 1, **points}).json()
+    chosen = int(np.argmax(second["scores"]))
+    objects = [
+        {"object": 0, "output": 0, "prompt": box},
+        {"object": 1, "output": chosen, "prompt": points},
+    ]
+    saved = client.post("/api/save", json={"session": session, "objects": objects})
+    assert saved.status_code == 200, saved.text
+    assert saved.json() == {"saved": ["a.png", "a_objects.png", "a.json"], "objects": 2}
+
+    masks = [decoded(first["masks"][0]) > 0, decoded(second["masks"][chosen]) > 0]
+    expected = np.zeros((40, 60), np.uint8)
+    expected[masks[0]] = 1
+    expected[masks[1]] = 2  # the later object over the earlier
+    np.testing.assert_array_equal(np.asarray(Image.open(output / "a_objects.png")), expected)
+    np.testing.assert_array_equal(np.asarray(Image.open(output / "a.png")), np.where(expected > 0, 255, 0))
+    prompts = read_prompt_file(output / "a.json", (40, 60))  # what predict --prompts reads
+    np.testing.assert_array_equal(prompts[0].box, box["box"])
+    np.testing.assert_array_equal(prompts[1].points, points["points"])
+    np.testing.assert_array_equal(prompts[1].labels, points["labels"])
+    exported = client.post("/api/export", json={"session": session, "objects": objects, "kind": "objects"})
+    np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(exported.content))), expected)
+
+    assert [e["done"] for e in client.get("/api/folder").json()["images"]] == [True, False]
+    reopened = client.post("/api/folder/open", json={"index": 0}).json()
+    assert reopened["saved"]["prompts"] == [box, points]
+    for k, mask in enumerate(reopened["saved"]["masks"]):
+        np.testing.assert_array_equal(decoded(mask) > 0, expected == k + 1)
+    # the saved objects are the session's objects 0 and 1: saved again without a decode
+    again = client.post("/api/save", json={"session": reopened["session"], "objects": objects[:1]})
+    assert again.status_code == 200
+    np.testing.assert_array_equal(np.asarray(Image.open(output / "a_objects.png")), expected == 1)
+
+
+def test_folder_mode_refuses_what_it_cannot_do(tmp_path, prompted):
+    from hrmedseg.errors import ConfigError, OutputError
+    from hrmedseg.serve.annotations import AnnotationFolder
+
+    images = two_image_folder(tmp_path)
+    with pytest.raises(OutputError, match="the output folder is the input folder"):
+        AnnotationFolder(images, images)
+    folder = AnnotationFolder(images, tmp_path / "out")
+    with pytest.raises(ConfigError, match="takes an HRMedSegSAM model"):
+        create_app(hrmedseg.create_model("hrmedseg_t", img_size=64), "cpu", annotations=folder)
+    client = TestClient(
+        create_app(hrmedseg.create_model("hrmedseg_sam_t", img_size=64), "cpu", annotations=folder)
+    )
+    outside = client.post("/api/folder/open", json={"index": 2})
+    assert outside.status_code == 400 and "no image 2: the folder holds 2" in outside.json()["detail"]
+    uploaded = client.post("/api/image", content=png(60, 40)).json()["session"]
+    client.post("/api/decode", json={"session": uploaded, "box": [1, 1, 9, 9], "multimask": False})
+    choice = [{"object": 0, "prompt": {"box": [1, 1, 9, 9]}}]
+    refused = client.post("/api/save", json={"session": uploaded, "objects": choice})
+    assert refused.status_code == 400 and "uploaded, not opened from the folder" in refused.json()["detail"]
+    never = client.post("/api/export", json={"session": uploaded, "objects": [{**choice[0], "object": 3}]})
+    assert never.status_code == 400 and "no object 3" in never.json()["detail"]
+    bad = client.post(
+        "/api/export", json={"session": uploaded, "objects": [{"object": 0, "prompt": {"box": [1]}}]}
+    )
+    assert bad.status_code == 400 and "object 0: box must be [x0, y0, x1, y1]" in bad.json()["detail"]
+    no_folder = prompted.get("/api/folder")
+    assert (
+        no_folder.status_code == 400 and "start serve with --input and --output" in no_folder.json()["detail"]
+    )
+
+
+def test_the_serve_command_annotates_a_folder(tmp_path, monkeypatch):
+    import uvicorn
+
+    from hrmedseg.cli import main as cli_main
+
+    images = two_image_folder(tmp_path)
+    model = hrmedseg.save_model(
+        hrmedseg.create_model("hrmedseg_sam_t", img_size=64), tmp_path / "m.safetensors"
+    )
+    served = {}
+    monkeypatch.setattr(uvicorn, "run", lambda app, **options: served.update(app=app))
+    base = ["serve", "--checkpoint", str(model), "--device", "cpu"]
+    assert cli_main([*base, "--input", str(images), "--output", str(tmp_path / "out")]) == 0
+    assert TestClient(served["app"]).get("/api/info").json()["folder"] == {"images": 2}
+    assert cli_main([*base, "--input", str(images)]) != 0

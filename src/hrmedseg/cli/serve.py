@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..errors import MissingDependencyError
+from ..errors import ConfigError, MissingDependencyError
 from .options import add_command, add_segmenter_options, segmenter_options
 from .values import port, positive_float
 
@@ -31,6 +31,14 @@ def register(commands: argparse._SubParsersAction) -> None:
         default=50,
         help="largest upload accepted, in MB",
     )
+    parser.add_argument(
+        "--input", metavar="DIR",
+        help="a folder of images to annotate with an HRMedSegSAM model (default: none, uploads only)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--output", metavar="DIR",
+        help="where --input's objects go: <stem>.png, <stem>_objects.png, <stem>.json (default: none)",
+    )  # fmt: skip
     add_segmenter_options(parser, batch=False)
 
 
@@ -43,14 +51,20 @@ def run(args: argparse.Namespace) -> int:
             "hrmedseg serve needs fastapi and uvicorn: pip install 'hrmedseg[serve]'"
         ) from None
     from ..checkpoint import load_model
+    from ..serve.annotations import AnnotationFolder
     from ..serve.app import create_app
 
+    if (args.input is None) != (args.output is None):
+        raise ConfigError("--input and --output go together: the folder to annotate and where its objects go")
     options = segmenter_options(args)
+    annotations = None if args.input is None else AnnotationFolder(args.input, args.output)
     app = create_app(
         load_model(args.checkpoint), options.device, max_upload_bytes=int(args.max_upload_mb * 2**20),
         max_upload_pixels=args.max_pixels or None, tiling=options.tiling, tta=options.tta,
-        postprocessing=options.postprocessing,
+        postprocessing=options.postprocessing, annotations=annotations,
     )  # fmt: skip
+    if annotations is not None:
+        print(f"annotating {len(annotations.images)} images of {args.input}; objects go to {args.output}")
     print(f"hrmedseg serve: http://{args.host}:{args.port} (Ctrl+C stops)")
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     return 0

@@ -40,7 +40,8 @@ def list_images(path: str | Path) -> list[Path]:
     return images
 
 
-def _list_unique_images(inputs: str | Path) -> list[Path]:
+def list_unique_images(inputs: str | Path) -> list[Path]:
+    """:func:`list_images`, refused by name when two images share a stem (their outputs would too)."""
     images = list_images(inputs)
     stems = [p.stem for p in images]
     duplicated = sorted({s for s in stems if stems.count(s) > 1})
@@ -100,7 +101,7 @@ def predict_to_folder(
     ``<stem>_overlay.png``. Every readable image is segmented; unreadable ones are skipped and
     listed in the report and in ``failures.txt``. Images are decoded one batch at a time.
     """
-    images = _list_unique_images(inputs)
+    images = list_unique_images(inputs)
     output = ensure_output_folder(output, inputs=inputs)
     report = FolderReport()
     names = ["{}.png", *(["{}_prob.npy"] if probabilities else []), *(["{}_overlay.png"] if overlays else [])]
@@ -162,7 +163,7 @@ def predict_prompted_to_folder(
     """
     from .prompted import read_prompt_file
 
-    images = _list_unique_images(inputs)
+    images = list_unique_images(inputs)
     output = ensure_output_folder(output, inputs=inputs)
     report = FolderReport()
     names = ["{}.png", "{}_objects.png", "{}_scores.json", *(["{}_overlay.png"] if overlays else [])]

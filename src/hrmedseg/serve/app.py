@@ -8,15 +8,26 @@ API (all coordinates in pixels of the original image, (x, y); masks at the origi
   embedding once (prompted) or the automatic mask, and opens a session. Returns ``session``,
   ``width``, ``height``, ``seconds``, ``preview`` (a base64 JPEG to show); automatic models also
   ``masks`` (one base64 PNG).
-- ``POST /api/decode`` with JSON ``{"session", "points": [[x, y], ...], "labels": [1 | 0, ...],
-  "box": [x0, y0, x1, y1] | null, "multimask": bool}``: decodes those prompts against the cached
-  embedding. Returns ``masks`` (base64 PNGs, 0/255), ``scores`` (predicted IoU of each) and
-  ``seconds``.
-- ``GET /api/mask.png?session=S&index=K``: the session's K-th latest mask as a PNG download.
+- ``POST /api/decode`` with JSON ``{"session", "object": K, "points": [[x, y], ...],
+  "labels": [1 | 0, ...], "box": [x0, y0, x1, y1] | null, "multimask": bool}``: decodes those
+  prompts for object K (default 0) against the cached embedding. Returns ``masks`` (base64 PNGs,
+  0/255), ``scores`` (predicted IoU of each, in [0, 1]) and ``seconds``.
+- ``GET /api/mask.png?session=S&object=K&index=I``: object K's I-th latest mask as a PNG download.
+- ``POST /api/export`` with JSON ``{"session", "objects": [{"object": K, "output": I, "prompt":
+  {...}}, ...], "kind": "mask" | "objects"}``: the union of the chosen masks (0/255) or the
+  objects' label map (object k labelled k + 1) as a PNG.
+
+In folder mode (``annotations``, see :mod:`.annotations`):
+
+- ``GET /api/folder``: the images, each with its name and whether its objects are saved.
+- ``POST /api/folder/open`` with JSON ``{"index": N}``: opens image N as ``/api/image`` opens an
+  upload, and returns its saved objects (``saved``: ``prompts`` and base64 ``masks``, the masks
+  loaded as objects 0..N-1 of the session) or null.
+- ``POST /api/save`` with the body of ``/api/export`` less ``kind``: writes the image's objects.
 
 Sessions live in memory (the least recently used is dropped beyond ``max_sessions``), each with
-its own embedding and masks, so concurrent users do not see each other's state; nothing is
-written to disk. Uploads above ``max_upload_bytes`` or that do not decode are refused with a
+its own embedding and masks, so concurrent users do not see each other's state; only the folder
+mode writes to disk. Uploads above ``max_upload_bytes`` or that do not decode are refused with a
 message, and the server keeps serving.
 """
 
@@ -30,7 +41,7 @@ import uuid
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from fastapi import FastAPI, HTTPException, Request
@@ -40,13 +51,14 @@ from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from ..data.io import decode_image
-from ..errors import DataError
+from ..errors import ConfigError, DataError
 from ..inference.postprocess import Postprocessing
 from ..inference.prompted import object_prompt, refuse_automatic_options
 from ..inference.sam_predictor import Predictor
 from ..inference.segmenter import Segmenter
 from ..inference.tiling import Tiling
 from ..modeling import PromptableSegmentationModel
+from .annotations import AnnotationFolder, object_label_map
 
 PAGE = Path(__file__).with_name("page.html")
 PREVIEW_SIDE = 900  # the page's MAX_SIDE
@@ -54,12 +66,15 @@ PREVIEW_SIDE = 900  # the page's MAX_SIDE
 
 @dataclass
 class Session:
-    """One user's image: its predictor (holding the embedding) or automatic mask, and last masks."""
+    """One user's image: its predictor (holding the embedding), and each object's latest masks
+    (an automatic model's mask is object 0). ``folder_index`` is the image's place in the
+    annotated folder, None for an upload."""
 
     width: int
     height: int
     predictor: Predictor | None = None
-    masks: list[np.ndarray] = field(default_factory=list)
+    objects: dict[int, list[np.ndarray]] = field(default_factory=dict)
+    folder_index: int | None = None
 
 
 def png_bytes(mask: np.ndarray) -> bytes:
@@ -92,11 +107,15 @@ class SegmentationService:
         tiling: Tiling | None = None,
         tta: str = "none",
         postprocessing: Postprocessing | None = None,
+        annotations: AnnotationFolder | None = None,
     ) -> None:
         self.max_upload_pixels = max_upload_pixels
         self.prompted = isinstance(model, PromptableSegmentationModel)
         if self.prompted:
             refuse_automatic_options(tiling, tta, postprocessing)
+        elif annotations is not None:
+            raise ConfigError("annotating a folder takes an HRMedSegSAM model: its objects come from prompts")
+        self.annotations = annotations
         self.model_name = model.config.name
         self.img_size = list(model.config.img_size)
         self.model, self.device = model, device
@@ -112,20 +131,51 @@ class SegmentationService:
         self.sessions_lock = threading.Lock()
 
     def info(self) -> dict[str, Any]:
+        folder = None if self.annotations is None else {"images": len(self.annotations.images)}
         return {"kind": "prompted" if self.prompted else "automatic", "model": self.model_name,
-                "img_size": self.img_size}  # fmt: skip
+                "img_size": self.img_size, "folder": folder}  # fmt: skip
 
     def open(self, content: bytes, name: str) -> dict[str, Any]:
         image = decode_image(content, name, max_pixels=self.max_upload_pixels)  # names the problem
-        height, width = image.shape[:2]
-        session = Session(width, height)
+        return self._start(image, Session(image.shape[1], image.shape[0]))
+
+    def folder(self) -> list[dict[str, Any]]:
+        return self._folder().entries()
+
+    def open_folder_image(self, index: int) -> dict[str, Any]:
+        """Open image ``index`` of the annotated folder, with its saved objects loaded."""
+        folder = self._folder()
+        image, saved = folder.read(index)
+        session = Session(image.shape[1], image.shape[0], folder_index=index)
+        if saved is not None and saved.masks is not None:
+            session.objects = {k: [mask] for k, mask in enumerate(saved.masks)}
+        answer = self._start(image, session)
+        answer["name"], answer["index"] = folder.image(index).name, index
+        answer["saved"] = None if saved is None else {
+            "prompts": saved.prompts,
+            "masks": None if saved.masks is None else [self._encoded(m) for m in saved.masks],
+        }  # fmt: skip
+        return answer
+
+    def _folder(self) -> AnnotationFolder:
+        if self.annotations is None:
+            raise ValueError("no folder is being annotated; start serve with --input and --output")
+        return self.annotations
+
+    @staticmethod
+    def _encoded(mask: np.ndarray) -> str:
+        return base64.b64encode(png_bytes(mask)).decode()
+
+    def _start(self, image: np.ndarray, session: Session) -> dict[str, Any]:
+        """Embed (prompted) or segment (automatic) ``image`` and keep ``session`` for it."""
+        width, height = session.width, session.height
         started = time.perf_counter()
         with self.lock:
             if self.prompted:
                 session.predictor = Predictor(self.model, self.device)  # its own embedding, one model
                 session.predictor.set_image(image)
             else:
-                session.masks = [self.segmenter.predict(image) > 0]
+                session.objects = {0: [self.segmenter.predict(image) > 0]}
         seconds = time.perf_counter() - started
         key = uuid.uuid4().hex
         with self.sessions_lock:
@@ -135,7 +185,7 @@ class SegmentationService:
         answer = {"session": key, "width": width, "height": height, "seconds": seconds,
                   "preview": base64.b64encode(preview_jpeg(image)).decode()}  # fmt: skip
         if not self.prompted:
-            answer["masks"] = [base64.b64encode(png_bytes(session.masks[0])).decode()]
+            answer["masks"] = [self._encoded(session.objects[0][0])]
         return answer
 
     def session(self, key: str) -> Session:
@@ -146,7 +196,7 @@ class SegmentationService:
             return self.sessions[key]
 
     def decode(
-        self, key: str, *, points: list, labels: list, box: list | None, multimask: bool
+        self, key: str, *, points: list, labels: list, box: list | None, multimask: bool, object_id: int = 0
     ) -> dict[str, Any]:
         session = self.session(key)
         if session.predictor is None:
@@ -165,29 +215,92 @@ class SegmentationService:
                 point_coords=prompt.points, point_labels=prompt.labels, box=prompt.box,
                 multimask_output=multimask,
             )  # fmt: skip
-        session.masks = list(masks)
-        encoded = [base64.b64encode(png_bytes(m)).decode() for m in masks]
+        session.objects[object_id] = list(masks)
         return {
-            "masks": encoded,
-            "scores": [float(s) for s in scores],
+            "masks": [self._encoded(m) for m in masks],
+            # the IoU head regresses an IoU; its raw output can stray outside [0, 1]
+            "scores": [min(max(float(s), 0.0), 1.0) for s in scores],
             "seconds": time.perf_counter() - started,
         }
 
-    def mask_png(self, key: str, index: int) -> bytes:
-        masks = self.session(key).masks
+    def mask_png(self, key: str, index: int, object_id: int = 0) -> bytes:
+        return png_bytes(self._chosen_mask(self.session(key), object_id, index))
+
+    @staticmethod
+    def _chosen_mask(session: Session, object_id: int, index: int) -> np.ndarray:
+        if object_id not in session.objects:
+            raise ValueError(f"no object {object_id} in this session: prompt it first")
+        masks = session.objects[object_id]
         if not 0 <= index < len(masks):
-            raise ValueError(f"no mask {index}: the session holds {len(masks)}")
-        return png_bytes(masks[index])
+            raise ValueError(f"no mask {index} of object {object_id}: it holds {len(masks)}")
+        return masks[index]
+
+    def chosen_objects(
+        self, key: str, choices: list[ObjectChoice]
+    ) -> tuple[Session, list[dict], list[np.ndarray]]:
+        """The session and, per choice, its prompt entry (checked as prompt files are) and mask."""
+        session = self.session(key)
+        prompts, masks = [], []
+        for i, choice in enumerate(choices):
+            object_prompt(choice.prompt, (session.height, session.width), f"object {i}")
+            prompts.append(choice.prompt)
+            masks.append(self._chosen_mask(session, choice.object, choice.output))
+        return session, prompts, masks
+
+    def export_png(self, key: str, choices: list[ObjectChoice], kind: str) -> bytes:
+        """The union of the chosen masks (``kind`` "mask", 0/255) or their label map ("objects")."""
+        session, _, masks = self.chosen_objects(key, choices)
+        labels = object_label_map(masks, (session.height, session.width))
+        if kind == "mask":
+            return png_bytes(labels > 0)
+        buffer = io.BytesIO()
+        dtype = np.uint8 if len(masks) <= 255 else np.uint16
+        Image.fromarray(labels.astype(dtype)).save(buffer, format="PNG")
+        return buffer.getvalue()
+
+    def save(self, key: str, choices: list[ObjectChoice]) -> dict[str, Any]:
+        """Write the objects of a folder image (:meth:`AnnotationFolder.save`)."""
+        folder = self._folder()
+        session, prompts, masks = self.chosen_objects(key, choices)
+        if session.folder_index is None:
+            raise ValueError(
+                "this image was uploaded, not opened from the folder: download its objects instead"
+            )
+        written = folder.save(session.folder_index, prompts, masks)
+        return {"saved": [path.name for path in written], "objects": len(masks)}
 
 
 class Prompts(BaseModel):
     """The body of ``POST /api/decode``."""
 
     session: str
+    object: int = 0
     points: list[list[float]] = []
     labels: list[int] = []
     box: list[float] | None = None
     multimask: bool = True
+
+
+class ObjectChoice(BaseModel):
+    """One object of a save or an export: its id in the session, the output chosen, its prompt."""
+
+    object: int
+    output: int = 0
+    prompt: dict[str, Any]
+
+
+class Objects(BaseModel):
+    """The body of ``POST /api/save`` and ``POST /api/export``."""
+
+    session: str
+    objects: list[ObjectChoice]
+    kind: Literal["mask", "objects"] = "mask"
+
+
+class FolderImage(BaseModel):
+    """The body of ``POST /api/folder/open``."""
+
+    index: int
 
 
 def create_app(
@@ -200,6 +313,7 @@ def create_app(
     tiling: Tiling | None = None,
     tta: str = "none",
     postprocessing: Postprocessing | None = None,
+    annotations: AnnotationFolder | None = None,
 ) -> FastAPI:
     """The FastAPI application for ``model`` (HRMedSeg or HRMedSegSAM).
 
@@ -212,10 +326,11 @@ def create_app(
         max_sessions: sessions kept; the least recently used is dropped beyond it.
         tiling, tta, postprocessing: an automatic model's mask is made as ``predict`` makes it
             with these.
+        annotations: the folder to annotate (prompted models), or None to take uploads only.
     """
     service = SegmentationService(
         model, device=device, max_sessions=max_sessions, max_upload_pixels=max_upload_pixels, tiling=tiling,
-        tta=tta, postprocessing=postprocessing,
+        tta=tta, postprocessing=postprocessing, annotations=annotations,
     )  # fmt: skip
     app = FastAPI(title="hrmedseg", docs_url=None, redoc_url=None)
 
@@ -246,27 +361,44 @@ def create_app(
         except DataError as err:
             raise HTTPException(400, str(err)) from None
 
-    @app.post("/api/decode")
-    def decode(prompts: Prompts) -> dict[str, Any]:
+    def answered(call, *args, **kwargs):
+        """``call``'s answer, its errors as HTTP errors: unknown session 404, bad request 400."""
         try:
-            return service.decode(
-                prompts.session, points=prompts.points, labels=prompts.labels, box=prompts.box,
-                multimask=prompts.multimask,
-            )  # fmt: skip
+            return call(*args, **kwargs)
         except KeyError as err:
             raise HTTPException(404, err.args[0]) from None
-        except ValueError as err:
+        except (ValueError, IndexError, DataError) as err:
             raise HTTPException(400, str(err)) from None
 
+    @app.post("/api/decode")
+    def decode(prompts: Prompts) -> dict[str, Any]:
+        return answered(
+            service.decode, prompts.session, points=prompts.points, labels=prompts.labels, box=prompts.box,
+            multimask=prompts.multimask, object_id=prompts.object,
+        )  # fmt: skip
+
     @app.get("/api/mask.png")
-    def mask(session: str, index: int = 0) -> Response:
-        try:
-            content = service.mask_png(session, index)
-        except KeyError as err:
-            raise HTTPException(404, err.args[0]) from None
-        except ValueError as err:
-            raise HTTPException(400, str(err)) from None
+    def mask(session: str, index: int = 0, object: int = 0) -> Response:
+        content = answered(service.mask_png, session, index, object)
         headers = {"Content-Disposition": 'attachment; filename="mask.png"'}
         return Response(content, media_type="image/png", headers=headers)
+
+    @app.post("/api/export")
+    def export(body: Objects) -> Response:
+        return Response(
+            answered(service.export_png, body.session, body.objects, body.kind), media_type="image/png"
+        )
+
+    @app.get("/api/folder")
+    def folder() -> dict[str, Any]:
+        return {"images": answered(service.folder)}
+
+    @app.post("/api/folder/open")
+    async def folder_open(body: FolderImage) -> dict[str, Any]:
+        return await run_in_threadpool(answered, service.open_folder_image, body.index)
+
+    @app.post("/api/save")
+    def save(body: Objects) -> dict[str, Any]:
+        return answered(service.save, body.session, body.objects)
 
     return app
