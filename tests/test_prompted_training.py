@@ -3,14 +3,15 @@
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 import hrmedseg
 from hrmedseg.data.prompts import label_objects
-from hrmedseg.data.synthetic import make_synthetic_dataset
-from hrmedseg.losses import SegmentationLoss
+from hrmedseg.data.synthetic import make_synthetic_dataset, separate_discs
+from hrmedseg.losses import SegmentationLoss, binary_loss_per_mask, object_windows
 from hrmedseg.training.config import TrainConfig
 from hrmedseg.training.engine import train
-from hrmedseg.training.prompted import PromptConfig, PromptedObjective, sample_prompt_sets
+from hrmedseg.training.prompted import PromptConfig, PromptedObjective, loss_windows, sample_prompt_sets
 from hrmedseg.training.run_log import read_log
 
 
@@ -40,6 +41,72 @@ def test_training_prompts_mix_kinds_and_respect_the_object_limit():
     assert set(groups) == {"point"}
     (x, y), target = groups["point"].prompts[0].long().tolist(), groups["point"].targets[0]
     assert len(groups["point"].image_index) == 1 and target[y, x]
+
+
+def touching_pair_folder(root, *, instances: bool):
+    """One 40 x 60 image whose two rectangles touch (one connected component), and, when asked,
+    its instance map that keeps them apart (values 7 and 9: labels need not be consecutive)."""
+    for name in ("images", "masks", *(["instances"] if instances else [])):
+        (root / name).mkdir(parents=True)
+    labels = np.zeros((40, 60), np.uint8)
+    labels[5:30, 4:20], labels[5:30, 20:50] = 7, 9
+    Image.fromarray(np.full((40, 60, 3), 90, np.uint8)).save(root / "images" / "a.png")
+    Image.fromarray(np.where(labels > 0, 255, 0).astype(np.uint8)).save(root / "masks" / "a.png")
+    if instances:
+        Image.fromarray(labels).save(root / "instances" / "a.png")
+    return root
+
+
+@pytest.mark.parametrize("instances", [True, False])
+def test_prompted_training_data_keeps_touching_instances_apart(tmp_path, instances):
+    """With an instance map, two touching objects are two prompt sets, each with its own target,
+    also after resizing; without one, the connected component is one object."""
+    from hrmedseg.data import SegmentationDataset, find_dataset
+
+    samples = list(find_dataset(touching_pair_folder(tmp_path, instances=instances)).samples.values())
+    common = {"num_classes": 1, "pixel_mean": (0.5,) * 3, "pixel_std": (0.25,) * 3}
+    mask = SegmentationDataset(samples, (20, 30), objects=True, **common)[0]["mask"]
+    assert mask.unique().tolist() == ([0, 1, 2] if instances else [0, 1])
+    assert SegmentationDataset(samples, (20, 30), **common)[0]["mask"].unique().tolist() == [0, 1]
+    groups = sample_prompt_sets(mask[None], PromptConfig(), training=False)
+    boxes = groups["box"]
+    if instances:
+        torch.testing.assert_close(
+            boxes.prompts, torch.tensor([[2.0, 2.0, 9.0, 14.0], [10.0, 2.0, 24.0, 14.0]])
+        )
+        for k in range(2):
+            assert torch.equal(boxes.targets[k], mask == k + 1)
+            assert torch.equal(boxes.others[k], (mask > 0) & (mask != k + 1))
+    else:
+        assert len(boxes.prompts) == 1 and torch.equal(boxes.targets[0], mask > 0)
+
+
+def test_prompted_training_refuses_an_instance_map_that_disagrees_with_its_mask(tmp_path):
+    from hrmedseg.data import check_samples, find_dataset
+    from hrmedseg.errors import DataError
+
+    root = touching_pair_folder(tmp_path, instances=True)
+    Image.fromarray(np.zeros((40, 60), np.uint8)).save(root / "instances" / "a.png")
+    samples = list(find_dataset(root).samples.values())
+    check_samples(samples, 1)  # automatic training does not read instance maps
+    with pytest.raises(DataError, match="instances/a.png: its objects differ from the mask's foreground"):
+        check_samples(samples, 1, objects=True)
+
+
+def test_other_objects_join_each_objects_loss_window():
+    """With other_objects, a mask painted on a far neighbour is penalised; without, it is not."""
+    masks = torch.zeros(1, 64, 64, dtype=torch.long)
+    masks[0, 2:6, 2:6], masks[0, 50:60, 50:60] = 1, 2
+    group = sample_prompt_sets(masks, PromptConfig(), training=False)["box"]
+    logits = torch.full((1, 1, 64, 64), -20.0)
+    logits[..., 2:6, 2:6] = logits[..., 50:60, 50:60] = 20.0  # the first box's mask covers both objects
+    for other_objects in (False, True):
+        windows = loss_windows(group, PromptConfig(other_objects=other_objects))
+        assert windows[1, 55, 55] == 1 and windows[0, 3, 3] == 1  # each window holds its object
+        assert windows[0, 55, 55] == other_objects  # the far object: only with other_objects
+        loss = binary_loss_per_mask(logits, group.targets[:1], SegmentationLoss(1), weights=windows[:1])
+        assert (loss.item() > 0.05) == other_objects, loss
+    assert loss_windows(group, PromptConfig(loss_margin=None)) is None  # the whole image
 
 
 def test_prompted_objective_backpropagates_and_handles_object_free_batches():
@@ -79,7 +146,7 @@ def test_hrmedseg_sam_trains_with_prompts_and_loads_into_the_predictor(tmp_path)
 
 
 def test_object_windows_enlarge_each_box_and_restrict_the_loss():
-    from hrmedseg.losses import SegmentationLoss, binary_loss_per_mask, object_windows
+    from hrmedseg.losses import SegmentationLoss, binary_loss_per_mask
 
     targets = torch.zeros(3, 40, 50, dtype=torch.bool)
     targets[0, 10:14, 20:30] = True  # 4 x 10 box
@@ -167,33 +234,13 @@ def test_a_box_region_covers_every_cell_the_box_touches():
         hrmedseg.create_model("hrmedseg_t", box_region_prompt=True)
 
 
-def separate_discs(count: int, size: int, per_image: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Images of identical bright discs that do not touch, and their masks: only the prompt can
-    say which disc is meant."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[:size, :size]
-    images, masks = [], []
-    for _ in range(count):
-        image, mask, discs = 0.2 + rng.normal(0, 0.05, (size, size)), np.zeros((size, size), np.int64), []
-        while len(discs) < per_image:
-            centre, radius = rng.uniform(8, size - 8, 2), rng.uniform(4, 7)
-            if all(np.hypot(*(centre - c)) > radius + r + 6 for c, r in discs):
-                discs.append((centre, radius))
-        for (cy, cx), radius in discs:
-            inside = (yy - cy) ** 2 + (xx - cx) ** 2 <= radius**2
-            image[inside], mask[inside] = 0.8, 1
-        images.append(np.repeat(image[None], 3, 0))
-        masks.append(mask)
-    return torch.tensor(np.stack(images), dtype=torch.float32), torch.tensor(np.stack(masks))
-
-
 def test_a_box_around_one_object_does_not_return_the_others():
     """Four identical discs per image: a model that masks every disc whatever the box scores a
     per-object Dice near 0.4 and a leak near 0.75 (the paper's prompt encoder, trained the same way:
     0.36 and 0.76). The box's region as a dense prompt makes the mask follow the box."""
     torch.manual_seed(0)
-    images, masks = separate_discs(64, 64, 4, seed=1)
-    test_images, test_masks = separate_discs(16, 64, 4, seed=2)
+    images, masks = map(torch.from_numpy, separate_discs(64, 64, per_image=4, seed=1))
+    test_images, test_masks = map(torch.from_numpy, separate_discs(16, 64, per_image=4, seed=2))
     model = hrmedseg.create_model("hrmedseg_sam_t", img_size=64, box_region_prompt=True)
     config = PromptConfig(box_probability=1.0, box_jitter=0.05, max_objects=4)
     objective = PromptedObjective(

@@ -15,6 +15,7 @@ from .io import (
     read_image,
     read_mask,
 )
+from .prompts import object_labels
 
 
 def lossy_index_mask(path: Path, num_classes: int) -> str:
@@ -23,11 +24,12 @@ def lossy_index_mask(path: Path, num_classes: int) -> str:
             f"num_classes={num_classes}); save index masks as PNG, TIFF or BMP")  # fmt: skip
 
 
-def sample_problems(sample: Sample, num_classes: int) -> list[str]:
+def sample_problems(sample: Sample, num_classes: int, *, objects: bool = False) -> list[str]:
     """What is wrong with one image/mask pair, each problem naming its file (empty: usable).
 
     Checks: readable and complete files, mask size equal to image size, and (multi-class) a
-    lossless mask format and mask values below ``num_classes``. Decodes both files.
+    lossless mask format and mask values below ``num_classes``; with ``objects`` (prompted
+    training), an instance map of the mask's size and foreground. Decodes the files.
     """
     if sample.mask is not None and num_classes > 1 and is_lossy(sample.mask):
         return [lossy_index_mask(sample.mask, num_classes)]
@@ -49,10 +51,16 @@ def sample_problems(sample: Sample, num_classes: int) -> list[str]:
         problems.append(
             f"{sample.mask}: mask values {bad[:8]} outside 0..{num_classes - 1} (num_classes={num_classes})"
         )
+    if objects and mask is not None and sample.instances is not None and not problems:
+        try:
+            object_labels(mask, sample)
+        except DataError as err:
+            problems.append(str(err))
     return problems
 
 
-def check_samples(samples: list[Sample], num_classes: int) -> None:
-    """Decode every image and mask once; raise :class:`DataError` listing each bad file."""
-    problems = [problem for sample in samples for problem in sample_problems(sample, num_classes)]
+def check_samples(samples: list[Sample], num_classes: int, *, objects: bool = False) -> None:
+    """Decode every image and mask once (``objects``: and instance map); raise :class:`DataError`
+    listing each bad file."""
+    problems = [p for sample in samples for p in sample_problems(sample, num_classes, objects=objects)]
     raise_for_problems(problems, f"{len(problems)} problem(s) in the data")

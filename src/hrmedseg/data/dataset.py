@@ -17,6 +17,7 @@ from .io import (
     read_image,
     read_mask,
 )
+from .prompts import object_labels
 from .transforms import AugmentConfig, augment, build_augmentation, image_to_tensor, mask_to_tensor, normalize
 
 
@@ -75,7 +76,10 @@ class SegmentationDataset(Dataset):
       :func:`random_window`; ``foreground`` is its oversampling probability);
     - ``"whole"``: the whole image at its own resolution (items differ in size: batch 1).
 
-    Binary data (``num_classes == 1``) maps any non-zero mask value to 1. Windows and augmentation
+    Binary data (``num_classes == 1``) maps any non-zero mask value to 1; with ``objects`` (for
+    prompted training) the mask holds each object's own label instead (1..N: the case's instance
+    map where the folder has one, otherwise the mask's connected components, taken at the image's
+    own resolution, so objects that touch once resized stay apart). Windows and augmentation
     are seeded per (seed, epoch, index), so a resumed run sees exactly the same data as an
     uninterrupted one, whatever the number of workers.
     """
@@ -92,6 +96,7 @@ class SegmentationDataset(Dataset):
         seed: int = 0,
         sampling: str = "resize",
         foreground: float = 0.0,
+        objects: bool = False,
     ) -> None:
         if sampling not in SAMPLINGS:
             raise ValueError(f"sampling must be one of {SAMPLINGS}, got {sampling!r}")
@@ -104,6 +109,9 @@ class SegmentationDataset(Dataset):
         self.transform = build_augmentation(augmentation, self.size) if augmentation else None
         self.seed = seed
         self.sampling, self.foreground = sampling, foreground
+        if objects and num_classes != 1:
+            raise ValueError("object labels are for binary data (prompted training)")
+        self.objects = objects
         self.epoch = 0
         self.max_pixels = current_pixel_limit()  # loader workers may not inherit the caller's
 
@@ -117,9 +125,11 @@ class SegmentationDataset(Dataset):
         sample = self.samples[index]
         with pixel_limit(self.max_pixels):
             image, mask = read_image(sample.image), read_mask(sample.mask)
+            if self.objects:
+                mask = object_labels(mask, sample)
         scaled_to = self.size if self.sampling == "resize" else image.shape[:2]
         image, mask = image_to_tensor(image, scaled_to), mask_to_tensor(mask, scaled_to)
-        if self.num_classes == 1:
+        if self.num_classes == 1 and not self.objects:
             mask = (mask > 0).long()
         if self.transform is not None or self.sampling == "window":
             with torch.random.fork_rng(devices=[]):

@@ -10,7 +10,9 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from ..errors import ConfigError
+from ..errors import ConfigError, DataError
+from .folders import Sample
+from .io import read_mask
 
 
 def label_objects(mask: np.ndarray) -> tuple[np.ndarray, int]:
@@ -67,3 +69,25 @@ def consecutive_labels(instances: np.ndarray) -> np.ndarray:
     values, inverse = np.unique(instances, return_inverse=True)
     renumbered = inverse.reshape(instances.shape)
     return renumbered if values[0] == 0 else renumbered + 1
+
+
+def object_labels(truth: np.ndarray, sample: Sample) -> np.ndarray:
+    """The objects of a case as a label image (0 = background, 1..N): its instance map, or the
+    connected components of its mask when it has none.
+
+    An instance map must have its mask's size and foreground; otherwise :class:`DataError` names it.
+    """
+    if sample.instances is None:
+        return label_objects(truth)[0]
+    instances = read_mask(sample.instances)
+    if instances.shape != truth.shape:
+        raise DataError(
+            f"{sample.instances}: instance map is {instances.shape[1]}x{instances.shape[0]} but its mask "
+            f"is {truth.shape[1]}x{truth.shape[0]} (W x H)"
+        )
+    if not np.array_equal(instances > 0, truth > 0):
+        differ = int(np.count_nonzero((instances > 0) != (truth > 0)))
+        raise DataError(
+            f"{sample.instances}: its objects differ from the mask's foreground in {differ} pixel(s)"
+        )
+    return consecutive_labels(instances)

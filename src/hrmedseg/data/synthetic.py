@@ -1,8 +1,12 @@
-"""A small synthetic segmentation data set (for the demo and the tests; not medical data).
+"""Small synthetic segmentation data (for the demo, the tests and benchmarks; not medical data).
 
-Each image is a noisy, smoothly shaded grey background with a few bright ellipses ("lesions");
-class k (1..K-1) ellipses get distinct brightness and texture. Images have varying sizes, so the
-pipeline's resizing and the mapping back to original size are exercised.
+:func:`make_synthetic_dataset` writes a folder: each image is a noisy, smoothly shaded grey
+background with a few bright ellipses ("lesions"); class k (1..K-1) ellipses get distinct
+brightness and texture. Images have varying sizes, so the pipeline's resizing and the mapping back
+to original size are exercised.
+
+:func:`separate_discs` makes tensors of identical discs that do not touch, where only a prompt
+can say which disc is meant (prompt-following).
 """
 
 from __future__ import annotations
@@ -74,3 +78,35 @@ def make_synthetic_dataset(
         "Synthetic data made by hrmedseg (bright ellipses on shaded noise). Not medical images.\n"
     )
     return root
+
+
+def separate_discs(
+    count: int, size: int, *, per_image: int, seed: int, radius: tuple[float, float] = (4, 7), gap: float = 6
+) -> tuple[np.ndarray, np.ndarray]:
+    """Images (count, 3, size, size) float32 in [0, 1] of ``per_image`` identical bright discs on noise,
+    at least ``gap`` pixels apart, and their binary masks (count, size, size) int64.
+
+    Args:
+        count: number of images.
+        size: image side in pixels.
+        per_image: discs per image.
+        seed: seed of the NumPy generator that places the discs and draws the noise.
+        radius: range of the disc radii in pixels.
+        gap: least distance in pixels between two discs' borders.
+    """
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size]
+    margin = radius[1] + 1
+    images, masks = [], []
+    for _ in range(count):
+        image, mask, discs = 0.2 + rng.normal(0, 0.05, (size, size)), np.zeros((size, size), np.int64), []
+        while len(discs) < per_image:
+            centre, r = rng.uniform(margin, size - margin, 2), rng.uniform(*radius)
+            if all(np.hypot(*(centre - c)) > r + other + gap for c, other in discs):
+                discs.append((centre, r))
+        for (cy, cx), r in discs:
+            inside = (yy - cy) ** 2 + (xx - cx) ** 2 <= r**2
+            image[inside], mask[inside] = 0.8, 1
+        images.append(np.repeat(image[None], 3, 0))
+        masks.append(mask)
+    return np.stack(images).astype(np.float32), np.stack(masks)

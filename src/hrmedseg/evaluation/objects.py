@@ -25,7 +25,7 @@ import numpy as np
 
 from ..data import Sample, read_mask
 from ..data.io import DataError
-from ..data.prompts import consecutive_labels, label_objects
+from ..data.prompts import object_labels
 from ..inference.prompted import ObjectPrompt
 from .metrics import distance_metrics, summarise
 
@@ -34,28 +34,6 @@ OBJECTS_FILE = "objects.csv"
 OBJECT_COLUMNS = ("case", "object", "truth_label", "truth_pixels", "pred_pixels", *OBJECT_METRIC_NAMES)
 OBJECTS_FROM_INSTANCES = "instances/ (one object per instance)"
 OBJECTS_FROM_COMPONENTS = "connected components of the mask (touching objects count as one)"
-
-
-def object_labels(truth: np.ndarray, sample: Sample) -> np.ndarray:
-    """The objects of a case as a label image (0 = background, 1..N): its instance map, or the
-    connected components of its mask when it has none.
-
-    An instance map must have its mask's size and foreground; otherwise :class:`DataError` names it.
-    """
-    if sample.instances is None:
-        return label_objects(truth)[0]
-    instances = read_mask(sample.instances)
-    if instances.shape != truth.shape:
-        raise DataError(
-            f"{sample.instances}: instance map is {instances.shape[1]}x{instances.shape[0]} but its mask "
-            f"is {truth.shape[1]}x{truth.shape[0]} (W x H)"
-        )
-    if not np.array_equal(instances > 0, truth > 0):
-        differ = int(np.count_nonzero((instances > 0) != (truth > 0)))
-        raise DataError(
-            f"{sample.instances}: its objects differ from the mask's foreground in {differ} pixel(s)"
-        )
-    return consecutive_labels(instances)
 
 
 def instance_problems(sample: Sample) -> list[str]:

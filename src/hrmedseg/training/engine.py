@@ -66,20 +66,22 @@ def make_loaders(
     pixel_mean: tuple[float, ...],
     pixel_std: tuple[float, ...],
     ctx: Distributed | None = None,
+    objects: bool = False,
 ) -> tuple[SegmentationDataset, DistributedSampler, DataLoader, DataLoader]:
     """Augmented, sharded training data (reshuffled per epoch via ``sampler.set_epoch``) and
     plain validation data: resized to the configured input size, or for ``input_scale: native``
-    random windows of it for training and whole images, one per batch, for validation."""
+    random windows of it for training and whole images, one per batch, for validation.
+    ``objects``: the masks hold object labels (prompted training; see :class:`SegmentationDataset`)."""
     ctx = ctx or Distributed()
     native = config.input_scale == "native"
     train_set = SegmentationDataset(
         train_samples, config.size, num_classes=config.num_classes, pixel_mean=pixel_mean,
         pixel_std=pixel_std, augmentation=config.augmentation(), seed=config.seed,
-        sampling="window" if native else "resize", foreground=config.foreground_windows,
+        sampling="window" if native else "resize", foreground=config.foreground_windows, objects=objects,
     )  # fmt: skip
     val_set = SegmentationDataset(
         val_samples, config.size, num_classes=config.num_classes, pixel_mean=pixel_mean,
-        pixel_std=pixel_std, sampling="whole" if native else "resize",
+        pixel_std=pixel_std, sampling="whole" if native else "resize", objects=objects,
     )  # fmt: skip
     sampler = DistributedSampler(
         train_set, ctx.world_size, ctx.rank, shuffle=True, seed=config.seed, drop_last=True
@@ -229,12 +231,13 @@ def train(
     index = find_dataset(data)
     split = stored_split(output) if resume else resolve_split(config, index, is_volume_dataset(config.data))
     train_samples, val_samples = index.subset(split["train"]), index.subset(split["val"])
-    check_samples(train_samples + val_samples, config.num_classes)
 
     model = create_model(
         config.model, num_classes=config.num_classes, img_size=config.size,
         input_scale=config.input_scale, **config.model_options,
     )  # fmt: skip
+    promptable = isinstance(model, PromptableSegmentationModel)
+    check_samples(train_samples + val_samples, config.num_classes, objects=promptable)
     if config.init_encoder and not resume:
         load_encoder_weights(model, config.init_encoder)
     model.set_grad_checkpointing(config.grad_checkpointing)
@@ -247,6 +250,7 @@ def train(
         pixel_mean=model.config.pixel_mean,
         pixel_std=model.config.pixel_std,
         ctx=ctx,
+        objects=promptable,
     )
     optimizer = build_optimizer(model, config.optimizer, lr=config.lr, weight_decay=config.weight_decay)
     scheduler = recipe_scheduler(optimizer, config, len(train_loader))

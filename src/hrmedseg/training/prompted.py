@@ -1,7 +1,10 @@
 """Training HRMedSegSAM with prompts derived from the ground truth (paper section 4).
 
-Every object (connected component) of a training mask becomes a prompt set: its box (optionally
-jittered) or one positive point inside it, with that object's mask as the target. Box prompts
+Every object of a training mask becomes a prompt set: its box (optionally jittered) or one
+positive point inside it, with that object's mask as the target. The masks the training data
+gives hold object labels (the folder's instance maps where it has them, so touching nuclei stay
+apart; see :class:`~hrmedseg.data.SegmentationDataset`); a 0/1 mask's objects are its connected
+components. Box prompts
 train the single-mask output; point prompts, which are ambiguous, train the three multimask
 outputs SAM-style: only the output with the lowest loss is penalised. The IoU head learns the IoU
 each output actually achieved. The image embedding is computed once per image and shared by all
@@ -9,7 +12,9 @@ of its prompt sets.
 
 Each object's loss is computed over a window around it (its box enlarged by ``loss_margin`` box
 sizes per side), so that a small object is not a few pixels of foreground in a whole image of
-background; for large objects the window is the whole image.
+background; for large objects the window is the whole image. With ``other_objects`` the pixels of
+the image's other objects join every window wherever they lie, so a mask painted on a neighbour
+outside the window is still penalised.
 
 In evaluation mode every object is prompted with its exact box, and the union of the predicted
 object masks is the image's prediction. Validation also scores each object's mask against its own
@@ -27,7 +32,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..data.prompts import label_objects, prompts_from_mask
+from ..data.prompts import consecutive_labels, label_objects, prompts_from_labels
 from ..errors import UnknownOptionError
 from ..losses import SegmentationLoss, binary_loss_per_mask, object_windows, overlap_scores
 from ..modeling import PromptableSegmentationModel
@@ -43,6 +48,9 @@ class PromptConfig:
     # whole image). Small objects scored over a whole image are a tiny foreground among a huge
     # background, which drives all logits negative and stalls training (seen on nuclei at 256^2).
     loss_margin: float | None = 1.0
+    # Add the image's other objects to each object's loss window, wherever they lie: a mask that
+    # also covers objects outside its prompt is penalised there.
+    other_objects: bool = False
     # Share of training batches (per prompt kind) decoded twice, SAM-style: the second pass also
     # gets the first pass's low-res logits as a mask prompt, which trains the mask-prompt path.
     mask_prompt_probability: float = 0.25
@@ -58,43 +66,58 @@ class PromptConfig:
 
 @dataclass
 class PromptSets:
-    """Prompt sets of one kind: the image each belongs to, its prompt and its object mask."""
+    """Prompt sets of one kind: the image each belongs to, its prompt, its object mask and the
+    masks of the image's other objects."""
 
     image_index: torch.Tensor  # (P,)
     prompts: torch.Tensor  # (P, 4) boxes or (P, 2) points, model-input pixels
     targets: torch.Tensor  # (P, H, W) bool
+    others: torch.Tensor  # (P, H, W) bool
 
 
 def sample_prompt_sets(masks: torch.Tensor, config: PromptConfig, training: bool) -> dict[str, PromptSets]:
-    """Prompt sets for a batch of binary masks (B, H, W), keyed ``"box"`` and ``"point"``.
+    """Prompt sets for a batch of masks (B, H, W), keyed ``"box"`` and ``"point"``: a mask's
+    objects are its labels (values 1..N, gaps allowed), or for a 0/1 mask its connected components.
 
     Training draws objects, prompt kinds and jitter from torch's global RNG (so a resumed run
     repeats them); evaluation prompts every object with its exact box.
     """
-    chosen: dict[str, list[tuple[int, np.ndarray, np.ndarray]]] = {"box": [], "point": []}
+    chosen: dict[str, list[tuple[int, np.ndarray, np.ndarray, np.ndarray]]] = {"box": [], "point": []}
     for i, mask in enumerate(masks.cpu().numpy()):
-        labels, count = label_objects(mask)
+        labels = label_objects(mask)[0] if mask.max(initial=0) <= 1 else consecutive_labels(mask)
+        count = int(labels.max(initial=0))
         if count == 0:
             continue
         jitter_rng = np.random.default_rng(int(torch.randint(2**31, ()).item())) if training else None
-        boxes, points = prompts_from_mask(
-            mask, box_jitter=config.box_jitter if training else 0.0, rng=jitter_rng
+        boxes, points = prompts_from_labels(
+            labels, box_jitter=config.box_jitter if training else 0.0, rng=jitter_rng
         )
         order = torch.randperm(count)[: config.max_objects].tolist() if training else range(count)
         for k in order:
             use_box = not training or torch.rand(()).item() < config.box_probability
             kind, prompt = ("box", boxes[k]) if use_box else ("point", points[k])
-            chosen[kind].append((i, prompt, labels == k + 1))
+            own = labels == k + 1
+            chosen[kind].append((i, prompt, own, (labels > 0) & ~own))
     device = masks.device
     return {
         kind: PromptSets(
             torch.tensor([c[0] for c in items], device=device),
             torch.as_tensor(np.stack([c[1] for c in items]), device=device),
             torch.as_tensor(np.stack([c[2] for c in items]), device=device),
+            torch.as_tensor(np.stack([c[3] for c in items]), device=device),
         )
         for kind, items in chosen.items()
         if items
     }
+
+
+def loss_windows(group: PromptSets, config: PromptConfig) -> torch.Tensor | None:
+    """(P, H, W) 0/1 weights of each prompt set's loss: its object's window (``loss_margin``), with
+    ``other_objects`` also the image's other objects wherever they lie; None for the whole image."""
+    if config.loss_margin is None:
+        return None
+    windows = object_windows(group.targets, config.loss_margin)
+    return torch.maximum(windows, group.others.float()) if config.other_objects else windows
 
 
 def achieved_iou_per_output(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -154,8 +177,7 @@ class PromptedObjective(Objective):
                     **prompts,
                 )  # fmt: skip
             logits = out["masks"].float()
-            margin = self.prompt_config.loss_margin
-            windows = None if margin is None else object_windows(group.targets, margin)
+            windows = loss_windows(group, self.prompt_config)
             per_output = binary_loss_per_mask(logits, group.targets, self.loss_fn, weights=windows)  # (P, C)
             best = per_output.argmin(1, keepdim=True)
             share = len(group.image_index) / total_sets
