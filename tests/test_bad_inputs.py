@@ -22,6 +22,7 @@ from hrmedseg.cli import main as cli_main
 from hrmedseg.data.synthetic import make_synthetic_dataset
 from hrmedseg.distillation.cache import CacheMismatchError
 from hrmedseg.inference import files as prediction_files
+from hrmedseg.training.config import TrainConfig
 from hrmedseg.training.guards import TrainingDivergedError
 
 TRAIN = ["train", "--model", "hrmedseg_t", "--img-size", "64", "--batch-size", "4", "--epochs", "1",
@@ -184,10 +185,74 @@ CASES = {
         lambda c, t: [*predict_args(c, c.images(t, 1), t / "o"), "--device", "gpu0"], 2, "--device gpu0: not a device"),
     "CUDA device beyond those present": (
         lambda c, t: [*predict_args(c, c.images(t, 1), t / "o"), "--device", "cuda:63"], 2, "--device cuda:63:"),
+    "spacing.json of the wrong shape": (
+        lambda c, t: ["inspect", "--data", str(with_file(c, t, "spacing.json", "[0.5, 0.5]"))], 2,
+        'spacing.json: expected {"<stem>": spacing, ...}, got a JSON list'),
+    "spacing that is not a number": (
+        lambda c, t: ["inspect", "--data", str(with_file(c, t, "spacing.json", '{"case_000": "fine"}'))], 2,
+        "spacing.json: case_000: a spacing must be a positive number or [row, col] of them, got 'fine'"),
+    "meta.json without items": (
+        lambda c, t: ["inspect", "--data", str(with_file(c, t, "meta.json", '{"items": [1, 2]}'))], 2,
+        'meta.json: expected {"items": {"<stem>": {...}}}'),
+    "broken symbolic link among the images": (
+        lambda c, t: ["inspect", "--data", str(with_fault(c, t, "case_005", broken_link))], 2,
+        "case_005.png: a broken symbolic link (to "),
+    "NaN pixel in a training image": (
+        lambda c, t: [*TRAIN, "--data", str(with_fault(c, t, "case_006", nan_pixel_tiff)), "--output", str(t / "r")],
+        2, "case_006.tif: 1 pixel value(s) are NaN or infinite"),
+    "inspect output is a folder": (
+        lambda c, t: ["inspect", "--data", str(c.data), "--output", str(t)], 2, "is a folder; give a file name"),
+    "export output is a folder": (
+        lambda c, t: ["export", "--checkpoint", str(c.model), "--output", str(t)], 2, "is a folder; give a file name"),
+    "export output under a file": (
+        lambda c, t: ["export", "--checkpoint", str(c.model), "--output", str(c.a_file(t) / "m.onnx")], 2,
+        "cannot create its folder"),
+    "demo output is a file": (
+        lambda c, t: ["demo", "--output", str(c.a_file(t)), "--quiet"], 2, "exists and is not a folder"),
+    "resume with a damaged config.yaml": (
+        lambda c, t: ["train", "--resume", "--output", str(damaged_run(c, t, "config.yaml", "model: [x\n : :"))], 2,
+        "config.yaml: unreadable config (while parsing"),
+    "resume with a config.yaml that is a list": (
+        lambda c, t: ["train", "--resume", "--output", str(damaged_run(c, t, "config.yaml", "- a\n- b\n"))], 2,
+        "config.yaml: a config must be a mapping of option: value"),
+    "resume with damaged resume changes": (
+        lambda c, t: ["train", "--resume", "--output", str(damaged_run(c, t, "resume_changes.yaml", "[1, 2]"))], 2,
+        "resume_changes.yaml: damaged"),
     "image size off the patch grid": (
         lambda c, t: [*TRAIN, "--data", str(c.data), "--output", str(t / "r"), "--img-size", "70"], 2,
         "img_size must be positive multiples of 16 (the patch size), got (70, 70)"),
 }  # fmt: skip
+
+
+def with_file(c, tmp, name, text):
+    data = c.copy_data(tmp)
+    (data / name).write_text(text)
+    return data
+
+
+def broken_link(path: Path) -> None:
+    path.unlink()
+    path.symlink_to(path.with_name("gone.png"))
+
+
+def nan_pixel_tiff(path: Path) -> None:
+    import numpy as np
+
+    with Image.open(path) as image:
+        pixels = np.asarray(image.convert("L"), dtype=np.float32) / 255
+    pixels[3, 4] = np.nan
+    path.unlink()
+    Image.fromarray(pixels, mode="F").save(path.with_suffix(".tif"))
+
+
+def damaged_run(c, tmp, name, text):
+    """A run folder that completed an epoch, with ``name`` damaged (config.yaml written valid first)."""
+    run = tmp / "run"
+    run.mkdir()
+    TrainConfig(data=str(c.data), output=str(run), model="hrmedseg_t", img_size=64).save(run / "config.yaml")
+    torch.save({"epoch": 1}, run / "last.pt")
+    (run / name).write_text(text)
+    return run
 
 
 def empty_val_split(c, tmp):

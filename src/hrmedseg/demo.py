@@ -14,12 +14,13 @@ from .data.synthetic import make_synthetic_dataset
 from .evaluation.evaluate import evaluate
 from .inference.files import predict_to_folder
 from .inference.segmenter import Segmenter
+from .output import ensure_output_folder
 from .training.config import TrainConfig
 from .training.engine import train
 
 
 def run_demo(output: Path, progress: bool = True) -> dict[str, Path]:
-    output = Path(output)
+    output = ensure_output_folder(output)
     started = time.perf_counter()
     data = make_synthetic_dataset(output / "data", num_images=80, size_range=(200, 320), seed=0)
     print(f"synthetic dataset (80 images, not medical data) in {data}")

@@ -42,6 +42,22 @@ def ensure_output_folder(path: str | os.PathLike, *, inputs: str | os.PathLike |
     return path
 
 
+def ensure_output_file(path: str | os.PathLike) -> Path:
+    """Check, before any work, that a file can be written at ``path``: not a folder, in a folder
+    that exists or can be created and is writable. Returns ``path``."""
+    path = Path(path)
+    if path.is_dir():
+        raise OutputError(f"{path}: is a folder; give a file name for this output")
+    parent = path.parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise OutputError(f"{path}: cannot create its folder {parent} ({err.strerror or err})") from None
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise OutputError(f"{path}: its folder {parent} is not writable")
+    return path
+
+
 def remove_interrupted_writes(folder: str | os.PathLike) -> list[Path]:
     """Delete the temporary files of writes that were killed before their rename; returns them."""
     stale = sorted({p for pattern in TEMPORARY_PATTERNS for p in Path(folder).glob(pattern) if p.is_file()})

@@ -6,6 +6,7 @@ import argparse
 import json
 
 from ..atomic import write_text
+from ..output import ensure_output_file
 from .options import add_command
 from .values import positive_int
 
@@ -26,6 +27,8 @@ def register(commands: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..data.inspect import fingerprint_markdown, inspect_dataset
 
+    if args.output:
+        ensure_output_file(args.output)  # before the scan, which can take minutes
     fingerprint = inspect_dataset(args.data, args.num_classes, progress=not args.quiet)
     print(fingerprint_markdown(fingerprint), end="")
     if args.output:

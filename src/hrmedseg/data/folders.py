@@ -15,11 +15,11 @@ Optional physical pixel spacing (for distances in mm) comes from ``spacing.json`
 
 from __future__ import annotations
 
+import math
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import numpy as np
 
 from .io import (
     IMAGE_SUFFIXES,
@@ -61,7 +61,11 @@ def _files_by_stem(folder: Path) -> tuple[dict[str, Path], list[str]]:
     files: dict[str, Path] = {}
     problems = []
     for path in sorted(folder.iterdir()):
-        if path.name.startswith(".") or path.suffix.lower() not in IMAGE_SUFFIXES or not path.is_file():
+        if path.name.startswith(".") or path.suffix.lower() not in IMAGE_SUFFIXES:
+            continue
+        if path.is_symlink() and not path.exists():  # kept as its stem's file: its partner matches
+            problems.append(f"{path}: a broken symbolic link (to {os.readlink(path)})")
+        elif not path.is_file():
             continue
         if path.stem in files:
             problems.append(f"{path}: another file with stem '{path.stem}' exists ({files[path.stem].name})")
@@ -69,17 +73,38 @@ def _files_by_stem(folder: Path) -> tuple[dict[str, Path], list[str]]:
     return files, problems
 
 
+def _spacing_value(value: object, where: str) -> tuple[float, float]:
+    """A pixel spacing given as one number or [row, col], each finite and positive."""
+    pair = [value, value] if isinstance(value, int | float) and not isinstance(value, bool) else value
+    valid = (
+        isinstance(pair, list)
+        and len(pair) == 2
+        and all(isinstance(v, int | float) and not isinstance(v, bool) for v in pair)
+        and all(math.isfinite(v) and v > 0 for v in pair)
+    )
+    if not valid:
+        raise DataError(f"{where}: a spacing must be a positive number or [row, col] of them, got {value!r}")
+    return float(pair[0]), float(pair[1])
+
+
 def _read_spacing(root: Path) -> dict[str, tuple[float, float]]:
+    """Pixel spacing per stem from ``spacing.json`` or ``meta.json`` (formats in the module
+    docstring); a file of another shape is refused by name."""
     if (root / "spacing.json").is_file():
-        raw = read_json(root / "spacing.json")
-        return {
-            k: (float(v), float(v)) if np.isscalar(v) else (float(v[0]), float(v[1])) for k, v in raw.items()
-        }
+        path = root / "spacing.json"
+        raw = read_json(path)
+        if not isinstance(raw, dict):
+            raise DataError(f'{path}: expected {{"<stem>": spacing, ...}}, got a JSON {type(raw).__name__}')
+        return {stem: _spacing_value(v, f"{path}: {stem}") for stem, v in raw.items()}
     if (root / "meta.json").is_file():
-        items = read_json(root / "meta.json").get("items", {})
+        path = root / "meta.json"
+        meta = read_json(path)
+        items = meta.get("items", {}) if isinstance(meta, dict) else None
+        if not isinstance(items, dict):
+            raise DataError(f'{path}: expected {{"items": {{"<stem>": {{...}}}}}}')
         return {
-            k: (float(v["pixel_size_mm"]),) * 2
-            for k, v in items.items()
+            stem: _spacing_value(v["pixel_size_mm"], f"{path}: items.{stem}.pixel_size_mm")
+            for stem, v in items.items()
             if isinstance(v, dict) and "pixel_size_mm" in v
         }
     return {}

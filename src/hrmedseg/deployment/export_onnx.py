@@ -30,6 +30,7 @@ from ..atomic import atomic_write
 from ..errors import MissingDependencyError
 from ..modeling import HRMedSeg, HRMedSegSAM
 from ..modeling.prompt_encoder import BOX_BOTTOM_RIGHT, BOX_TOP_LEFT
+from ..output import ensure_output_file
 from .onnx_segmenter import CONFIG_KEY, GRAPH_KEY, SAM_DECODER, SAM_ENCODER, SEGMENTATION
 
 OPSET = 18
@@ -79,7 +80,7 @@ def export_onnx(model: HRMedSeg | HRMedSegSAM, output: str | os.PathLike, opset:
         raise MissingDependencyError(
             "ONNX export needs onnx and onnxscript: pip install 'hrmedseg[onnx]'"
         ) from None
-    output = Path(output)
+    output = ensure_output_file(output)  # before the export, which takes a while
     model = model.float().eval()
     config = model.config
     images = torch.zeros(2, config.in_chans, *config.img_size)

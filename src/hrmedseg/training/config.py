@@ -189,8 +189,9 @@ def load_config(
         path = Path(path)
         try:
             loaded = yaml.safe_load(path.read_text()) or {}
-        except (OSError, yaml.YAMLError) as err:
-            raise ConfigError(f"{path}: unreadable config ({err})") from None
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
+            reason = " ".join(str(err).split())  # YAML's messages span lines
+            raise ConfigError(f"{path}: unreadable config ({reason})") from None
         if not isinstance(loaded, dict):
             raise ConfigError(f"{path}: a config must be a mapping of option: value")
         values.update(loaded)

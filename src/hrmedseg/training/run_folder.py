@@ -8,6 +8,7 @@ that continue the same run (:data:`RESUMABLE_CHANGES`), which are recorded in
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from pathlib import Path
@@ -16,9 +17,9 @@ from typing import Any, TypeVar
 import yaml
 
 from ..atomic import write_text
-from ..errors import OutputError
+from ..errors import ConfigError, OutputError
 from ..output import ensure_output_folder, remove_interrupted_writes
-from .config import ConfigFile
+from .config import ConfigFile, load_config
 
 ConfigT = TypeVar("ConfigT", bound=ConfigFile)
 log = logging.getLogger(__name__)
@@ -59,16 +60,24 @@ def _comparable(config: ConfigFile) -> dict[str, Any]:
 
 
 def stored_config(output: Path, config_class: type[ConfigT]) -> ConfigT:
-    """The run's ``config.yaml`` with the changes of earlier resumes applied."""
+    """The run's ``config.yaml`` with the changes of earlier resumes applied; a damaged file is
+    refused by name."""
     path = output / "config.yaml"
     if not path.is_file():
         raise OutputError(f"cannot resume: {output} holds no run (no config.yaml)")
-    values = yaml.safe_load(path.read_text())
+    config = load_config(path, config_class)  # names the file when it is unreadable or malformed
     changes_file = output / CHANGES_FILE
-    if changes_file.is_file():
-        for entry in yaml.safe_load(changes_file.read_text()) or []:
-            values.update({name: given for name, (_, given) in entry["changes"].items()})
-    return config_class(**values)
+    if not changes_file.is_file():
+        return config
+    try:
+        entries = yaml.safe_load(changes_file.read_text()) or []
+        changes = {name: given for entry in entries for name, (_, given) in entry["changes"].items()}
+        return dataclasses.replace(config, **changes)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, TypeError, KeyError, ValueError, AttributeError):
+        raise ConfigError(
+            f"{changes_file}: damaged (expected a list of {{after_epoch, changes: {{option: [stored, "
+            "given]}}); restore it from a copy of the run, or start a new run"
+        ) from None
 
 
 def check_resume(output: Path, given: ConfigFile) -> dict[str, list[Any]]:
