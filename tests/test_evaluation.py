@@ -264,7 +264,7 @@ def test_predicted_multiclass_masks_and_their_problems_are_named(tmp_path, capsy
     Image.fromarray(truth).save(predictions / "a.jpg")
     for extra, message in (
         (["--num-classes", "3"], "a.jpg and a.png are both case 'a'"),
-        (["--tta", "hflip", "--tile"], "tiling, tta: settings of a model's prediction"),
+        (["--tta", "hflip", "--tile"], "tiling (--tile), tta (--tta): settings of a model's prediction"),
     ):
         assert cli_main([*argv, *extra]) == 2
         assert message in capsys.readouterr().err

@@ -106,10 +106,11 @@ def _score_predictions(
     **scoring: Any,
 ) -> dict[str, Any]:
     """Masks scored as they are: the settings of a model's prediction are refused by name."""
-    model_settings = {
-        "prompts": prompts is not None, "prompt_dir": prompt_dir is not None,
-        "tiling": options.tiling is not None, "tta": options.tta != "none",
-        "compile_mode": options.compile_mode != "none", "axis and window": slicing,
+    model_settings = {  # each named as the API and the command line call it
+        "prompts (--prompts)": prompts is not None, "prompt_dir (--prompt-dir)": prompt_dir is not None,
+        "tiling (--tile)": options.tiling is not None, "tta (--tta)": options.tta != "none",
+        "compile_mode (--compile)": options.compile_mode != "none",
+        "axis and window (--axis, --window)": slicing,
     }  # fmt: skip
     given = [name for name, used in model_settings.items() if used]
     if given:
