@@ -1,12 +1,13 @@
 """Model family: sizes, counts, shapes, gradients, checkpointing and mixed precision."""
 
 import copy
+import dataclasses
 
 import pytest
 import torch
 
 import hrmedseg
-from hrmedseg import count_flops, count_parameters, create_model
+from hrmedseg import count_flops, count_parameters, create_model, get_model_config
 from hrmedseg.complexity import SAM_VIT_H_PARAMS
 
 
@@ -17,15 +18,18 @@ def model_b():
 
 
 def test_registry_lists_every_size_of_every_architecture():
-    assert hrmedseg.list_models() == sorted(
-        f"{arch}_{size}" for arch in ("hrmedseg", "hrmedseg_detail", "hrmedseg_sam") for size in "tsbl"
-    )
-    assert hrmedseg.list_models("*sam*") == [
+    families = ("hrmedseg", "hrmedseg_detail", "hrmedseg_sam", "hrmedseg_sam_region")
+    assert hrmedseg.list_models() == sorted(f"{family}_{size}" for family in families for size in "tsbl")
+    assert hrmedseg.list_models("hrmedseg_sam_?") == [
         "hrmedseg_sam_b",
         "hrmedseg_sam_l",
         "hrmedseg_sam_s",
         "hrmedseg_sam_t",
     ]
+    # the region family is the paper's HRMedSegSAM plus the box's region map, nothing else
+    paper, region = get_model_config("hrmedseg_sam_b"), get_model_config("hrmedseg_sam_region_b")
+    assert not paper.box_region_prompt and region.box_region_prompt
+    assert dataclasses.replace(region, name=paper.name, box_region_prompt=False) == paper
     assert [create_model(f"hrmedseg_{s}").image_encoder.embed_dim for s in "tsbl"] == [24, 48, 96, 192]
 
 

@@ -46,6 +46,10 @@ for _size, _kwargs in _SIZES.items():
         _name = f"{_arch}_{_size}"
         _extra = _DETAIL if _arch == "hrmedseg_detail" else {}
         _REGISTRY[_name] = ModelConfig(name=_name, arch=_arch, **_kwargs, **_extra)
+    # HRMedSegSAM that also takes each box as a map of its region, so its mask follows the box
+    # (docs/benchmarks.md, prompt-following); the paper's hrmedseg_sam_* stay as they are.
+    _name = f"hrmedseg_sam_region_{_size}"
+    _REGISTRY[_name] = ModelConfig(name=_name, arch="hrmedseg_sam", **_kwargs, box_region_prompt=True)
 
 
 def list_models(pattern: str = "*") -> list[str]:
