@@ -1,7 +1,7 @@
 """The screenshot of the interactive page in docs: a model file and an image.
 
     python benchmarks/serve_screenshot.py --checkpoint runs/dsb_sam/best.safetensors \
-        --image data/dsb2018_stage1_train/images/X.png --mask data/dsb2018_stage1_train/masks/X.png \
+        --image data/dsb2018_stage1_train/images/X.png --mask data/dsb2018_stage1_train/instances/X.png \
         --objects 6 --output docs/serve_page.png
 
 Starts the app with uvicorn, opens it in headless Chromium (``apt-get install chromium
@@ -30,7 +30,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 
 from hrmedseg import load_model
 from hrmedseg.data import read_image, read_mask
-from hrmedseg.data.prompts import label_objects
+from hrmedseg.data.prompts import consecutive_labels, label_objects
 from hrmedseg.inference.prompted import PromptedSegmenter, prompts_for_objects
 from hrmedseg.inference.sam_predictor import Predictor
 from hrmedseg.modeling import PromptableSegmentationModel
@@ -42,7 +42,8 @@ def annotated_folder(model, image: Path, mask: Path, objects: int, root: Path) -
     """A folder holding ``image``, its ``objects`` largest objects decoded from their boxes."""
     (root / "images").mkdir()
     shutil.copy(image, root / "images" / image.name)
-    labels, count = label_objects(read_mask(mask))
+    truth = read_mask(mask)  # a mask (objects: its connected components) or an instance map
+    labels = label_objects(truth)[0] if truth.max(initial=0) <= 1 else consecutive_labels(truth)
     largest = np.argsort(np.bincount(labels.ravel())[1:])[::-1][:objects] + 1
     chosen = np.zeros_like(labels)
     for k, label in enumerate(sorted(largest), start=1):
