@@ -160,12 +160,24 @@ def test_predict_onnx_refuses_graphs_it_cannot_run(exported, tmp_path, capsys):
     ))  # fmt: skip
     onnx.save(identity, str(tmp_path / "other.onnx"))
     (tmp_path / "broken.onnx").write_bytes(b"not a graph")
+    for name, edit in (("resized", {"img_size": [2 * SIZE, 2 * SIZE]}), ("no_config", None)):
+        graph = onnx.load(str(exported["binary"][2][0]))
+        for entry in graph.metadata_props:
+            if entry.key == "hrmedseg_config":
+                entry.value = "not json" if edit is None else json.dumps({**json.loads(entry.value), **edit})
+        onnx.save(graph, str(tmp_path / f"{name}.onnx"))
     Image.new("RGB", (20, 20)).save(tmp_path / "a.png")
     for path, message in (
         (encoder_path, "the 'sam_encoder' graph of an hrmedseg export; predict --onnx needs"),
         (tmp_path / "other.onnx", "not exported by hrmedseg"),
         (tmp_path / "broken.onnx", "not a readable ONNX model"),
         (tmp_path / "missing.onnx", "ONNX model not found"),
+        (
+            tmp_path / "resized.onnx",
+            f"metadata describes 3 x {2 * SIZE} x {2 * SIZE} inputs and 1 class map(s), but "
+            f"the graph takes [3, {SIZE}, {SIZE}]",
+        ),
+        (tmp_path / "no_config.onnx", "its 'hrmedseg_config' metadata is not a model config"),
     ):
         argv = [
             "predict",

@@ -107,7 +107,7 @@ class OnnxSegmenter(SegmenterBase):
                 f"{path}: {made_by}; predict --onnx needs the graph of an automatic (HRMedSeg) model, "
                 "which `hrmedseg export` writes for HRMedSeg checkpoints"
             )
-        config = json.loads(metadata[CONFIG_KEY])
+        config = self._checked_config(path, metadata.get(CONFIG_KEY))
         # Resized, a native-scale model would see its objects at a scale it never learned.
         native = native_tiling(config.get("input_scale", "resized"))
         self.tiling = tiling if tiling is not None else native
@@ -119,6 +119,30 @@ class OnnxSegmenter(SegmenterBase):
         # Tiled, batch_size counts windows, and images are decoded one at a time.
         self.images_per_batch = 1 if self.tiling is not None else batch_size
         self.input_name = self.session.get_inputs()[0].name
+
+    def _checked_config(self, path: Path, text: str | None) -> dict:
+        """The model config stored with the graph, refused by name when it is unreadable or
+        disagrees with the graph's own input and output shapes (an edited or mixed-up file)."""
+        try:
+            config = json.loads(text or "")
+            size, classes = tuple(config["img_size"]), int(config["num_classes"])
+            channels = int(config.get("in_chans", 3))
+            if not {"pixel_mean", "pixel_std"} <= set(config):
+                raise KeyError("pixel_mean, pixel_std")
+        except (json.JSONDecodeError, TypeError, KeyError, ValueError):
+            raise CheckpointError(f"{path}: its '{CONFIG_KEY}' metadata is not a model config") from None
+        expected_input = [channels, *size]
+        given_input = self.session.get_inputs()[0].shape[1:]
+        given_classes = self.session.get_outputs()[0].shape[1]
+        fixed = [d for d in given_input if isinstance(d, int)]
+        if (len(fixed) == 3 and given_input != expected_input) or (
+            isinstance(given_classes, int) and given_classes != classes
+        ):
+            raise CheckpointError(
+                f"{path}: its metadata describes {channels} x {size[0]} x {size[1]} inputs and {classes} "
+                f"class map(s), but the graph takes {given_input} and gives {given_classes}; export it again"
+            )
+        return config
 
     def logits(self, batch: np.ndarray) -> np.ndarray:
         """(B, C, h, w) normalised float32 at the model size -> (B, K, h, w) logits, averaged over
