@@ -74,9 +74,10 @@ def test_prompted_training_data_keeps_touching_instances_apart(tmp_path, instanc
         torch.testing.assert_close(
             boxes.prompts, torch.tensor([[2.0, 2.0, 9.0, 14.0], [10.0, 2.0, 24.0, 14.0]])
         )
+        windows = loss_windows(boxes, PromptConfig(other_objects=True), mask[None])
         for k in range(2):
             assert torch.equal(boxes.targets[k], mask == k + 1)
-            assert torch.equal(boxes.others[k], (mask > 0) & (mask != k + 1))
+            assert windows[k][(mask > 0) & (mask != k + 1)].all()  # the touching neighbour counts
     else:
         assert len(boxes.prompts) == 1 and torch.equal(boxes.targets[0], mask > 0)
 
@@ -101,12 +102,12 @@ def test_other_objects_join_each_objects_loss_window():
     logits = torch.full((1, 1, 64, 64), -20.0)
     logits[..., 2:6, 2:6] = logits[..., 50:60, 50:60] = 20.0  # the first box's mask covers both objects
     for other_objects in (False, True):
-        windows = loss_windows(group, PromptConfig(other_objects=other_objects))
+        windows = loss_windows(group, PromptConfig(other_objects=other_objects), masks)
         assert windows[1, 55, 55] == 1 and windows[0, 3, 3] == 1  # each window holds its object
         assert windows[0, 55, 55] == other_objects  # the far object: only with other_objects
         loss = binary_loss_per_mask(logits, group.targets[:1], SegmentationLoss(1), weights=windows[:1])
         assert (loss.item() > 0.05) == other_objects, loss
-    assert loss_windows(group, PromptConfig(loss_margin=None)) is None  # the whole image
+    assert loss_windows(group, PromptConfig(loss_margin=None), masks) is None  # the whole image
 
 
 def test_prompted_objective_backpropagates_and_handles_object_free_batches():

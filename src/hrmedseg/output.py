@@ -33,12 +33,7 @@ def ensure_output_folder(path: str | os.PathLike, *, inputs: str | os.PathLike |
                 f"{path}: the output folder is the input folder {inputs}; the outputs would overwrite "
                 "or mix with the inputs, so give another --output"
             )
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise OutputError(f"{path}: cannot create the output folder ({err.strerror or err})") from None
-    if not os.access(path, os.W_OK | os.X_OK):
-        raise OutputError(f"{path}: the output folder is not writable")
+    _writable_folder(path, subject=path, called="the output folder")
     return path
 
 
@@ -48,14 +43,19 @@ def ensure_output_file(path: str | os.PathLike) -> Path:
     path = Path(path)
     if path.is_dir():
         raise OutputError(f"{path}: is a folder; give a file name for this output")
-    parent = path.parent
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise OutputError(f"{path}: cannot create its folder {parent} ({err.strerror or err})") from None
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise OutputError(f"{path}: its folder {parent} is not writable")
+    _writable_folder(path.parent, subject=path, called=f"its folder {path.parent}")
     return path
+
+
+def _writable_folder(folder: Path, *, subject: Path, called: str) -> None:
+    """Create ``folder`` (and its parents) if needed and check that it is writable; errors start
+    with ``subject`` and name the folder as ``called``."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise OutputError(f"{subject}: cannot create {called} ({err.strerror or err})") from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise OutputError(f"{subject}: {called} is not writable")
 
 
 def remove_interrupted_writes(folder: str | os.PathLike) -> list[Path]:

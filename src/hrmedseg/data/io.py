@@ -231,8 +231,13 @@ def write_png(path: str | Path, picture: np.ndarray) -> Path:
     return atomic_write(path, lambda tmp: Image.fromarray(picture).save(tmp, format="PNG"))
 
 
-def write_mask(path: str | Path, mask: np.ndarray) -> Path:
-    """Save an index mask losslessly as PNG (8-bit, or 16-bit when values exceed 255), atomically."""
+def index_mask_image(mask: np.ndarray) -> Image.Image:
+    """An index mask as an image to save losslessly: 8-bit, or 16-bit when values exceed 255."""
     mask = np.asarray(mask)
-    dtype = np.uint8 if mask.max(initial=0) <= 255 else np.uint16
-    return atomic_write(path, lambda tmp: Image.fromarray(mask.astype(dtype)).save(tmp, format="PNG"))
+    return Image.fromarray(mask.astype(np.uint8 if mask.max(initial=0) <= 255 else np.uint16))
+
+
+def write_mask(path: str | Path, mask: np.ndarray) -> Path:
+    """Save an index mask losslessly as PNG (:func:`index_mask_image`), atomically."""
+    image = index_mask_image(mask)
+    return atomic_write(path, lambda tmp: image.save(tmp, format="PNG"))

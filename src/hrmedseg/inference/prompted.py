@@ -98,6 +98,17 @@ def prompts_for_objects(labels: np.ndarray, kind: str = "box") -> list[ObjectPro
 def read_prompt_file(path: str | Path, image_hw: tuple[int, int]) -> list[ObjectPrompt]:
     """The objects of a prompt JSON file (format in the module docstring), checked against the
     image size (:func:`object_prompt`); errors name the file and the object."""
+    return checked_prompts(prompt_entries(path), image_hw, source=path)
+
+
+def checked_prompts(entries: list, image_hw: tuple[int, int], *, source: str | Path) -> list[ObjectPrompt]:
+    """Each entry of a prompt file as :func:`object_prompt` checks it; errors name ``source``."""
+    return [object_prompt(entry, image_hw, f"{source}: object {i}") for i, entry in enumerate(entries)]
+
+
+def prompt_entries(path: str | Path) -> list:
+    """The JSON entries of a prompt file's objects, unchecked (see :func:`read_prompt_file`); a
+    file that is missing, unreadable or not ``{"objects": [...]}`` is refused by name."""
     path = Path(path)
     try:
         content = json.loads(path.read_text())
@@ -107,8 +118,7 @@ def read_prompt_file(path: str | Path, image_hw: tuple[int, int]) -> list[Object
         raise DataError(f"{path}: unreadable prompt file ({err})") from None
     if not isinstance(content, dict) or not isinstance(content.get("objects"), list):
         raise DataError(f'{path}: expected {{"objects": [...]}} with one entry per object')
-    objects = content["objects"]
-    return [object_prompt(entry, image_hw, f"{path}: object {i}") for i, entry in enumerate(objects)]
+    return content["objects"]
 
 
 def object_prompt(entry: object, image_hw: tuple[int, int], where: str) -> ObjectPrompt:

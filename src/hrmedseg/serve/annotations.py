@@ -26,7 +26,7 @@ from ..atomic import write_text
 from ..data.io import read_image, write_mask
 from ..errors import DataError
 from ..inference.files import list_unique_images
-from ..inference.prompted import read_prompt_file
+from ..inference.prompted import checked_prompts, prompt_entries
 from ..output import ensure_output_folder
 
 
@@ -88,8 +88,8 @@ class AnnotationFolder:
         paths = self.paths(index)
         if not paths["prompts"].is_file():
             return image, None
-        read_prompt_file(paths["prompts"], image.shape[:2])  # refused by name if it no longer fits
-        prompts = json.loads(paths["prompts"].read_text())["objects"]
+        prompts = prompt_entries(paths["prompts"])
+        checked_prompts(prompts, image.shape[:2], source=paths["prompts"])  # still fits the image
         masks = None
         if paths["objects"].is_file():
             with Image.open(paths["objects"]) as stored:  # our own label map: no mask conventions

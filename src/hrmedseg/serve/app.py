@@ -50,7 +50,7 @@ from PIL import Image
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
-from ..data.io import decode_image
+from ..data.io import decode_image, index_mask_image
 from ..errors import ConfigError, DataError
 from ..inference.postprocess import Postprocessing
 from ..inference.prompted import object_prompt, refuse_automatic_options
@@ -254,8 +254,7 @@ class SegmentationService:
         if kind == "mask":
             return png_bytes(labels > 0)
         buffer = io.BytesIO()
-        dtype = np.uint8 if len(masks) <= 255 else np.uint16
-        Image.fromarray(labels.astype(dtype)).save(buffer, format="PNG")
+        index_mask_image(labels).save(buffer, format="PNG")
         return buffer.getvalue()
 
     def save(self, key: str, choices: list[ObjectChoice]) -> dict[str, Any]:

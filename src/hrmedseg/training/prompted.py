@@ -66,13 +66,11 @@ class PromptConfig:
 
 @dataclass
 class PromptSets:
-    """Prompt sets of one kind: the image each belongs to, its prompt, its object mask and the
-    masks of the image's other objects."""
+    """Prompt sets of one kind: the image each belongs to, its prompt and its object mask."""
 
     image_index: torch.Tensor  # (P,)
     prompts: torch.Tensor  # (P, 4) boxes or (P, 2) points, model-input pixels
     targets: torch.Tensor  # (P, H, W) bool
-    others: torch.Tensor  # (P, H, W) bool
 
 
 def sample_prompt_sets(masks: torch.Tensor, config: PromptConfig, training: bool) -> dict[str, PromptSets]:
@@ -82,7 +80,7 @@ def sample_prompt_sets(masks: torch.Tensor, config: PromptConfig, training: bool
     Training draws objects, prompt kinds and jitter from torch's global RNG (so a resumed run
     repeats them); evaluation prompts every object with its exact box.
     """
-    chosen: dict[str, list[tuple[int, np.ndarray, np.ndarray, np.ndarray]]] = {"box": [], "point": []}
+    chosen: dict[str, list[tuple[int, np.ndarray, np.ndarray]]] = {"box": [], "point": []}
     for i, mask in enumerate(masks.cpu().numpy()):
         labels = label_objects(mask)[0] if mask.max(initial=0) <= 1 else consecutive_labels(mask)
         count = int(labels.max(initial=0))
@@ -96,28 +94,30 @@ def sample_prompt_sets(masks: torch.Tensor, config: PromptConfig, training: bool
         for k in order:
             use_box = not training or torch.rand(()).item() < config.box_probability
             kind, prompt = ("box", boxes[k]) if use_box else ("point", points[k])
-            own = labels == k + 1
-            chosen[kind].append((i, prompt, own, (labels > 0) & ~own))
+            chosen[kind].append((i, prompt, labels == k + 1))
     device = masks.device
     return {
         kind: PromptSets(
             torch.tensor([c[0] for c in items], device=device),
             torch.as_tensor(np.stack([c[1] for c in items]), device=device),
             torch.as_tensor(np.stack([c[2] for c in items]), device=device),
-            torch.as_tensor(np.stack([c[3] for c in items]), device=device),
         )
         for kind, items in chosen.items()
         if items
     }
 
 
-def loss_windows(group: PromptSets, config: PromptConfig) -> torch.Tensor | None:
+def loss_windows(group: PromptSets, config: PromptConfig, masks: torch.Tensor) -> torch.Tensor | None:
     """(P, H, W) 0/1 weights of each prompt set's loss: its object's window (``loss_margin``), with
-    ``other_objects`` also the image's other objects wherever they lie; None for the whole image."""
+    ``other_objects`` also the other objects of its image in ``masks`` (B, H, W), wherever they
+    lie; None for the whole image."""
     if config.loss_margin is None:
         return None
     windows = object_windows(group.targets, config.loss_margin)
-    return torch.maximum(windows, group.others.float()) if config.other_objects else windows
+    if not config.other_objects:
+        return windows
+    others = (masks[group.image_index] > 0) & ~group.targets
+    return torch.maximum(windows, others.float())
 
 
 def achieved_iou_per_output(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -177,7 +177,7 @@ class PromptedObjective(Objective):
                     **prompts,
                 )  # fmt: skip
             logits = out["masks"].float()
-            windows = loss_windows(group, self.prompt_config)
+            windows = loss_windows(group, self.prompt_config, masks)
             per_output = binary_loss_per_mask(logits, group.targets, self.loss_fn, weights=windows)  # (P, C)
             best = per_output.argmin(1, keepdim=True)
             share = len(group.image_index) / total_sets
