@@ -3,8 +3,19 @@ and checks the exit status and the message. Adding a case is adding one line to 
 
 Exit status 2 with one line on stderr naming the path and the problem for anything the user must
 fix; 1 when predict or evaluate processed every usable input and some could not be used.
+CASES is grouped by family. Faults that need more than one command line are tests below it (a
+full disk while training). Other families are tested next to their code:
+
+- image modes, value ranges, float TIFFs, EXIF orientation, overlapping splits: test_data.py;
+- prompt files and coordinates, for the CLI and the server alike: test_prompted_inference.py,
+  test_serve.py;
+- NIfTI volumes (zero-size, --window values): test_volumes.py;
+- a full disk or a folder where an output file goes: test_atomic.py;
+- model files and their metadata: test_checkpoint.py, test_onnx.py;
+- non-finite losses and gradients in training: test_guards.py.
 """
 
+import errno
 import json
 import shutil
 import struct
@@ -113,6 +124,7 @@ def huge_in_training_data(c, tmp):
 
 CASES = {
     # id: (argv builder (corpus, tmp) -> argv, exit status, text in stderr)
+    # Output paths: a file, a folder or an input where an output goes
     "train output is a file": (
         lambda c, t: [*TRAIN, "--data", str(c.data), "--output", str(c.a_file(t))], 2, "exists and is not a folder"),
     "evaluate output is a file": (
@@ -132,6 +144,16 @@ CASES = {
     "evaluate output under a file": (
         lambda c, t: [*evaluate_args(c, c.data, t)[:-3], "--output", str(c.a_file(t) / "ev")], 2,
         "cannot create the output folder"),
+    "inspect output is a folder": (
+        lambda c, t: ["inspect", "--data", str(c.data), "--output", str(t)], 2, "is a folder; give a file name"),
+    "export output is a folder": (
+        lambda c, t: ["export", "--checkpoint", str(c.model), "--output", str(t)], 2, "is a folder; give a file name"),
+    "export output under a file": (
+        lambda c, t: ["export", "--checkpoint", str(c.model), "--output", str(c.a_file(t) / "m.onnx")], 2,
+        "cannot create its folder"),
+    "demo output is a file": (
+        lambda c, t: ["demo", "--output", str(c.a_file(t)), "--quiet"], 2, "exists and is not a folder"),
+    # Images too large to decode
     "huge image in training data": (
         lambda c, t: [*TRAIN, "--data", str(huge_in_training_data(c, t)), "--output", str(t / "run")], 2,
         "case_000.png: 20000x20000 is 400 megapixels, above the limit of 64"),
@@ -143,21 +165,12 @@ CASES = {
     "image above a lowered pixel limit": (
         lambda c, t: [*predict_args(c, c.images(t, 1), t / "out"), "--max-pixels", "100"], 2,
         "above the limit of 0.0001 (--max-pixels)"),
+    # Bad data: unreadable, missing, mismatched or non-finite files
     "predict folder with bad files": (
         lambda c, t: predict_args(c, mixed_folder(c, t), t / "out"), 1, "2 input(s) could not be used"),
     "evaluate with a truncated image": (
         lambda c, t: evaluate_args(c, with_fault(c, t, "case_003", truncate), t), 1,
         "case_003.png: unreadable or truncated image"),
-    "training state to evaluate": (
-        lambda c, t: [*evaluate_args(c, c.data, t)[:2], str(c.state), *evaluate_args(c, c.data, t)[3:]], 2,
-        "is training state (torch.save, for --resume), not a model file"),
-    "training state as --init-encoder": (
-        lambda c, t: [*TRAIN, "--data", str(c.data), "--output", str(t / "r"), "--init-encoder", str(c.state)], 2,
-        "is training state"),
-    "resume of a folder that holds no run": (
-        lambda c, t: ["train", "--resume", "--output", str(t)], 2, "holds no run"),
-    "resume of a run without its config": (
-        lambda c, t: ["train", "--resume", "--output", str(c.state.parent)], 2, "holds no run (no config.yaml)"),
     "missing dataset folder": (
         lambda c, t: [*TRAIN, "--data", str(t / "nowhere"), "--output", str(t / "r")], 2, "dataset folder not found"),
     "image without mask": (
@@ -173,18 +186,13 @@ CASES = {
     "empty validation split": (
         lambda c, t: [*TRAIN, "--data", str(empty_val_split(c, t)), "--output", str(t / "r")], 2,
         "the 'val' split is empty"),
-    "unknown model": (
-        lambda c, t: ["train", "--data", str(c.data), "--output", str(t / "r"), "--model", "nope"], 2,
-        "unknown model 'nope'"),
-    "model file not found": (
-        lambda c, t: ["predict", "--checkpoint", str(t / "none.safetensors"), "--input", str(t), "--output", str(t / "o")], 2,
-        "none.safetensors"),
-    "prompts for a prompt-free model": (
-        lambda c, t: [*predict_args(c, c.images(t), t / "o"), "--prompts", str(t)], 2, "prompts are for HRMedSegSAM models"),
-    "device that is no device": (
-        lambda c, t: [*predict_args(c, c.images(t, 1), t / "o"), "--device", "gpu0"], 2, "--device gpu0: not a device"),
-    "CUDA device beyond those present": (
-        lambda c, t: [*predict_args(c, c.images(t, 1), t / "o"), "--device", "cuda:63"], 2, "--device cuda:63:"),
+    "broken symbolic link among the images": (
+        lambda c, t: ["inspect", "--data", str(with_fault(c, t, "case_005", broken_link))], 2,
+        "case_005.png: a broken symbolic link (to "),
+    "NaN pixel in a training image": (
+        lambda c, t: [*TRAIN, "--data", str(with_fault(c, t, "case_006", nan_pixel_tiff)), "--output", str(t / "r")],
+        2, "case_006.tif: 1 pixel value(s) are NaN or infinite"),
+    # JSON and YAML files we read: split, spacing, meta, config
     "spacing.json of the wrong shape": (
         lambda c, t: ["inspect", "--data", str(with_file(c, t, "spacing.json", "[0.5, 0.5]"))], 2,
         'spacing.json: expected {"<stem>": spacing, ...}, got a JSON list'),
@@ -194,21 +202,6 @@ CASES = {
     "meta.json without items": (
         lambda c, t: ["inspect", "--data", str(with_file(c, t, "meta.json", '{"items": [1, 2]}'))], 2,
         'meta.json: expected {"items": {"<stem>": {...}}}'),
-    "broken symbolic link among the images": (
-        lambda c, t: ["inspect", "--data", str(with_fault(c, t, "case_005", broken_link))], 2,
-        "case_005.png: a broken symbolic link (to "),
-    "NaN pixel in a training image": (
-        lambda c, t: [*TRAIN, "--data", str(with_fault(c, t, "case_006", nan_pixel_tiff)), "--output", str(t / "r")],
-        2, "case_006.tif: 1 pixel value(s) are NaN or infinite"),
-    "inspect output is a folder": (
-        lambda c, t: ["inspect", "--data", str(c.data), "--output", str(t)], 2, "is a folder; give a file name"),
-    "export output is a folder": (
-        lambda c, t: ["export", "--checkpoint", str(c.model), "--output", str(t)], 2, "is a folder; give a file name"),
-    "export output under a file": (
-        lambda c, t: ["export", "--checkpoint", str(c.model), "--output", str(c.a_file(t) / "m.onnx")], 2,
-        "cannot create its folder"),
-    "demo output is a file": (
-        lambda c, t: ["demo", "--output", str(c.a_file(t)), "--quiet"], 2, "exists and is not a folder"),
     "resume with a damaged config.yaml": (
         lambda c, t: ["train", "--resume", "--output", str(damaged_run(c, t, "config.yaml", "model: [x\n : :"))], 2,
         "config.yaml: unreadable config (while parsing"),
@@ -218,6 +211,30 @@ CASES = {
     "resume with damaged resume changes": (
         lambda c, t: ["train", "--resume", "--output", str(damaged_run(c, t, "resume_changes.yaml", "[1, 2]"))], 2,
         "resume_changes.yaml: damaged"),
+    # Model files and training state
+    "training state to evaluate": (
+        lambda c, t: [*evaluate_args(c, c.data, t)[:2], str(c.state), *evaluate_args(c, c.data, t)[3:]], 2,
+        "is training state (torch.save, for --resume), not a model file"),
+    "training state as --init-encoder": (
+        lambda c, t: [*TRAIN, "--data", str(c.data), "--output", str(t / "r"), "--init-encoder", str(c.state)], 2,
+        "is training state"),
+    "resume of a folder that holds no run": (
+        lambda c, t: ["train", "--resume", "--output", str(t)], 2, "holds no run"),
+    "resume of a run without its config": (
+        lambda c, t: ["train", "--resume", "--output", str(c.state.parent)], 2, "holds no run (no config.yaml)"),
+    "model file not found": (
+        lambda c, t: ["predict", "--checkpoint", str(t / "none.safetensors"), "--input", str(t), "--output", str(t / "o")], 2,
+        "none.safetensors"),
+    # Flags and settings
+    "unknown model": (
+        lambda c, t: ["train", "--data", str(c.data), "--output", str(t / "r"), "--model", "nope"], 2,
+        "unknown model 'nope'"),
+    "prompts for a prompt-free model": (
+        lambda c, t: [*predict_args(c, c.images(t), t / "o"), "--prompts", str(t)], 2, "prompts are for HRMedSegSAM models"),
+    "device that is no device": (
+        lambda c, t: [*predict_args(c, c.images(t, 1), t / "o"), "--device", "gpu0"], 2, "--device gpu0: not a device"),
+    "CUDA device beyond those present": (
+        lambda c, t: [*predict_args(c, c.images(t, 1), t / "o"), "--device", "cuda:63"], 2, "--device cuda:63:"),
     "image size off the patch grid": (
         lambda c, t: [*TRAIN, "--data", str(c.data), "--output", str(t / "r"), "--img-size", "70"], 2,
         "img_size must be positive multiples of 16 (the patch size), got (70, 70)"),
@@ -303,7 +320,8 @@ def test_user_errors_share_one_base_and_keep_their_builtin_types():
     for error, builtin in (
         (errors.ConfigError, ValueError), (errors.UnknownOptionError, TypeError), (errors.DataError, ValueError),
         (errors.CheckpointError, ValueError), (hrmedseg.CheckpointMismatchError, ValueError),
-        (errors.OutputError, ValueError), (errors.InputNotFoundError, FileNotFoundError),
+        (errors.OutputError, ValueError), (errors.WriteError, OSError),
+        (errors.InputNotFoundError, FileNotFoundError),
         (errors.MissingDependencyError, ImportError), (TrainingDivergedError, RuntimeError),
         (CacheMismatchError, ValueError),
     ):  # fmt: skip
@@ -319,3 +337,33 @@ def test_a_bug_keeps_its_traceback(corpus, tmp_path, monkeypatch):
     monkeypatch.setattr(prediction_files, "predict_to_folder", broken)
     with pytest.raises(ValueError, match="an internal inconsistency"):
         cli_main(predict_args(corpus, corpus.images(tmp_path, 1), tmp_path / "o"))
+
+
+def test_a_full_disk_while_training_stops_in_one_line_and_the_run_resumes(
+    corpus, tmp_path, monkeypatch, capsys
+):
+    """The second epoch's training state meets a full disk: the run stops with the file named,
+    the first epoch's state is whole, and --resume finishes the run once there is space."""
+    run = tmp_path / "run"
+    argv = [*TRAIN, "--data", str(corpus.data), "--output", str(run), "--epochs", "2"]
+    real_save, saves = torch.save, []
+
+    def full_disk_on_second_state(obj, path, *args, **kwargs):
+        if isinstance(obj, dict) and "optimizer" in obj:
+            saves.append(path)
+            if len(saves) == 2:
+                Path(path).write_bytes(b"PK\x03\x04")  # a few bytes, then the disk is full
+                raise OSError(errno.ENOSPC, "No space left on device")
+        return real_save(obj, path, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", full_disk_on_second_state)
+    assert cli_main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+    assert f"{run / 'last.pt'}: could not be written (No space left on device)" in err
+    assert torch.load(run / "last.pt", weights_only=True)["epoch"] == 1
+    assert not list(run.glob(".*.tmp"))
+
+    monkeypatch.setattr(torch, "save", real_save)
+    assert cli_main(["train", "--resume", "--output", str(run), "--quiet"]) == 0
+    assert torch.load(run / "last.pt", weights_only=True)["epoch"] == 2

@@ -11,6 +11,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 import hrmedseg
+from hrmedseg import atomic
 from hrmedseg.serve.app import create_app
 
 
@@ -329,3 +330,31 @@ def test_the_serve_command_annotates_a_folder(tmp_path, monkeypatch):
     assert cli_main([*base, "--input", str(images), "--output", str(tmp_path / "out")]) == 0
     assert TestClient(served["app"]).get("/api/info").json()["folder"] == {"images": 2}
     assert cli_main([*base, "--input", str(images)]) != 0
+
+
+def test_a_save_onto_a_full_disk_is_named_and_the_image_stays_unsaved(tmp_path, monkeypatch):
+    import errno
+
+    from hrmedseg.serve import annotations
+    from hrmedseg.serve.annotations import AnnotationFolder
+
+    images, output = two_image_folder(tmp_path), tmp_path / "labels"
+    model = hrmedseg.create_model("hrmedseg_sam_t", img_size=64)
+    client = TestClient(create_app(model, "cpu", annotations=AnnotationFolder(images, output)))
+    session = client.post("/api/folder/open", json={"index": 0}).json()["session"]
+    client.post("/api/decode", json={"session": session, "box": [2, 2, 30, 30], "multimask": False})
+
+    def full_disk(tmp):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    real_write_mask = annotations.write_mask
+    monkeypatch.setattr(annotations, "write_mask", lambda path, mask: atomic.atomic_write(path, full_disk))
+    objects = [{"object": 0, "prompt": {"box": [2, 2, 30, 30]}}]
+    failed = client.post("/api/save", json={"session": session, "objects": objects})
+    assert failed.status_code == 507
+    assert f"{output / 'a.png'}: could not be written (No space left on device)" in failed.json()["detail"]
+    assert [e["done"] for e in client.get("/api/folder").json()["images"]] == [False, False]
+    assert not [p for p in output.rglob("*") if p.is_file()]
+
+    monkeypatch.setattr(annotations, "write_mask", real_write_mask)
+    assert client.post("/api/save", json={"session": session, "objects": objects}).status_code == 200

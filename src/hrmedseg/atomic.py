@@ -5,6 +5,9 @@ A writer fills a temporary file beside the target, and only a finished file is r
 previous file, or none, never a truncated one; the temporary file is removed on failure, and
 :func:`hrmedseg.output.remove_interrupted_writes` clears those of a killed process.
 
+An operating-system error on the way (a full disk, no permission) is raised as a
+:class:`~hrmedseg.errors.WriteError` naming the file, which the command line prints in one line.
+
 Imports no PyTorch.
 """
 
@@ -14,6 +17,8 @@ import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+
+from .errors import WriteError
 
 TEMPORARY_MARK = ".tmp"  # temporary names: ".<name>.<random>.tmp", plus the suffixes if kept
 
@@ -31,19 +36,36 @@ def atomic_write(
 
     Returns:
         ``path``.
+
+    Raises:
+        WriteError: the file system refused the folder, the temporary file, a write or the rename.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    suffix = TEMPORARY_MARK + ("".join(path.suffixes) if keep_suffixes else "")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        suffix = TEMPORARY_MARK + ("".join(path.suffixes) if keep_suffixes else "")
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    except OSError as err:
+        raise _write_error(path, err) from err
     os.close(fd)
     try:
         write(tmp)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         Path(tmp).unlink(missing_ok=True)
+        # Only the operating system's errors (they carry an errno): an encoder's OSError without
+        # one (Pillow's "cannot write mode ...") is a bug and keeps its traceback.
+        if isinstance(err, OSError) and err.errno is not None and not isinstance(err, WriteError):
+            raise _write_error(path, err) from err
         raise
     return path
+
+
+def _write_error(path: Path, err: OSError) -> WriteError:
+    reason = err.strerror or str(err)
+    error = WriteError(f"{path}: could not be written ({reason}); any earlier file there is unchanged")
+    error.errno = err.errno
+    return error
 
 
 def write_text(path: str | os.PathLike, text: str) -> Path:

@@ -35,6 +35,11 @@ class OutputError(HRMedSegError, ValueError):
     """An output path that cannot be used; the message names it and the problem."""
 
 
+class WriteError(HRMedSegError, OSError):
+    """A file that could not be written (a full disk, no permission, a read-only file system); the
+    message names it, and the previous file at that path, if any, is unchanged."""
+
+
 class InputNotFoundError(HRMedSegError, FileNotFoundError):
     """A file or folder the user named does not exist."""
 

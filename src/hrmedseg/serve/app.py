@@ -51,7 +51,7 @@ from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from ..data.io import decode_image, index_mask_image
-from ..errors import ConfigError, DataError
+from ..errors import ConfigError, DataError, WriteError
 from ..inference.postprocess import Postprocessing
 from ..inference.prompted import object_prompt, refuse_automatic_options
 from ..inference.sam_predictor import Predictor
@@ -361,9 +361,12 @@ def create_app(
             raise HTTPException(400, str(err)) from None
 
     def answered(call, *args, **kwargs):
-        """``call``'s answer, its errors as HTTP errors: unknown session 404, bad request 400."""
+        """``call``'s answer, its errors as HTTP errors: unknown session 404, bad request 400, a
+        file that could not be saved (a full disk, no permission) 507 with its name."""
         try:
             return call(*args, **kwargs)
+        except WriteError as err:
+            raise HTTPException(507, str(err)) from None
         except KeyError as err:
             raise HTTPException(404, err.args[0]) from None
         except (ValueError, IndexError, DataError) as err:
