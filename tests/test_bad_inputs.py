@@ -208,6 +208,25 @@ CASES = {
     "resume with a config.yaml that is a list": (
         lambda c, t: ["train", "--resume", "--output", str(damaged_run(c, t, "config.yaml", "- a\n- b\n"))], 2,
         "config.yaml: a config must be a mapping of option: value"),
+    "config with a word for a number": (
+        lambda c, t: [*TRAIN, "--data", str(c.data), "--output", str(t / "r"),
+                      "--config", str(config_file(t, "epochs: ten\n"))], 2,
+        "cfg.yaml: epochs: expected int, got 'ten'"),
+    "config with a list for a number": (
+        lambda c, t: [*TRAIN, "--data", str(c.data), "--output", str(t / "r"),
+                      "--config", str(config_file(t, "lr: [0.1]\n"))], 2, "cfg.yaml: lr: expected float, got [0.1]"),
+    "config with a word in its augment section": (
+        lambda c, t: [*TRAIN, "--data", str(c.data), "--output", str(t / "r"),
+                      "--config", str(config_file(t, "augment: {hflip: often}\n"))], 2,
+        "cfg.yaml: augment: hflip: expected float, got 'often'"),
+    "config with a bad model option": (
+        lambda c, t: [*TRAIN, "--data", str(c.data), "--output", str(t / "r"),
+                      "--config", str(config_file(t, "model_options: {depths: [2, two]}\n"))], 2,
+        "cfg.yaml: model_options: depths: expected tuple[int, ...], got [2, 'two']"),
+    "config with a bad prompts option": (
+        lambda c, t: [*TRAIN, "--data", str(c.data), "--output", str(t / "r"),
+                      "--config", str(config_file(t, "prompts: {other_objects: perhaps}\n"))], 2,
+        "cfg.yaml: prompts: other_objects: expected bool, got 'perhaps'"),
     "resume with damaged resume changes": (
         lambda c, t: ["train", "--resume", "--output", str(damaged_run(c, t, "resume_changes.yaml", "[1, 2]"))], 2,
         "resume_changes.yaml: damaged"),
@@ -260,6 +279,11 @@ def nan_pixel_tiff(path: Path) -> None:
     pixels[3, 4] = np.nan
     path.unlink()
     Image.fromarray(pixels, mode="F").save(path.with_suffix(".tif"))
+
+
+def config_file(tmp, text):
+    (tmp / "cfg.yaml").write_text(text)
+    return tmp / "cfg.yaml"
 
 
 def damaged_run(c, tmp, name, text):
@@ -367,3 +391,32 @@ def test_a_full_disk_while_training_stops_in_one_line_and_the_run_resumes(
     monkeypatch.setattr(torch, "save", real_save)
     assert cli_main(["train", "--resume", "--output", str(run), "--quiet"]) == 0
     assert torch.load(run / "last.pt", weights_only=True)["epoch"] == 2
+
+
+def test_a_model_file_whose_stored_config_has_a_wrong_type_is_refused_by_name(corpus, tmp_path, capsys):
+    """The stored config is read through the same declared schema as a training config."""
+    from safetensors.torch import load_file, save_file
+
+    from hrmedseg.checkpoint import _read_metadata
+
+    metadata = _read_metadata(corpus.model)
+    config = json.loads(metadata["config"])
+    config["embed_dim"] = "wide"
+    damaged = tmp_path / "m.safetensors"
+    save_file(load_file(corpus.model), damaged, metadata={**metadata, "config": json.dumps(config)})
+    argv = ["predict", "--checkpoint", str(damaged), "--input", str(corpus.images(tmp_path, 1)),
+            "--output", str(tmp_path / "o"), "--quiet"]  # fmt: skip
+    assert cli_main(argv) == 2
+    assert f"{damaged}: invalid model config: embed_dim: expected int, got 'wide'" in capsys.readouterr().err
+
+
+def test_config_values_take_their_declared_types_and_api_options_are_checked_too(tmp_path):
+    # PyYAML reads 1e-3 (no dot) as a string; the declared float makes it a number.
+    (tmp_path / "c.yaml").write_text("lr: 1e-3\naugment: {crop_scale: [0.9, 1]}\nimg_size: [64, 96]\n")
+    config = hrmedseg.training.config.load_config(tmp_path / "c.yaml")
+    assert config.lr == 0.001 and config.augmentation().crop_scale == (0.9, 1.0)
+    assert config.size == (64, 96)
+    with pytest.raises(errors.ConfigError, match=r"hrmedseg_t: drop_path_rate: expected float, got 'x'"):
+        hrmedseg.create_model("hrmedseg_t", drop_path_rate="x")
+    with pytest.raises(errors.ConfigError, match=r"augment: hflip: expected float, got \[1\]"):
+        TrainConfig(augment={"hflip": [1]})

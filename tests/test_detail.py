@@ -43,8 +43,28 @@ def test_registered_sizes_and_the_paper_models_unchanged():
 
 def test_a_model_file_written_before_the_detail_fields_existed_loads():
     old = {k: v for k, v in create_model("hrmedseg_t").config.to_dict().items()
-           if k not in ("detail", "detail_chans", "detail_head_dim", "deep_supervision")}  # fmt: skip
+           if k not in ("detail", "detail_chans", "detail_head_dim", "deep_supervision",
+                        "detail_half_res_block")}  # fmt: skip
     assert ModelConfig.from_dict(old) == create_model("hrmedseg_t").config
+
+
+def test_a_detail_model_file_written_before_the_half_res_block_existed_keeps_its_block(tmp_path):
+    """Files saved before the option keep LayerNorm and GELU at 1/2 resolution, whatever the
+    registered models use now: their weights were trained with that block."""
+    model = create_model("hrmedseg_detail_t", img_size=64, detail_half_res_block="ln_gelu")
+    config = {k: v for k, v in model.config.to_dict().items() if k != "detail_half_res_block"}
+    assert ModelConfig.from_dict(config).detail_half_res_block == "ln_gelu"
+    loaded = load_model(save_model(model, tmp_path / "m.safetensors"))
+    assert type(loaded.detail_stem.half_res[1]).__name__ == "LayerNorm2d"
+
+
+def test_the_relu_block_has_no_norm_at_half_resolution():
+    model = create_model("hrmedseg_detail_t", img_size=64, detail_half_res_block="relu")
+    half_res = ("detail_stem.half_res", "mask_decoder.head_conv")
+    names = [n for n, _ in model.named_parameters() if n.startswith(half_res)]
+    assert sorted(names) == ["detail_stem.half_res.0.bias", "detail_stem.half_res.0.weight",
+                             "mask_decoder.head_conv.0.bias", "mask_decoder.head_conv.0.weight"]  # fmt: skip
+    assert type(model.detail_stem.quarter_res[1]).__name__ == "LayerNorm2d"  # 1/4 resolution keeps its norm
 
 
 @pytest.mark.parametrize(
@@ -54,6 +74,7 @@ def test_a_model_file_written_before_the_detail_fields_existed_loads():
         ({"detail": ()}, "need at least one detail component"),
         ({"detail_chans": (16,)}, "two positive widths"),
         ({"deep_supervision": -1.0}, "deep_supervision must be >= 0"),
+        ({"detail_half_res_block": "bn"}, r"detail_half_res_block must be one of \['ln_gelu', 'relu'\]"),
         ({"patch_size": 2, "img_size": 64}, "multiple of 4"),
     ],
 )
@@ -96,11 +117,14 @@ def test_the_head_sets_pixels_within_one_quarter_cell_independently():
     assert blocks.std((-2, -1)).mean() > 0.05 * residual.abs().mean()
 
 
-@pytest.mark.parametrize("band_rows", [1, 3, 64])
-def test_the_banded_head_in_training_equals_one_pass_in_values_and_gradients(band_rows):
+@pytest.mark.parametrize(
+    "band_rows,half_res_block", [(1, "ln_gelu"), (3, "ln_gelu"), (64, "ln_gelu"), (3, "relu")]
+)
+def test_the_banded_head_in_training_equals_one_pass_in_values_and_gradients(band_rows, half_res_block):
     """Training runs the head in bands of rows (to bound its memory); fp64 logits and every
     parameter's gradient must match one pass over the whole map, including a last short band."""
-    model = detail_model(size=112).double()  # a 7×7 grid: 28 rows at 1/4, bands of 3 leave 1
+    # A 7×7 grid: 28 rows at 1/4, bands of 3 leave 1.
+    model = detail_model(size=112, detail_half_res_block=half_res_block).double()
     images = torch.randn(2, 3, 112, 112, dtype=torch.float64)
 
     def logits_and_grads(rows):

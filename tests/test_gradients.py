@@ -38,11 +38,13 @@ def test_hrmedseg_gradients_match_fp64(num_classes, checkpointed):
     fp32_vs_fp64(model, gradient_batch(2, SIZE)).assert_agree()
 
 
-@pytest.mark.parametrize("checkpointed", [False, True])
-def test_hrmedseg_detail_gradients_match_fp64(checkpointed):
+@pytest.mark.parametrize(
+    "checkpointed,half_res_block", [(False, "ln_gelu"), (True, "ln_gelu"), (False, "relu")]
+)
+def test_hrmedseg_detail_gradients_match_fp64(checkpointed, half_res_block):
     # Every parameter of the detail path too: stem, skips, the full-resolution head (recomputed in
-    # backward) and the early-convolution patch embedding.
-    model = gradient_model("hrmedseg_detail_b", SIZE, num_classes=2)
+    # backward) and the early-convolution patch embedding, with either block at 1/2 resolution.
+    model = gradient_model("hrmedseg_detail_b", SIZE, num_classes=2, detail_half_res_block=half_res_block)
     model.set_grad_checkpointing(checkpointed)
     comparison = fp32_vs_fp64(model, gradient_batch(2, SIZE))
     comparison.assert_agree()

@@ -17,6 +17,7 @@ from .modeling import ECMDecoder, HRMedSeg, HRMedSegSAM, LGViT, PromptEncoder, S
 from .modeling.config import ARCHITECTURES, ModelConfig
 from .modeling.detail import DetailDecoder, DetailStem
 from .modeling.hrmedseg_detail import HRMedSegDetail
+from .schema import checked_fields
 
 __all__ = [
     "ARCHITECTURES",
@@ -71,7 +72,7 @@ def get_model_config(name: str, **overrides: Any) -> ModelConfig:
     unknown = sorted(set(overrides) - known)
     if unknown:
         raise UnknownOptionError(f"unknown option(s) {unknown} for {name}; valid options: {sorted(known)}")
-    return dataclasses.replace(_REGISTRY[name], **overrides)
+    return dataclasses.replace(_REGISTRY[name], **checked_fields(ModelConfig, overrides, source=name))
 
 
 @dataclass(frozen=True)
@@ -181,9 +182,11 @@ def _build_hrmedseg_detail(config: ModelConfig) -> HRMedSegDetail:
         skips="skips" in config.detail,
         full_res_head="full_res_head" in config.detail,
         head_dim=config.detail_head_dim,
+        half_res_block=config.detail_half_res_block,
         **_decoder_options(config, config.num_classes),
     )
-    return HRMedSegDetail(DetailStem(config.in_chans, config.detail_chans), encoder, decoder, config)
+    stem = DetailStem(config.in_chans, config.detail_chans, config.detail_half_res_block)
+    return HRMedSegDetail(stem, encoder, decoder, config)
 
 
 def create_model(

@@ -9,11 +9,14 @@ from typing import Any
 
 from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from ..errors import ConfigError
+from ..schema import checked_fields
 
 ARCHITECTURES = ("hrmedseg", "hrmedseg_sam", "hrmedseg_detail")
 INPUT_SCALES = ("resized", "native")
 # The detail path's components (modeling/detail.py); hrmedseg_detail models use a non-empty set.
 DETAIL_COMPONENTS = ("early_convs", "skips", "full_res_head")
+# Blocks of the detail path's layers at 1/2 resolution (modeling/detail.py).
+HALF_RES_BLOCKS = ("ln_gelu", "relu")
 
 
 @dataclass(frozen=True)
@@ -31,14 +34,15 @@ class ModelConfig:
     ``num_multimask_outputs`` are the hyper-parameters of the built-in ones.
     ``detail`` to ``deep_supervision`` describe the detail path of ``hrmedseg_detail`` models
     (:mod:`hrmedseg.modeling.detail`): its components (``DETAIL_COMPONENTS``), the stem's widths at
-    1/2 and 1/4 resolution, the width of the full-resolution head, and the weight of the loss on
-    the 1/4-resolution logits during training (0: none).
+    1/2 and 1/4 resolution, the width of the full-resolution head, the block of the layers at 1/2
+    resolution (``HALF_RES_BLOCKS``: ``"ln_gelu"``, or ``"relu"`` without a norm), and the weight
+    of the loss on the 1/4-resolution logits during training (0: none).
     """
 
     name: str
     arch: str = "hrmedseg"
     num_classes: int = 1
-    img_size: tuple[int, int] = (1024, 1024)
+    img_size: tuple[int, int] | int = (1024, 1024)  # an int is a square; kept as (H, W)
     in_chans: int = 3
     patch_size: int = 16
     embed_dim: int = 96
@@ -62,6 +66,7 @@ class ModelConfig:
     detail: tuple[str, ...] = ()
     detail_chans: tuple[int, ...] = (16, 32)
     detail_head_dim: int = 16
+    detail_half_res_block: str = "ln_gelu"
     deep_supervision: float = 0.0
 
     def __post_init__(self) -> None:
@@ -127,6 +132,11 @@ class ModelConfig:
                 f"detail_chans must be two positive widths (1/2 and 1/4) and detail_head_dim positive, "
                 f"got {self.detail_chans} and {self.detail_head_dim}"
             )
+        if self.detail_half_res_block not in HALF_RES_BLOCKS:
+            raise ConfigError(
+                f"detail_half_res_block must be one of {list(HALF_RES_BLOCKS)}, "
+                f"got {self.detail_half_res_block!r}"
+            )
         if "early_convs" in self.detail and self.patch_size % 4:
             raise ConfigError(
                 f"early_convs needs a patch size that is a multiple of 4, got {self.patch_size}"
@@ -151,4 +161,4 @@ class ModelConfig:
         unknown = sorted(set(values) - known)
         if unknown:
             raise ConfigError(f"unknown model config fields {unknown}; known fields: {sorted(known)}")
-        return cls(**values)
+        return cls(**checked_fields(cls, values))

@@ -28,6 +28,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from .common import LayerNorm2d
+from .config import HALF_RES_BLOCKS
 from .ecm_decoder import ECMDecoder, mask_product
 
 
@@ -45,6 +46,25 @@ class ConvGELU(nn.Sequential):
             LayerNorm2d(out_ch),
             nn.GELU(),
         )
+
+
+class ConvReLU(nn.Sequential):
+    """3×3 convolution with bias, ReLU: the cheap block for 1/2 resolution.
+
+    At 1/2 resolution a channel LayerNorm permutes a map as large as the image and the exact
+    GELU's backward evaluates erf and exp per element; together they were most of the detail
+    path's extra step time (docs/benchmarks.md).
+    """
+
+    def __init__(self, in_ch: int, out_ch: int, stride: int = 1) -> None:
+        super().__init__(nn.Conv2d(in_ch, out_ch, 3, stride=stride, padding=1), nn.ReLU())
+
+
+def half_res_layer(kind: str, in_ch: int, out_ch: int, stride: int = 1) -> nn.Sequential:
+    """A 3×3 block of ``kind`` (one of HALF_RES_BLOCKS) for a layer at 1/2 resolution."""
+    if kind not in HALF_RES_BLOCKS:
+        raise ValueError(f"the 1/2-resolution block must be one of {HALF_RES_BLOCKS}, got {kind!r}")
+    return (ConvGELU if kind == "ln_gelu" else ConvReLU)(in_ch, out_ch, stride)
 
 
 def recomputed(module: nn.Module, *inputs: torch.Tensor) -> torch.Tensor:
@@ -68,13 +88,16 @@ class DetailStem(nn.Module):
     Args:
         in_chans: image channels.
         chans: widths at 1/2 and 1/4.
+        half_res_block: the block of the 1/2-resolution layer (HALF_RES_BLOCKS).
     """
 
-    def __init__(self, in_chans: int = 3, chans: Sequence[int] = (16, 32)) -> None:
+    def __init__(
+        self, in_chans: int = 3, chans: Sequence[int] = (16, 32), half_res_block: str = "ln_gelu"
+    ) -> None:
         super().__init__()
         if len(chans) != 2:
             raise ValueError(f"the detail stem takes two widths (1/2 and 1/4), got {tuple(chans)}")
-        self.half_res = ConvGELU(in_chans, chans[0], stride=2)
+        self.half_res = half_res_layer(half_res_block, in_chans, chans[0], stride=2)
         self.quarter_res = ConvGELU(chans[0], chans[1], stride=2)
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -92,6 +115,7 @@ class DetailDecoder(ECMDecoder):
         skips: add the 1/4 map to the upscaled mask features.
         full_res_head: predict a residual at the input resolution from a 1/2-resolution map.
         head_dim: width of the 1/2-resolution map of the head.
+        half_res_block: the block of the head's 1/2-resolution layer (HALF_RES_BLOCKS).
         band_rows: rows at 1/4 resolution per band of the head in training
             (:meth:`_full_res_residual`); it bounds the head's memory, not its result.
         **ecm_kwargs: the ECM-Decoder's arguments.
@@ -104,6 +128,7 @@ class DetailDecoder(ECMDecoder):
         skips: bool = True,
         full_res_head: bool = True,
         head_dim: int = 16,
+        half_res_block: str = "ln_gelu",
         band_rows: int = 64,
         **ecm_kwargs,
     ) -> None:
@@ -114,7 +139,8 @@ class DetailDecoder(ECMDecoder):
         if full_res_head:
             self.head_up = nn.ConvTranspose2d(mask_dim, head_dim, kernel_size=2, stride=2)
             self.skip_half = nn.Conv2d(skip_chans[0], head_dim, 1)
-            self.head_conv = ConvGELU(head_dim, head_dim)
+            self.head_conv = half_res_layer(half_res_block, head_dim, head_dim)
+            self.head_activation = F.gelu if half_res_block == "ln_gelu" else F.relu
             # Four weights per output pixel from each token's hypernetwork output; zero at the start,
             # so training begins from the 1/4 path's logits and the residual grows from there.
             self.head_weights = nn.Linear(mask_dim, 4 * head_dim)
@@ -181,6 +207,6 @@ class DetailDecoder(ECMDecoder):
         return torch.cat(bands, dim=2)
 
     def _residual(self, features: torch.Tensor, half: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-        fine = F.gelu(self.head_up(features) + self.skip_half(half))
+        fine = self.head_activation(self.head_up(features) + self.skip_half(half))
         fine = self.head_conv(fine)  # (B, head_dim, H/2, W/2)
         return F.pixel_shuffle(mask_product(weights, fine), 2)

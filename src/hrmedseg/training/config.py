@@ -15,6 +15,7 @@ from ..data.transforms import AugmentConfig
 from ..data.volumes import check_window
 from ..errors import ConfigError
 from ..runtime import COMPILE_MODES
+from ..schema import checked_fields
 from .optim import OPTIMIZERS, SCHEDULES
 
 
@@ -26,6 +27,12 @@ class ConfigFile:
 
     def unused_fields(self) -> dict[str, str]:
         """Fields that this configuration's other choices leave without effect, and why."""
+        return {}
+
+    @classmethod
+    def sections(cls) -> dict[str, type]:
+        """Fields that hold a mapping of another dataclass's fields, by name; their values are
+        checked against that dataclass when the config is read."""
         return {}
 
     def save(self, path: str | Path) -> None:
@@ -68,6 +75,12 @@ class RunConfig(ConfigFile):
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     compile: str = "none"  # torch.compile's mode (runtime.COMPILE_MODES); none: eager
     model_options: dict[str, Any] = field(default_factory=dict)  # extra ModelConfig fields
+
+    @classmethod
+    def sections(cls) -> dict[str, type]:
+        from ..modeling.config import ModelConfig
+
+        return {"model_options": ModelConfig}
 
     def __post_init__(self) -> None:
         if self.compile not in COMPILE_MODES:
@@ -149,6 +162,12 @@ class TrainConfig(RunConfig):
             )
         self.augmentation()  # fail early on unknown augmentation fields
 
+    @classmethod
+    def sections(cls) -> dict[str, type]:
+        from .prompted import PromptConfig
+
+        return {**super().sections(), "augment": AugmentConfig, "prompts": PromptConfig}
+
     def unused_fields(self) -> dict[str, str]:
         unused = {}
         if self.schedule == "cosine":
@@ -170,8 +189,7 @@ class TrainConfig(RunConfig):
         unknown = sorted(set(self.augment) - known)
         if unknown:
             raise ConfigError(f"unknown augment option(s) {unknown}; known: {sorted(known)}")
-        values = {k: tuple(v) if isinstance(v, list) else v for k, v in self.augment.items()}
-        return AugmentConfig(**values)
+        return AugmentConfig(**checked_fields(AugmentConfig, self.augment, source="augment"))
 
     @property
     def size(self) -> tuple[int, int]:
@@ -194,10 +212,22 @@ def load_config(
             raise ConfigError(f"{path}: unreadable config ({reason})") from None
         if not isinstance(loaded, dict):
             raise ConfigError(f"{path}: a config must be a mapping of option: value")
-        values.update(loaded)
+        values.update(_checked_file_values(config_class, loaded, path))
     values.update({k: v for k, v in overrides.items() if v is not None})
     known = {f.name for f in dataclasses.fields(config_class)}
     unknown = sorted(set(values) - known)
     if unknown:
         raise ConfigError(f"unknown config option(s) {unknown}; known: {sorted(known)}")
-    return config_class(**values)
+    return config_class(**checked_fields(config_class, values, source="options"))
+
+
+def _checked_file_values(
+    config_class: type[ConfigFile], values: dict[str, Any], path: Path
+) -> dict[str, Any]:
+    """A config file's values and those of its sections, checked against their declared types,
+    so that a wrong one is named with the file."""
+    values = checked_fields(config_class, values, source=str(path))
+    for name, section_class in config_class.sections().items():
+        if isinstance(values.get(name), dict):
+            checked_fields(section_class, values[name], source=f"{path}: {name}")
+    return values

@@ -36,6 +36,7 @@ from ..data.prompts import consecutive_labels, label_objects, prompts_from_label
 from ..errors import UnknownOptionError
 from ..losses import SegmentationLoss, binary_loss_per_mask, object_windows, overlap_scores
 from ..modeling import PromptableSegmentationModel
+from ..schema import checked_fields
 from .objectives import Objective
 
 
@@ -61,7 +62,7 @@ class PromptConfig:
         unknown = sorted(set(values) - known)
         if unknown:
             raise UnknownOptionError(f"unknown prompts option(s) {unknown}; known: {sorted(known)}")
-        return cls(**values)
+        return cls(**checked_fields(cls, values, source="prompts"))
 
 
 @dataclass
