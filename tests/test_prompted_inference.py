@@ -158,6 +158,8 @@ def test_prompt_files_are_validated_with_the_file_named(tmp_path):
         '{"objects": [{"box": [1, 1, 5, 5], "labels": [1]}]}': "'labels' without 'points'",
         '{"objects": [{"points": [[1, 2, 3]]}]}': "points must be a list of \\[x, y\\] pairs",
         '{"objects": [{"box": ["a", 1, 5, 5]}]}': "box must hold numbers only",
+        '{"objects": [{"box": [true, 1, 5, 5]}]}': "box must hold numbers only",
+        '{"objects": [{"points": [["3", 2]]}]}': "points must hold numbers only",
         '{"objects": [{"box": [NaN, 1, 5, 5]}]}': "box must be finite numbers",
         '{"objects": [{"points": [[Infinity, 2]]}]}': "points must be finite numbers",
         '{"objects": [{"points": [[1, 2]], "labels": [0.5]}]}': "'labels' must give 0 or 1",

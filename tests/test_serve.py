@@ -79,6 +79,7 @@ def test_decode_refuses_what_prompt_files_refuse(prompted):
     session = prompted.post("/api/image", content=png(60, 40)).json()["session"]  # 60 wide, 40 high
     refused = {  # the same checks, and messages, as a prompt file's (inference/prompted.object_prompt)
         '{"box": [NaN, 1, 5, 5]}': "box must be finite numbers",
+        '{"box": [true, 1, 5, 5]}': "box must hold numbers only",
         '{"points": [[Infinity, 3]], "labels": [1]}': "points must be finite numbers",
         '{"points": [[1, 2, 3]], "labels": [1]}': "points must be a list of [x, y] pairs",
         '{"points": [[1, 2]], "labels": [2]}': "'labels' must give 0 or 1",

@@ -38,8 +38,13 @@ _SIZES: dict[str, dict[str, Any]] = {
     "l": {"embed_dim": 192, "num_heads": (6, 12, 24)},
 }
 
-# The detail path chosen by the ablation in docs/benchmarks.md.
-_DETAIL = {"detail": ("early_convs", "skips", "full_res_head"), "deep_supervision": 0.4}
+# The detail path chosen by the ablation in docs/benchmarks.md. ModelConfig's default block at 1/2
+# resolution stays "ln_gelu", which model files saved before the field existed were trained with.
+_DETAIL = {
+    "detail": ("early_convs", "skips", "full_res_head"),
+    "deep_supervision": 0.4,
+    "detail_half_res_block": "relu",
+}
 
 _REGISTRY: dict[str, ModelConfig] = {}
 for _size, _kwargs in _SIZES.items():

@@ -161,7 +161,10 @@ def object_prompt(entry: object, image_hw: tuple[int, int], where: str) -> Objec
 
 
 def _numbers(value: object, where: str, name: str) -> np.ndarray:
-    """``value`` as a float array; refused by name unless every entry is a finite number."""
+    """``value`` as a float array; refused by name unless every entry is a finite number (JSON's
+    true, false and numbers written as strings included, which NumPy would quietly convert)."""
+    if not _only_numbers(value):
+        raise DataError(f"{where}: {name} must hold numbers only, got {value!r}")
     try:
         array = np.asarray(value, dtype=np.float64)
     except (TypeError, ValueError):
@@ -169,6 +172,12 @@ def _numbers(value: object, where: str, name: str) -> np.ndarray:
     if not np.isfinite(array).all():
         raise DataError(f"{where}: {name} must be finite numbers, got {value!r}")
     return array
+
+
+def _only_numbers(value: object) -> bool:
+    if isinstance(value, list | tuple):
+        return all(_only_numbers(v) for v in value)
+    return isinstance(value, int | float | np.number) and not isinstance(value, bool | np.bool_)
 
 
 class PromptedSegmenter:

@@ -60,7 +60,7 @@ class ConvReLU(nn.Sequential):
         super().__init__(nn.Conv2d(in_ch, out_ch, 3, stride=stride, padding=1), nn.ReLU())
 
 
-def half_res_layer(kind: str, in_ch: int, out_ch: int, stride: int = 1) -> nn.Sequential:
+def half_res_layer(kind: str, in_ch: int, out_ch: int, *, stride: int = 1) -> nn.Sequential:
     """A 3×3 block of ``kind`` (one of HALF_RES_BLOCKS) for a layer at 1/2 resolution."""
     if kind not in HALF_RES_BLOCKS:
         raise ValueError(f"the 1/2-resolution block must be one of {HALF_RES_BLOCKS}, got {kind!r}")

@@ -274,9 +274,11 @@ class Prompts(BaseModel):
 
     session: str
     object: int = 0
-    points: list[list[float]] = []
-    labels: list[int] = []
-    box: list[float] | None = None
+    # Left as JSON: object_prompt checks them as it checks prompt files, with the same messages
+    # (a coercing schema here would read JSON's true as the coordinate 1).
+    points: list[Any] = []
+    labels: list[Any] = []
+    box: list[Any] | None = None
     multimask: bool = True
 
 
