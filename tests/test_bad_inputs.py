@@ -209,23 +209,18 @@ CASES = {
         lambda c, t: ["train", "--resume", "--output", str(damaged_run(c, t, "config.yaml", "- a\n- b\n"))], 2,
         "config.yaml: a config must be a mapping of option: value"),
     "config with a word for a number": (
-        lambda c, t: [*TRAIN, "--data", str(c.data), "--output", str(t / "r"),
-                      "--config", str(config_file(t, "epochs: ten\n"))], 2,
+        lambda c, t: train_with_config(c, t, "epochs: ten\n"), 2,
         "cfg.yaml: epochs: expected int, got 'ten'"),
     "config with a list for a number": (
-        lambda c, t: [*TRAIN, "--data", str(c.data), "--output", str(t / "r"),
-                      "--config", str(config_file(t, "lr: [0.1]\n"))], 2, "cfg.yaml: lr: expected float, got [0.1]"),
+        lambda c, t: train_with_config(c, t, "lr: [0.1]\n"), 2, "cfg.yaml: lr: expected float, got [0.1]"),
     "config with a word in its augment section": (
-        lambda c, t: [*TRAIN, "--data", str(c.data), "--output", str(t / "r"),
-                      "--config", str(config_file(t, "augment: {hflip: often}\n"))], 2,
+        lambda c, t: train_with_config(c, t, "augment: {hflip: often}\n"), 2,
         "cfg.yaml: augment: hflip: expected float, got 'often'"),
     "config with a bad model option": (
-        lambda c, t: [*TRAIN, "--data", str(c.data), "--output", str(t / "r"),
-                      "--config", str(config_file(t, "model_options: {depths: [2, two]}\n"))], 2,
+        lambda c, t: train_with_config(c, t, "model_options: {depths: [2, two]}\n"), 2,
         "cfg.yaml: model_options: depths: expected tuple[int, ...], got [2, 'two']"),
     "config with a bad prompts option": (
-        lambda c, t: [*TRAIN, "--data", str(c.data), "--output", str(t / "r"),
-                      "--config", str(config_file(t, "prompts: {other_objects: perhaps}\n"))], 2,
+        lambda c, t: train_with_config(c, t, "prompts: {other_objects: perhaps}\n"), 2,
         "cfg.yaml: prompts: other_objects: expected bool, got 'perhaps'"),
     "resume with damaged resume changes": (
         lambda c, t: ["train", "--resume", "--output", str(damaged_run(c, t, "resume_changes.yaml", "[1, 2]"))], 2,
@@ -281,9 +276,9 @@ def nan_pixel_tiff(path: Path) -> None:
     Image.fromarray(pixels, mode="F").save(path.with_suffix(".tif"))
 
 
-def config_file(tmp, text):
+def train_with_config(c, tmp, text):
     (tmp / "cfg.yaml").write_text(text)
-    return tmp / "cfg.yaml"
+    return [*TRAIN, "--data", str(c.data), "--output", str(tmp / "r"), "--config", str(tmp / "cfg.yaml")]
 
 
 def damaged_run(c, tmp, name, text):

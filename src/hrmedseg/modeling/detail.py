@@ -60,11 +60,15 @@ class ConvReLU(nn.Sequential):
         super().__init__(nn.Conv2d(in_ch, out_ch, 3, stride=stride, padding=1), nn.ReLU())
 
 
+# Each block of HALF_RES_BLOCKS: its 3×3 layer and its activation (the head applies it alone).
+_HALF_RES = {"ln_gelu": (ConvGELU, F.gelu), "relu": (ConvReLU, F.relu)}
+
+
 def half_res_layer(kind: str, in_ch: int, out_ch: int, *, stride: int = 1) -> nn.Sequential:
     """A 3×3 block of ``kind`` (one of HALF_RES_BLOCKS) for a layer at 1/2 resolution."""
     if kind not in HALF_RES_BLOCKS:
         raise ValueError(f"the 1/2-resolution block must be one of {HALF_RES_BLOCKS}, got {kind!r}")
-    return (ConvGELU if kind == "ln_gelu" else ConvReLU)(in_ch, out_ch, stride)
+    return _HALF_RES[kind][0](in_ch, out_ch, stride)
 
 
 def recomputed(module: nn.Module, *inputs: torch.Tensor) -> torch.Tensor:
@@ -140,7 +144,7 @@ class DetailDecoder(ECMDecoder):
             self.head_up = nn.ConvTranspose2d(mask_dim, head_dim, kernel_size=2, stride=2)
             self.skip_half = nn.Conv2d(skip_chans[0], head_dim, 1)
             self.head_conv = half_res_layer(half_res_block, head_dim, head_dim)
-            self.head_activation = F.gelu if half_res_block == "ln_gelu" else F.relu
+            self.head_activation = _HALF_RES[half_res_block][1]
             # Four weights per output pixel from each token's hypernetwork output; zero at the start,
             # so training begins from the 1/4 path's logits and the residual grows from there.
             self.head_weights = nn.Linear(mask_dim, 4 * head_dim)

@@ -213,12 +213,13 @@ def load_config(
         if not isinstance(loaded, dict):
             raise ConfigError(f"{path}: a config must be a mapping of option: value")
         values.update(_checked_file_values(config_class, loaded, path))
-    values.update({k: v for k, v in overrides.items() if v is not None})
+    given = {k: v for k, v in overrides.items() if v is not None}
+    values.update(checked_fields(config_class, given, source="options"))
     known = {f.name for f in dataclasses.fields(config_class)}
     unknown = sorted(set(values) - known)
     if unknown:
         raise ConfigError(f"unknown config option(s) {unknown}; known: {sorted(known)}")
-    return config_class(**checked_fields(config_class, values, source="options"))
+    return config_class(**values)
 
 
 def _checked_file_values(
