@@ -18,6 +18,10 @@ import hrmedseg
 from hrmedseg import ModelConfig
 from hrmedseg.modeling import AutomaticSegmentationModel, HRMedSegSAM
 
+# One block of each kind in every stage and the decoder: every operator is still exported, and an
+# ONNX export's time grows with the number of blocks (tens of seconds for the full hrmedseg_t).
+SHALLOW = {"depths": (1, 1, 1), "decoder_depth": 1, "num_mbconv": 1}
+
 
 class SimulatedCrash(Exception):
     """Stands for a run killed between two epochs in the resume tests."""

@@ -10,7 +10,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
-from helpers import zero_init_unfrozen
+from helpers import SHALLOW, zero_init_unfrozen
 from PIL import Image
 
 import hrmedseg
@@ -27,20 +27,29 @@ def session(path) -> ort.InferenceSession:
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
-    """A binary and a 3-class HRMedSeg and an HRMedSegSAM, each saved and exported once."""
+    """Shallow models, each saved and exported once: a binary HRMedSeg (through ``hrmedseg
+    export``), a 3-class one trained on native windows (so ONNX prediction tiles it), and an
+    HRMedSegSAM with and without the box-region prompt."""
     root = tmp_path_factory.mktemp("onnx")
     torch.manual_seed(0)
     out = {}
     for name, model in (
-        ("binary", hrmedseg.create_model("hrmedseg_t", img_size=SIZE)),
-        ("classes", hrmedseg.create_model("hrmedseg_t", num_classes=3, img_size=SIZE)),
-        ("sam", hrmedseg.create_model("hrmedseg_sam_t", img_size=SIZE)),
+        ("binary", hrmedseg.create_model("hrmedseg_t", img_size=SIZE, **SHALLOW)),
+        ("classes", hrmedseg.create_model("hrmedseg_t", num_classes=3, img_size=SIZE, input_scale="native",
+                                          **SHALLOW)),
+        ("sam", hrmedseg.create_model("hrmedseg_sam_t", img_size=SIZE, **SHALLOW)),
         ("sam_regions", zero_init_unfrozen(hrmedseg.create_model("hrmedseg_sam_t", img_size=SIZE,
-                                                                 box_region_prompt=True))),
+                                                                 box_region_prompt=True, **SHALLOW))),
     ):  # fmt: skip
         model.eval()
         checkpoint = hrmedseg.save_model(model, root / f"{name}.safetensors")
-        out[name] = (model, checkpoint, export_onnx(model, root / f"{name}.onnx"))
+        if name == "binary":
+            paths = [root / "binary.onnx"]
+            argv = ["export", "--checkpoint", str(checkpoint), "--output", str(*paths), "--quiet"]
+            assert cli_main(argv) == 0
+        else:
+            paths = export_onnx(model, root / f"{name}.onnx")
+        out[name] = (model, checkpoint, paths)
     return out
 
 
@@ -123,9 +132,7 @@ def test_graphs_are_float32_throughout_and_carry_their_role(exported):
 
 
 def test_cli_export_then_predict_with_onnx_runs_without_torch(exported, tmp_path):
-    _, checkpoint, _ = exported["binary"]
-    onnx_path = tmp_path / "cli.onnx"
-    assert cli_main(["export", "--checkpoint", str(checkpoint), "--output", str(onnx_path), "--quiet"]) == 0
+    _, checkpoint, (onnx_path,) = exported["binary"]  # written by hrmedseg export
     data = make_synthetic_dataset(tmp_path / "data", num_images=4, size_range=(50, 90))
     images = data / "images"
     script = (
@@ -206,23 +213,22 @@ def test_onnx_masks_are_postprocessed_per_class(exported):
     assert not np.array_equal(cleaned, plain)
 
 
-def test_onnx_tiles_as_pytorch_does_and_native_models_by_default(exported, tmp_path):
-    """Tiled ONNX prediction shares the PyTorch path's blending: the same probabilities up to
-    float rounding, for a model trained on native windows (tiled by default) and with --tile."""
+def test_onnx_tiles_and_flips_as_pytorch_does_and_native_models_by_default(exported):
+    """Tiled ONNX prediction shares the PyTorch path's blending and test-time flips: the same
+    probabilities up to float rounding, for a model trained on native windows (tiled by default)
+    and with --tile."""
     from hrmedseg.deployment.onnx_segmenter import OnnxSegmenter
     from hrmedseg.inference.tiling import Tiling
 
-    torch.manual_seed(1)
-    native = hrmedseg.create_model("hrmedseg_t", num_classes=3, img_size=SIZE, input_scale="native").eval()
-    (native_path,) = export_onnx(native, tmp_path / "native.onnx")
+    native, _, (native_path,) = exported["classes"]
     model, _, (resized_path,) = exported["binary"]
     rng = np.random.default_rng(0)
     images = [rng.random((150, 100, 3)).astype(np.float32), rng.random((40, 90, 3)).astype(np.float32)]
     linear = Tiling(0.5, "linear")
     for onnx_segmenter, segmenter in (
         (
-            OnnxSegmenter(native_path, batch_size=3, tta="hflip"),
-            hrmedseg.Segmenter(native, "cpu", tta="hflip"),
+            OnnxSegmenter(native_path, batch_size=3, tta="flips"),
+            hrmedseg.Segmenter(native, "cpu", tta="flips"),
         ),
         (OnnxSegmenter(resized_path, tiling=linear), hrmedseg.Segmenter(model, "cpu", tiling=linear)),
     ):
@@ -233,3 +239,6 @@ def test_onnx_tiles_as_pytorch_does_and_native_models_by_default(exported, tmp_p
             assert a.shape == b.shape == (b.shape[0], *image.shape[:2])
             assert np.abs(a - b).max() < 1e-4
     assert OnnxSegmenter(resized_path).tiling is None
+    (ours,) = OnnxSegmenter(resized_path, tta="flips").iter_probabilities(images[1:])
+    (reference,) = hrmedseg.Segmenter(model, "cpu", tta="flips").iter_probabilities(images[1:])
+    np.testing.assert_allclose(ours, reference, atol=1e-4)
