@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import scores_of_model_and_of_its_masks, zero_init_unfrozen
+from helpers import SHALLOW, scores_of_model_and_of_its_masks, zero_init_unfrozen
 from PIL import Image
 
 import hrmedseg
@@ -44,7 +44,7 @@ def test_registered_sizes_and_the_paper_models_unchanged():
 def test_a_model_file_written_before_the_detail_fields_existed_loads():
     old = {k: v for k, v in create_model("hrmedseg_t").config.to_dict().items()
            if k not in ("detail", "detail_chans", "detail_head_dim", "deep_supervision",
-                        "detail_half_res_block")}  # fmt: skip
+                        "detail_half_res_block", "detail_stem_blocks")}  # fmt: skip
     assert ModelConfig.from_dict(old) == create_model("hrmedseg_t").config
 
 
@@ -67,6 +67,24 @@ def test_the_relu_block_has_no_norm_at_half_resolution():
     assert type(model.detail_stem.quarter_res[1]).__name__ == "LayerNorm2d"  # 1/4 resolution keeps its norm
 
 
+def test_stem_blocks_are_residual_at_quarter_resolution_and_absent_by_default():
+    plain = create_model("hrmedseg_detail_t", img_size=64)
+    assert plain.detail_stem.quarter_blocks is None
+    assert not any("quarter_blocks" in k for k in plain.state_dict())  # registered models' keys unchanged
+    model = detail_model(detail_stem_blocks=2)
+    names = {k for k in model.state_dict() if k.startswith("detail_stem.quarter_blocks")}
+    assert {"detail_stem.quarter_blocks.1.conv.weight", "detail_stem.quarter_blocks.1.norm.weight"} <= names
+    images = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        quarter_res = model.detail_stem.quarter_res(model.detail_stem.half_res(images))
+        block = model.detail_stem.quarter_blocks[0]
+        expected = F.gelu(quarter_res + block.norm(block.conv(block.conv_gelu(quarter_res))))
+        torch.testing.assert_close(model.detail_stem.quarter_blocks[:1](quarter_res), expected)
+        half, quarter = model.detail_stem(images)
+        torch.testing.assert_close(quarter, model.detail_stem.quarter_blocks(quarter_res))
+        assert quarter.shape == (2, 32, 16, 16) and half.shape == (2, 16, 32, 32)
+
+
 @pytest.mark.parametrize(
     "options,message",
     [
@@ -75,6 +93,7 @@ def test_the_relu_block_has_no_norm_at_half_resolution():
         ({"detail_chans": (16,)}, "two positive widths"),
         ({"deep_supervision": -1.0}, "deep_supervision must be >= 0"),
         ({"detail_half_res_block": "bn"}, r"detail_half_res_block must be one of \['ln_gelu', 'relu'\]"),
+        ({"detail_stem_blocks": -1}, "detail_stem_blocks must be >= 0, got -1"),
         ({"patch_size": 2, "img_size": 64}, "multiple of 4"),
     ],
 )
@@ -189,7 +208,7 @@ def test_save_load_round_trip_and_onnx_parity(tmp_path):
     ort = pytest.importorskip("onnxruntime")
     from hrmedseg.deployment.export_onnx import export_onnx
 
-    model = detail_model((64, 96), num_classes=2)
+    model = detail_model((64, 96), num_classes=2, **SHALLOW)
     restored = load_model(save_model(model, tmp_path / "m.safetensors"))
     assert type(restored) is HRMedSegDetail and restored.config == model.config
     images = torch.randn(3, 3, 64, 96)

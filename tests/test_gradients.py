@@ -38,17 +38,23 @@ def test_hrmedseg_gradients_match_fp64(num_classes, checkpointed):
     fp32_vs_fp64(model, gradient_batch(2, SIZE)).assert_agree()
 
 
-@pytest.mark.parametrize("checkpointed,half_res_block", [(False, "relu"), (True, "relu"), (False, "ln_gelu")])
-def test_hrmedseg_detail_gradients_match_fp64(checkpointed, half_res_block):
-    # Every parameter of the detail path too: stem, skips, the full-resolution head (recomputed in
-    # backward) and the early-convolution patch embedding, with either block at 1/2 resolution.
-    model = gradient_model("hrmedseg_detail_b", SIZE, num_classes=2, detail_half_res_block=half_res_block)
+@pytest.mark.parametrize(
+    "checkpointed,half_res_block,stem_blocks", [(False, "relu", 0), (True, "relu", 1), (False, "ln_gelu", 0)]
+)
+def test_hrmedseg_detail_gradients_match_fp64(checkpointed, half_res_block, stem_blocks):
+    # Every parameter of the detail path too: stem (with its residual blocks), skips, the
+    # full-resolution head (recomputed in backward) and the early-convolution patch embedding,
+    # with either block at 1/2 resolution.
+    model = gradient_model("hrmedseg_detail_b", SIZE, num_classes=2, detail_half_res_block=half_res_block,
+                           detail_stem_blocks=stem_blocks)  # fmt: skip
     model.set_grad_checkpointing(checkpointed)
     comparison = fp32_vs_fp64(model, gradient_batch(2, SIZE))
     comparison.assert_agree()
     for name in ("detail_stem.half_res.0.weight", "mask_decoder.head_conv.0.weight",
                  "mask_decoder.skip_quarter.weight", "image_encoder.patch_embed.weight"):  # fmt: skip
         assert name in comparison.errors and name not in comparison.negligible, name
+    if stem_blocks:
+        assert "detail_stem.quarter_blocks.0.conv.weight" in comparison.errors
 
 
 @pytest.mark.parametrize("prompts", PROMPTS)

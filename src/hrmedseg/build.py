@@ -190,7 +190,9 @@ def _build_hrmedseg_detail(config: ModelConfig) -> HRMedSegDetail:
         half_res_block=config.detail_half_res_block,
         **_decoder_options(config, config.num_classes),
     )
-    stem = DetailStem(config.in_chans, config.detail_chans, config.detail_half_res_block)
+    stem = DetailStem(
+        config.in_chans, config.detail_chans, config.detail_half_res_block, config.detail_stem_blocks
+    )
     return HRMedSegDetail(stem, encoder, decoder, config)
 
 

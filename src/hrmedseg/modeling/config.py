@@ -35,8 +35,9 @@ class ModelConfig:
     ``detail`` to ``deep_supervision`` describe the detail path of ``hrmedseg_detail`` models
     (:mod:`hrmedseg.modeling.detail`): its components (``DETAIL_COMPONENTS``), the stem's widths at
     1/2 and 1/4 resolution, the width of the full-resolution head, the block of the layers at 1/2
-    resolution (``HALF_RES_BLOCKS``: ``"ln_gelu"``, or ``"relu"`` without a norm), and the weight
-    of the loss on the 1/4-resolution logits during training (0: none).
+    resolution (``HALF_RES_BLOCKS``: ``"ln_gelu"``, or ``"relu"`` without a norm), the number of
+    residual blocks in the stem at 1/4 resolution, and the weight of the loss on the
+    1/4-resolution logits during training (0: none).
     """
 
     name: str
@@ -67,6 +68,7 @@ class ModelConfig:
     detail_chans: tuple[int, ...] = (16, 32)
     detail_head_dim: int = 16
     detail_half_res_block: str = "ln_gelu"
+    detail_stem_blocks: int = 0
     deep_supervision: float = 0.0
 
     def __post_init__(self) -> None:
@@ -137,6 +139,8 @@ class ModelConfig:
                 f"detail_half_res_block must be one of {list(HALF_RES_BLOCKS)}, "
                 f"got {self.detail_half_res_block!r}"
             )
+        if self.detail_stem_blocks < 0:
+            raise ConfigError(f"detail_stem_blocks must be >= 0, got {self.detail_stem_blocks}")
         if "early_convs" in self.detail and self.patch_size % 4:
             raise ConfigError(
                 f"early_convs needs a patch size that is a multiple of 4, got {self.patch_size}"

@@ -4,9 +4,10 @@ The paper's model sees the image only through one stride-16 patch embedding and 
 the 1/4 grid, so nothing narrower than about 4 input pixels (a vessel, a cell border) can be drawn.
 The detail path adds, as selectable components:
 
-- ``early_convs``: a shallow convolutional stem (two stride-2 3×3 convolutions, to 1/2 and 1/4)
-  whose 1/4 map the encoder patchifies (4×4, stride 4) instead of the raw image (Xiao et al. 2021,
-  "Early convolutions help transformers see better");
+- ``early_convs``: a shallow convolutional stem (two stride-2 3×3 convolutions, to 1/2 and 1/4,
+  optionally followed by residual blocks at 1/4) whose 1/4 map the encoder patchifies (4×4,
+  stride 4) instead of the raw image (Xiao et al. 2021, "Early convolutions help transformers see
+  better");
 - ``skips``: the stem's 1/4 map added to the decoder's upscaled mask features before the mask
   product, as U-Net skips and SAM-HQ's early-feature fusion do;
 - ``full_res_head``: the fused 1/4 features upsampled to 1/2 with the stem's 1/2 map added, a 3×3
@@ -71,6 +72,20 @@ def half_res_layer(kind: str, in_ch: int, out_ch: int, *, stride: int = 1) -> nn
     return _HALF_RES[kind][0](in_ch, out_ch, stride)
 
 
+class ResidualConvBlock(nn.Module):
+    """(B, C, h, w) -> (B, C, h, w): x + LN(conv(GELU(LN(conv(x))))), then GELU; a ResNet basic
+    block with channel LayerNorms (:class:`ConvGELU` says why not BatchNorm)."""
+
+    def __init__(self, chans: int) -> None:
+        super().__init__()
+        self.conv_gelu = ConvGELU(chans, chans)
+        self.conv = nn.Conv2d(chans, chans, 3, padding=1, bias=False)
+        self.norm = LayerNorm2d(chans)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.gelu(x + self.norm(self.conv(self.conv_gelu(x))))
+
+
 def recomputed(module: nn.Module, *inputs: torch.Tensor) -> torch.Tensor:
     """Run ``module``; in training, recompute it in backward instead of storing its activations.
 
@@ -93,20 +108,36 @@ class DetailStem(nn.Module):
         in_chans: image channels.
         chans: widths at 1/2 and 1/4.
         half_res_block: the block of the 1/2-resolution layer (HALF_RES_BLOCKS).
+        quarter_res_blocks: residual blocks (:class:`ResidualConvBlock`) after the stride-2 layer
+            to 1/4; recomputed with it, so they add compute, not stored activations.
     """
 
     def __init__(
-        self, in_chans: int = 3, chans: Sequence[int] = (16, 32), half_res_block: str = "ln_gelu"
+        self,
+        in_chans: int = 3,
+        chans: Sequence[int] = (16, 32),
+        half_res_block: str = "ln_gelu",
+        quarter_res_blocks: int = 0,
     ) -> None:
         super().__init__()
         if len(chans) != 2:
             raise ValueError(f"the detail stem takes two widths (1/2 and 1/4), got {tuple(chans)}")
         self.half_res = half_res_layer(half_res_block, in_chans, chans[0], stride=2)
         self.quarter_res = ConvGELU(chans[0], chans[1], stride=2)
+        # Absent when empty, so that the keys of stems without blocks stay as they were.
+        self.quarter_blocks = (
+            nn.Sequential(*(ResidualConvBlock(chans[1]) for _ in range(quarter_res_blocks)))
+            if quarter_res_blocks
+            else None
+        )
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         half = recomputed(self.half_res, images)
-        return half, recomputed(self.quarter_res, half)
+        return half, recomputed(self._quarter, half)
+
+    def _quarter(self, half: torch.Tensor) -> torch.Tensor:
+        quarter = self.quarter_res(half)
+        return quarter if self.quarter_blocks is None else self.quarter_blocks(quarter)
 
 
 class DetailDecoder(ECMDecoder):
