@@ -21,7 +21,7 @@ input resolution come from features computed at 1/2 resolution from full-resolut
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -86,8 +86,9 @@ class ResidualConvBlock(nn.Module):
         return F.gelu(x + self.norm(self.conv(self.conv_gelu(x))))
 
 
-def recomputed(module: nn.Module, *inputs: torch.Tensor) -> torch.Tensor:
-    """Run ``module``; in training, recompute it in backward instead of storing its activations.
+def recomputed(module: Callable[..., torch.Tensor], *inputs: torch.Tensor) -> torch.Tensor:
+    """Run ``module`` (a layer or a function of layers); in training, recompute it in backward
+    instead of storing its activations.
 
     Used for the layers at 1/2 and 1/4 resolution: they cost a few per cent of the model's
     FLOPs, but each map they would store at 1/2 resolution is as large as all the 1/16
