@@ -11,20 +11,16 @@ Images and masks are written as PNG (lossless), the split as ``split.json``; oth
 from __future__ import annotations
 
 import argparse
-import json
-import shutil
 from pathlib import Path
 
+from common.dataset_copy import copy_dataset  # benchmarks/ is on sys.path when run as a script
 from PIL import Image
 
-from hrmedseg.data import find_dataset
+from hrmedseg.data.folders import Sample
 
 
 def center_crop(source: Path, destination: Path, size: int) -> int:
-    index = find_dataset(source)  # checks the layout and pairs images with masks
-    for sub in ("images", "masks"):
-        (destination / sub).mkdir(parents=True, exist_ok=True)
-    for sample in index.samples.values():
+    def write_case(sample: Sample, images: Path, masks: Path) -> None:
         with Image.open(sample.image) as image, Image.open(sample.mask) as mask:
             if image.size != mask.size:
                 raise ValueError(f"{sample.image}: {image.size} but its mask is {mask.size}")
@@ -32,14 +28,10 @@ def center_crop(source: Path, destination: Path, size: int) -> int:
             if min(width, height) < size:
                 raise ValueError(f"{sample.image}: {width} x {height} is smaller than the {size}² crop")
             box = ((width - size) // 2, (height - size) // 2, (width + size) // 2, (height + size) // 2)
-            image.crop(box).save(destination / "images" / f"{sample.stem}.png")
-            mask.crop(box).save(destination / "masks" / f"{sample.stem}.png")
-    if index.split is not None:
-        (destination / "split.json").write_text(json.dumps(index.split, indent=1))
-    for extra in source.iterdir():
-        if extra.is_file() and not extra.name.endswith("split.json"):
-            shutil.copy2(extra, destination / extra.name)
-    return len(index.samples)
+            image.crop(box).save(images / f"{sample.stem}.png")
+            mask.crop(box).save(masks / f"{sample.stem}.png")
+
+    return copy_dataset(source, destination, write_case)
 
 
 def main() -> None:

@@ -11,31 +11,24 @@ images by stem. ``gpu_data/`` is git-ignored; never commit data.
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 from pathlib import Path
 
+from common.dataset_copy import copy_dataset  # benchmarks/ is on sys.path when run as a script
 from PIL import Image
 
-from hrmedseg.data import find_dataset
+from hrmedseg.data.folders import Sample
 
 
 def copy_as_jpeg(source: Path, destination: Path, quality: int) -> int:
-    index = find_dataset(source)  # checks the layout and pairs images with masks
-    for sub in ("images", "masks"):
-        (destination / sub).mkdir(parents=True, exist_ok=True)
-    for sample in index.samples.values():
+    def write_case(sample: Sample, images: Path, masks: Path) -> None:
         with Image.open(sample.image) as image:
             if image.mode not in ("L", "RGB"):
                 image = image.convert("RGB")
-            image.save(destination / "images" / f"{sample.stem}.jpg", quality=quality)
-        shutil.copy2(sample.mask, destination / "masks" / sample.mask.name)
-    if index.split is not None:  # in this layout's name, whatever the source's was
-        (destination / "split.json").write_text(json.dumps(index.split, indent=1))
-    for extra in source.iterdir():
-        if extra.is_file() and not extra.name.endswith("split.json"):
-            shutil.copy2(extra, destination / extra.name)
-    return len(index.samples)
+            image.save(images / f"{sample.stem}.jpg", quality=quality)
+        shutil.copy2(sample.mask, masks / sample.mask.name)
+
+    return copy_dataset(source, destination, write_case)
 
 
 def main() -> None:
