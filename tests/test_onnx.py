@@ -45,7 +45,7 @@ def exported(tmp_path_factory):
         checkpoint = hrmedseg.save_model(model, root / f"{name}.safetensors")
         if name == "binary":
             paths = [root / "binary.onnx"]
-            argv = ["export", "--checkpoint", str(checkpoint), "--output", str(*paths), "--quiet"]
+            argv = ["export", "--checkpoint", str(checkpoint), "--output", str(paths[0]), "--quiet"]
             assert cli_main(argv) == 0
         else:
             paths = export_onnx(model, root / f"{name}.onnx")
