@@ -73,6 +73,16 @@ def test_hrmedseg_sam_with_box_regions_gradients_match_fp64():
     assert "prompt_encoder.box_downscaling.0.weight" in comparison.errors
 
 
+def test_hrmedseg_sam_detail_gradients_match_fp64():
+    # Box, point and mask prompts through the stem's maps and the full-resolution head.
+    model = gradient_model("hrmedseg_sam_detail_b", SIZE)
+    comparison = fp32_vs_fp64(model, gradient_batch(2, SIZE), "boxes+points+mask")
+    comparison.assert_agree()
+    for name in ("detail_stem.half_res.0.weight", "mask_decoder.head_conv.0.weight",
+                 "mask_decoder.skip_quarter.weight", "prompt_encoder.box_downscaling.0.weight"):  # fmt: skip
+        assert name in comparison.errors and name not in comparison.negligible, name
+
+
 def test_the_comparison_catches_a_wrong_backward(monkeypatch):
     # A pooling whose backward maps each cell to the windows of a cell two cells away, as CUDA's
     # channels-last avg_pool2d once did: the loss is unchanged and the check must fail.

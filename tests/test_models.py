@@ -18,7 +18,7 @@ def model_b():
 
 
 def test_registry_lists_every_size_of_every_architecture():
-    families = ("hrmedseg", "hrmedseg_detail", "hrmedseg_sam", "hrmedseg_sam_region")
+    families = ("hrmedseg", "hrmedseg_detail", "hrmedseg_sam", "hrmedseg_sam_region", "hrmedseg_sam_detail")
     assert hrmedseg.list_models() == sorted(f"{family}_{size}" for family in families for size in "tsbl")
     assert hrmedseg.list_models("hrmedseg_sam_?") == [
         "hrmedseg_sam_b",
@@ -81,8 +81,9 @@ def test_batched_decoding_equals_one_image_at_a_time(model_b):
     ["none", "points", "boxes", "points+boxes", "boxes+mask"],
 )
 @pytest.mark.parametrize("multimask", [True, False])
-def test_hrmedseg_sam_prompt_combinations(prompts, multimask):
-    model = create_model("hrmedseg_sam_t").eval()
+@pytest.mark.parametrize("name", ["hrmedseg_sam_t", "hrmedseg_sam_detail_t"])
+def test_hrmedseg_sam_prompt_combinations(prompts, multimask, name):
+    model = create_model(name).eval()
     batch, size = 2, (256, 320)
     kwargs = {}
     if "points" in prompts:
@@ -102,13 +103,14 @@ def test_hrmedseg_sam_prompt_combinations(prompts, multimask):
     assert out["low_res_logits"].shape == (batch, m, 64, 80)
 
 
-def test_hrmedseg_sam_shares_one_embedding_across_many_boxes():
-    model = create_model("hrmedseg_sam_t").eval()
+@pytest.mark.parametrize("name", ["hrmedseg_sam_t", "hrmedseg_sam_detail_t"])
+def test_hrmedseg_sam_shares_one_embedding_across_many_boxes(name, unfreeze_zero_init):
+    model = unfreeze_zero_init(create_model(name)).eval()
     image = torch.randn(1, 3, 128, 128)
     boxes = torch.tensor([[0.0, 0.0, 60.0, 60.0], [50.0, 50.0, 120.0, 127.0], [10.0, 70.0, 40.0, 100.0]])
     with torch.no_grad():
-        embedding = model.image_encoder(image)
-        shared = model.decode(embedding, (128, 128), boxes=boxes)["masks"]
+        embedding = model.embed(image)
+        shared = model.decode(**embedding, image_size=(128, 128), boxes=boxes)["masks"]
         one_by_one = torch.cat([model(image, boxes=b[None])["masks"] for b in boxes])
     torch.testing.assert_close(shared, one_by_one, rtol=1e-4, atol=1e-4)
 
@@ -133,8 +135,9 @@ def test_gradient_reaches_every_parameter(num_classes, unfreeze_zero_init):
     _all_grads_nonzero(model)
 
 
-def test_gradient_reaches_every_parameter_of_hrmedseg_sam(unfreeze_zero_init):
-    model = create_model("hrmedseg_sam_t")
+@pytest.mark.parametrize("name", ["hrmedseg_sam_t", "hrmedseg_sam_detail_t"])
+def test_gradient_reaches_every_parameter_of_hrmedseg_sam(name, unfreeze_zero_init):
+    model = create_model(name)
     unfreeze_zero_init(model)
     images = torch.randn(2, 3, 64, 64)
     # Negative, positive and padding points with a single mask; a box and a mask prompt with
@@ -156,7 +159,7 @@ def test_gradient_reaches_every_parameter_of_hrmedseg_sam(unfreeze_zero_init):
     _all_grads_nonzero(model)
 
 
-@pytest.mark.parametrize("name", ["hrmedseg_t", "hrmedseg_sam_t"])
+@pytest.mark.parametrize("name", ["hrmedseg_t", "hrmedseg_sam_t", "hrmedseg_sam_detail_t"])
 def test_gradient_checkpointing_matches_plain_model(name, unfreeze_zero_init):
     plain = create_model(name, num_classes=1)
     unfreeze_zero_init(plain)

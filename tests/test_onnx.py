@@ -29,7 +29,7 @@ def session(path) -> ort.InferenceSession:
 def exported(tmp_path_factory):
     """Shallow models, each saved and exported once: a binary HRMedSeg (through ``hrmedseg
     export``), a 3-class one trained on native windows (so ONNX prediction tiles it), and an
-    HRMedSegSAM with and without the box-region prompt."""
+    HRMedSegSAM with and without the box-region prompt, and with the detail path."""
     root = tmp_path_factory.mktemp("onnx")
     torch.manual_seed(0)
     out = {}
@@ -40,6 +40,8 @@ def exported(tmp_path_factory):
         ("sam", hrmedseg.create_model("hrmedseg_sam_t", img_size=SIZE, **SHALLOW)),
         ("sam_regions", zero_init_unfrozen(hrmedseg.create_model("hrmedseg_sam_t", img_size=SIZE,
                                                                  box_region_prompt=True, **SHALLOW))),
+        ("sam_detail", zero_init_unfrozen(hrmedseg.create_model("hrmedseg_sam_detail_t", img_size=SIZE,
+                                                                **SHALLOW))),
     ):  # fmt: skip
         model.eval()
         checkpoint = hrmedseg.save_model(model, root / f"{name}.safetensors")
@@ -70,15 +72,18 @@ def test_hrmedseg_graph_matches_pytorch_for_any_batch(exported, name):
             np.testing.assert_array_equal(logits.argmax(1), reference.argmax(1))
 
 
-@pytest.mark.parametrize("name", ["sam", "sam_regions"])
+@pytest.mark.parametrize("name", ["sam", "sam_regions", "sam_detail"])
 def test_sam_graphs_match_the_model_for_points_boxes_and_mask_prompts(exported, name):
     model, _, (encoder_path, decoder_path) = exported[name]
     encoder, decoder = session(encoder_path), session(decoder_path)
     images = torch.randn(1, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(7))
-    (embeddings,) = encoder.run(None, {"images": images.numpy()})
     with torch.no_grad():
-        reference_embeddings = model.image_encoder(images)
-    assert np.abs(embeddings - reference_embeddings.numpy()).max() < 1e-4
+        reference = model.embed(images)
+    # The image embeddings, and with the detail path the stem's maps, by name.
+    assert [o.name for o in encoder.get_outputs()] == list(reference)
+    embedding = dict(zip(reference, encoder.run(None, {"images": images.numpy()}), strict=True))
+    for key, tensor in reference.items():
+        assert np.abs(embedding[key] - tensor.numpy()).max() < 1e-4, key
 
     grid = model.config.grid_size
     no_mask = {"mask_input": np.zeros((2, 1, 4 * grid[0], 4 * grid[1]), np.float32),
@@ -99,12 +104,12 @@ def test_sam_graphs_match_the_model_for_points_boxes_and_mask_prompts(exported, 
          {"boxes": boxes, "mask_inputs": previous}),
     ]  # fmt: skip
     for (coords, point_labels, extra), prompts in cases:
-        inputs = {"image_embeddings": embeddings, "point_coords": coords.numpy(),
-                  "point_labels": point_labels.float().numpy(), **extra}  # fmt: skip
+        inputs = {**embedding, "point_coords": coords.numpy(), "point_labels": point_labels.float().numpy(),
+                  **extra}  # fmt: skip
         masks, iou = decoder.run(None, inputs)
         with torch.no_grad():
-            single = model.decode(reference_embeddings, (SIZE, SIZE), multimask_output=False, **prompts)
-            multi = model.decode(reference_embeddings, (SIZE, SIZE), multimask_output=True, **prompts)
+            single = model.decode(**reference, image_size=(SIZE, SIZE), multimask_output=False, **prompts)
+            multi = model.decode(**reference, image_size=(SIZE, SIZE), multimask_output=True, **prompts)
         assert masks.shape == (2, 4, SIZE, SIZE) and iou.shape == (2, 4)
         expected = torch.cat([single["masks"], multi["masks"]], 1).numpy()
         assert np.abs(masks - expected).max() < 1e-4

@@ -60,6 +60,7 @@ _EXPORTS = {
             "HRMedSeg",
             "HRMedSegDetail",
             "HRMedSegSAM",
+            "HRMedSegSAMDetail",
             "PromptableSegmentationModel",
             "SegmentationModel",
         ),
@@ -77,6 +78,7 @@ __all__ = [
     "HRMedSegDetail",
     "HRMedSegError",
     "HRMedSegSAM",
+    "HRMedSegSAMDetail",
     "InputNotFoundError",
     "MissingDependencyError",
     "ModelConfig",
@@ -154,6 +156,7 @@ if TYPE_CHECKING:  # what static analysis and IDEs see
         HRMedSeg,
         HRMedSegDetail,
         HRMedSegSAM,
+        HRMedSegSAMDetail,
         PromptableSegmentationModel,
         SegmentationModel,
     )

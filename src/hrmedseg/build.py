@@ -17,6 +17,7 @@ from .modeling import ECMDecoder, HRMedSeg, HRMedSegSAM, LGViT, PromptEncoder, S
 from .modeling.config import ARCHITECTURES, ModelConfig
 from .modeling.detail import DetailDecoder, DetailStem
 from .modeling.hrmedseg_detail import HRMedSegDetail
+from .modeling.hrmedseg_sam_detail import HRMedSegSAMDetail
 from .schema import checked_fields
 
 __all__ = [
@@ -40,22 +41,24 @@ _SIZES: dict[str, dict[str, Any]] = {
 
 # The detail path chosen by the ablation in docs/benchmarks.md. ModelConfig's default block at 1/2
 # resolution stays "ln_gelu", which model files saved before the field existed were trained with.
-_DETAIL = {
-    "detail": ("early_convs", "skips", "full_res_head"),
-    "deep_supervision": 0.4,
-    "detail_half_res_block": "relu",
-}
+_DETAIL_PATH = {"detail": ("early_convs", "skips", "full_res_head"), "detail_half_res_block": "relu"}
 
-_REGISTRY: dict[str, ModelConfig] = {}
-for _size, _kwargs in _SIZES.items():
-    for _arch in ARCHITECTURES:
-        _name = f"{_arch}_{_size}"
-        _extra = _DETAIL if _arch == "hrmedseg_detail" else {}
-        _REGISTRY[_name] = ModelConfig(name=_name, arch=_arch, **_kwargs, **_extra)
+# Registered names are <family>_<size>.
+_FAMILIES: dict[str, dict[str, Any]] = {
+    "hrmedseg": {"arch": "hrmedseg"},
+    "hrmedseg_sam": {"arch": "hrmedseg_sam"},
+    "hrmedseg_detail": {"arch": "hrmedseg_detail", **_DETAIL_PATH, "deep_supervision": 0.4},
     # HRMedSegSAM that also takes each box as a map of its region, so its mask follows the box
     # (docs/benchmarks.md, prompt-following); the paper's hrmedseg_sam_* stay as they are.
-    _name = f"hrmedseg_sam_region_{_size}"
-    _REGISTRY[_name] = ModelConfig(name=_name, arch="hrmedseg_sam", **_kwargs, box_region_prompt=True)
+    "hrmedseg_sam_region": {"arch": "hrmedseg_sam", "box_region_prompt": True},
+    # ... and with the detail path, so that its masks are drawn at the input resolution.
+    "hrmedseg_sam_detail": {"arch": "hrmedseg_sam_detail", "box_region_prompt": True, **_DETAIL_PATH},
+}
+_REGISTRY: dict[str, ModelConfig] = {
+    f"{family}_{size}": ModelConfig(name=f"{family}_{size}", **size_options, **options)
+    for size, size_options in _SIZES.items()
+    for family, options in _FAMILIES.items()
+}
 
 
 def list_models(pattern: str = "*") -> list[str]:
@@ -182,18 +185,33 @@ def _build_hrmedseg_sam(config: ModelConfig) -> HRMedSegSAM:
 @register_architecture("hrmedseg_detail")
 def _build_hrmedseg_detail(config: ModelConfig) -> HRMedSegDetail:
     encoder = _encoder(config)
-    decoder = DetailDecoder(
+    decoder = _detail_decoder(config, config.num_classes)
+    return HRMedSegDetail(_detail_stem(config), encoder, decoder, config)
+
+
+@register_architecture("hrmedseg_sam_detail", promptable=True)
+def _build_hrmedseg_sam_detail(config: ModelConfig) -> HRMedSegSAMDetail:
+    encoder = _encoder(config)
+    decoder = _detail_decoder(config, 1 + config.num_multimask_outputs)
+    prompt_encoder = PromptEncoder(config.decoder_dim, config.mask_in_chans, config.box_region_prompt)
+    return HRMedSegSAMDetail(_detail_stem(config), encoder, prompt_encoder, decoder, config)
+
+
+def _detail_decoder(config: ModelConfig, num_mask_tokens: int) -> DetailDecoder:
+    return DetailDecoder(
         skip_chans=config.detail_chans,
         skips="skips" in config.detail,
         full_res_head="full_res_head" in config.detail,
         head_dim=config.detail_head_dim,
         half_res_block=config.detail_half_res_block,
-        **_decoder_options(config, config.num_classes),
+        **_decoder_options(config, num_mask_tokens),
     )
-    stem = DetailStem(
+
+
+def _detail_stem(config: ModelConfig) -> DetailStem:
+    return DetailStem(
         config.in_chans, config.detail_chans, config.detail_half_res_block, config.detail_stem_blocks
     )
-    return HRMedSegDetail(stem, encoder, decoder, config)
 
 
 def create_model(

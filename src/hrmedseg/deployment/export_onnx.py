@@ -8,7 +8,10 @@
   (see :meth:`PromptEncoder.embed_labelled_points`; boxes are two labelled corners), ``mask_input``
   (B, 1, 4h, 4w) and ``has_mask_input`` (1,) -> ``masks`` (B, M, H, W) logits and
   ``iou_predictions`` (B, M); the batch B of prompt sets and the number N of points are dynamic.
-  Output 0 is the single-mask output, 1..M-1 the multimask outputs.
+  Output 0 is the single-mask output, 1..M-1 the multimask outputs. With the detail path
+  (:class:`~hrmedseg.HRMedSegSAMDetail`) the encoder also outputs the stem's maps ``detail_half``
+  (B, c0, H/2, W/2) and ``detail_quarter`` (B, c1, H/4, W/4), and the decoder takes them (batch 1)
+  after the prompts.
 
 Coordinates are pixels of the model input (after resizing to ``img_size``), (x, y) order. Every
 graph is float32, the linear attention included; each file's metadata holds the graph's role
@@ -36,14 +39,27 @@ from .onnx_segmenter import CONFIG_KEY, GRAPH_KEY, SAM_DECODER, SAM_ENCODER, SEG
 OPSET = 18
 
 
+class SamImageEncoder(nn.Module):
+    """A promptable model's :meth:`~HRMedSegSAM.embed` as a module with one output per tensor."""
+
+    def __init__(self, model: HRMedSegSAM) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return tuple(self.model.embed(images).values())
+
+
 class SamPromptDecoder(nn.Module):
-    """HRMedSegSAM's prompt encoder and ECM-Decoder as one module with SAM's ONNX inputs."""
+    """HRMedSegSAM's prompt encoder and decoder as one module with SAM's ONNX inputs; a model with
+    the detail path also takes the stem's maps of the image (``detail_half``, ``detail_quarter``)."""
 
     def __init__(self, model: HRMedSegSAM) -> None:
         super().__init__()
         self.prompt_encoder = model.prompt_encoder
         self.mask_decoder = model.mask_decoder
         self.image_size = model.config.img_size
+        self.full_resolution_masks = model.full_resolution_masks
 
     def forward(
         self,
@@ -52,6 +68,8 @@ class SamPromptDecoder(nn.Module):
         point_labels: torch.Tensor,
         mask_input: torch.Tensor,
         has_mask_input: torch.Tensor,
+        detail_half: torch.Tensor | None = None,
+        detail_quarter: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         grid_size = tuple(image_embeddings.shape[-2:])
         sparse = self.prompt_encoder.embed_labelled_points(point_coords, point_labels, self.image_size)
@@ -65,6 +83,11 @@ class SamPromptDecoder(nn.Module):
                 top_left, bottom_right, self.image_size, grid_size, present=corners[0].amax(1)
             )
         image_pe = self.prompt_encoder.get_dense_pe(grid_size)
+        if self.full_resolution_masks:
+            masks, iou, _ = self.mask_decoder.forward_detail(
+                image_embeddings, image_pe, (detail_half, detail_quarter), self.image_size, sparse, dense
+            )
+            return masks, iou
         low_res, iou = self.mask_decoder(image_embeddings, image_pe, sparse, dense)
         masks = nn.functional.interpolate(low_res, size=self.image_size, mode="bilinear", align_corners=False)
         return masks, iou
@@ -87,22 +110,32 @@ def export_onnx(model: HRMedSeg | HRMedSegSAM, output: str | os.PathLike, opset:
     batch = torch.export.Dim("batch", min=1)
     if isinstance(model, HRMedSegSAM):
         grid = config.grid_size
-        embeddings = torch.zeros(1, config.decoder_dim, *grid)
+        with torch.no_grad():
+            embedding = model.embed(images[:1])  # the image's tensors, each (1, ...), and their names
+        extra = [name for name in embedding if name != "image_embeddings"]  # a detail stem's maps
         prompts = (
-            embeddings,
+            embedding["image_embeddings"],
             torch.zeros(2, 3, 2),
             torch.tensor([[1, 2, 3], [0, 1, -1]], dtype=torch.float32),
             torch.zeros(2, 1, 4 * grid[0], 4 * grid[1]),
             torch.zeros(1),
+            *(embedding[name] for name in extra),
         )
+        decoder_inputs = [
+            "image_embeddings",
+            "point_coords",
+            "point_labels",
+            "mask_input",
+            "has_mask_input",
+            *extra,
+        ]
         points = torch.export.Dim("points", min=1)
+        prompt_shapes = ({0: batch, 1: points}, {0: batch, 1: points}, {0: batch}, None)
         graphs = [
-            (model.image_encoder, (images,), ["images"], ["image_embeddings"], ({0: batch},), SAM_ENCODER,
-             output.with_name(f"{output.stem}_encoder.onnx")),
-            (SamPromptDecoder(model).eval(), prompts,
-             ["image_embeddings", "point_coords", "point_labels", "mask_input", "has_mask_input"],
-             ["masks", "iou_predictions"],
-             (None, {0: batch, 1: points}, {0: batch, 1: points}, {0: batch}, None), SAM_DECODER,
+            (SamImageEncoder(model).eval(), (images,), ["images"], list(embedding),
+             ({0: batch},), SAM_ENCODER, output.with_name(f"{output.stem}_encoder.onnx")),
+            (SamPromptDecoder(model).eval(), prompts, decoder_inputs, ["masks", "iou_predictions"],
+             (None, *prompt_shapes, *[None] * len(extra)), SAM_DECODER,
              output.with_name(f"{output.stem}_decoder.onnx")),
         ]  # fmt: skip
     elif isinstance(model, HRMedSeg):

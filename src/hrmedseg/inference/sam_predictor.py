@@ -58,7 +58,7 @@ class Predictor:
         return cls(load_model(path), device)
 
     def reset_image(self) -> None:
-        self.features: torch.Tensor | None = None
+        self.embedding: dict[str, torch.Tensor] | None = None
         self.original_size: tuple[int, int] | None = None
 
     def _preprocess(self, image: ImageInput) -> tuple[torch.Tensor, tuple[int, int]]:
@@ -71,15 +71,16 @@ class Predictor:
     def set_image(self, image: ImageInput) -> None:
         """Compute the embedding of an image: a path, or an (H, W[, 3|4]) uint8 / [0, 1] float array."""
         tensor, self.original_size = self._preprocess(image)
-        self.features = self.model.image_encoder(tensor[None].to(self.device))
+        self.embedding = self.model.embed(tensor[None].to(self.device))
 
     def get_image_embedding(self) -> torch.Tensor:
-        """The current embedding (1, D, h, w): D = 256 and (h, w) = ``model.config.grid_size``."""
+        """The current embedding (1, D, h, w): D = 256 and (h, w) = ``model.config.grid_size``.
+        (A model with a detail path keeps the stem's maps beside it; ``predict`` uses both.)"""
         self._require_image()
-        return self.features
+        return self.embedding["image_embeddings"]
 
     def _require_image(self) -> None:
-        if self.features is None:
+        if self.embedding is None:
             raise RuntimeError("call set_image(image) before predicting")
 
     def to_input_coords(
@@ -137,12 +138,10 @@ class Predictor:
             masks_in = torch.as_tensor(mask_input, dtype=torch.float32, device=self.device)
             masks_in = masks_in.reshape(-1, 1, *masks_in.shape[-2:]).expand(batch, -1, -1, -1)
         out = self.model.decode(
-            self.features, self.input_size, point_coords=points, point_labels=labels, boxes=box_tensor,
-            mask_inputs=masks_in, multimask_output=multimask_output,
+            **self.embedding, image_size=self.input_size, point_coords=points, point_labels=labels,
+            boxes=box_tensor, mask_inputs=masks_in, multimask_output=multimask_output,
         )  # fmt: skip
-        logits = F.interpolate(
-            out["low_res_logits"], size=self.original_size, mode="bilinear", align_corners=False
-        )
+        logits = self._at_size(out, slice(None), self.original_size)
         masks = logits if return_logits else logits > 0
         results = (
             masks.cpu().numpy(),
@@ -188,7 +187,7 @@ class Predictor:
         for start in range(0, n, batch_size):
             chunk = range(start, min(start + batch_size, n))
             prepared = [self._preprocess(images[i]) for i in chunk]
-            features = self.model.image_encoder(torch.stack([t for t, _ in prepared]).to(self.device))
+            embedding = self.model.embed(torch.stack([t for t, _ in prepared]).to(self.device))
             sizes = [size for _, size in prepared]
             owner, box_rows, point_rows, label_rows = [], [], [], []
             for j, i in enumerate(chunk):
@@ -220,15 +219,27 @@ class Predictor:
                 raise ValueError("every image needs a prompt: boxes and/or points")
             index = torch.as_tensor(owner, device=self.device)
             out = self.model.decode(
-                features[index], self.input_size, point_coords=points, point_labels=labels,
-                boxes=box_tensor, multimask_output=multimask_output,
+                **{name: tensor[index] for name, tensor in embedding.items()}, image_size=self.input_size,
+                point_coords=points, point_labels=labels, boxes=box_tensor, multimask_output=multimask_output,
             )  # fmt: skip
             for j in range(len(chunk)):
                 rows = index == j
-                low_res = out["low_res_logits"][rows]
-                logits = F.interpolate(low_res, size=sizes[j], mode="bilinear", align_corners=False)
+                logits = self._at_size(out, rows, sizes[j])
                 masks = logits if return_logits else logits > 0
                 results.append(
-                    (masks.cpu().numpy(), out["iou_predictions"][rows].cpu().numpy(), low_res.cpu().numpy())
+                    (
+                        masks.cpu().numpy(),
+                        out["iou_predictions"][rows].cpu().numpy(),
+                        out["low_res_logits"][rows].cpu().numpy(),
+                    )
                 )
         return results
+
+    def _at_size(
+        self, out: dict[str, torch.Tensor], rows: slice | torch.Tensor, size: tuple[int, int]
+    ) -> torch.Tensor:
+        """The logits of ``rows`` of a decoding, resized to an image's original ``size``: the
+        full-resolution masks of a model with a detail path, otherwise the low-res logits (one
+        resize, not two)."""
+        source = out["masks"] if self.model.full_resolution_masks else out["low_res_logits"]
+        return F.interpolate(source[rows], size=size, mode="bilinear", align_corners=False)

@@ -7,6 +7,7 @@ from .ecm_decoder import ECMDecoder
 from .hrmedseg import HRMedSeg
 from .hrmedseg_detail import HRMedSegDetail
 from .hrmedseg_sam import HRMedSegSAM
+from .hrmedseg_sam_detail import HRMedSegSAMDetail
 from .lgvit import LGViT
 from .prompt_encoder import PromptEncoder
 
@@ -19,6 +20,7 @@ __all__ = [
     "HRMedSeg",
     "HRMedSegDetail",
     "HRMedSegSAM",
+    "HRMedSegSAMDetail",
     "LGViT",
     "ModelConfig",
     "PromptEncoder",

@@ -49,15 +49,25 @@ class AutomaticSegmentationModel(SegmentationModel):
 
 
 class PromptableSegmentationModel(SegmentationModel):
-    """A promptable, class-agnostic model in SAM's convention: an ``image_encoder`` computes an
-    image's embedding once, and :meth:`decode` turns prompts (points, boxes, a mask) into masks
-    against it. ``Predictor``, prompted training, prompted evaluation, ``serve`` and the ONNX
+    """A promptable, class-agnostic model in SAM's convention: :meth:`embed` computes an image's
+    embedding once, and :meth:`decode` turns prompts (points, boxes, a mask) into masks against
+    it. ``Predictor``, prompted training, prompted evaluation, ``serve`` and the ONNX
     export take any such model.
 
     Coordinates are pixels of the model input, (x, y) order; boxes are XYXY.
     """
 
-    image_encoder: nn.Module  # images (B, C_in, H, W) -> embeddings (B, D, H/p, W/p), p = patch size
+    image_encoder: nn.Module  # gives embed()'s image_embeddings (B, D, H/p, W/p), p = patch size
+    # Whether decode's ``masks`` hold detail finer than its ``low_res_logits`` (a detail path): the
+    # Predictor then resizes the masks, not the low-res logits, to the original image.
+    full_resolution_masks = False
+
+    def embed(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """What :meth:`decode` reads of images (B, C_in, H, W): ``image_embeddings`` (B, D, h, w)
+        and, for a model with more inputs to its decoder, those too. Every tensor is batch-first,
+        so a caller selects images by indexing each, and passes them on as
+        ``decode(**embedding, image_size=...)``."""
+        return {"image_embeddings": self.image_encoder(images)}
 
     def decode(
         self,
@@ -74,7 +84,7 @@ class PromptableSegmentationModel(SegmentationModel):
         (H, W) input.
 
         Args:
-            image_embeddings: the ``image_encoder``'s output; one embedding is shared by all
+            image_embeddings: :meth:`embed`'s ``image_embeddings``; one embedding is shared by all
                 prompt sets.
             image_size: (H, W) of the model input the embeddings come from.
             point_coords: (B, N, 2) (x, y) pixels, with ``point_labels`` (B, N): 1 = foreground,
@@ -100,8 +110,8 @@ class PromptableSegmentationModel(SegmentationModel):
     ) -> dict[str, torch.Tensor]:
         """Encode ``images`` (B, C_in, H, W) and decode each with its own prompts (see :meth:`decode`)."""
         return self.decode(
-            self.image_encoder(images),
-            tuple(images.shape[-2:]),
+            **self.embed(images),
+            image_size=tuple(images.shape[-2:]),
             point_coords=point_coords,
             point_labels=point_labels,
             boxes=boxes,

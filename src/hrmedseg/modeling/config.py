@@ -11,9 +11,13 @@ from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from ..errors import ConfigError
 from ..schema import checked_fields
 
-ARCHITECTURES = ("hrmedseg", "hrmedseg_sam", "hrmedseg_detail")
+ARCHITECTURES = ("hrmedseg", "hrmedseg_sam", "hrmedseg_detail", "hrmedseg_sam_detail")
+# The promptable ones: class-agnostic, one mask per prompt, prompts in the resized image's pixels.
+PROMPTABLE_ARCHITECTURES = ("hrmedseg_sam", "hrmedseg_sam_detail")
+# The ones with the detail path (modeling/detail.py).
+DETAIL_ARCHITECTURES = ("hrmedseg_detail", "hrmedseg_sam_detail")
 INPUT_SCALES = ("resized", "native")
-# The detail path's components (modeling/detail.py); hrmedseg_detail models use a non-empty set.
+# The detail path's components (modeling/detail.py); DETAIL_ARCHITECTURES use a non-empty set.
 DETAIL_COMPONENTS = ("early_convs", "skips", "full_res_head")
 # Blocks of the detail path's layers at 1/2 resolution (modeling/detail.py).
 HALF_RES_BLOCKS = ("ln_gelu", "relu")
@@ -32,12 +36,12 @@ class ModelConfig:
     ``arch`` names the registered architecture that :func:`hrmedseg.build_model` builds (see
     :func:`hrmedseg.register_architecture`); the fields from ``embed_dim`` to
     ``num_multimask_outputs`` are the hyper-parameters of the built-in ones.
-    ``detail`` to ``deep_supervision`` describe the detail path of ``hrmedseg_detail`` models
+    ``detail`` to ``deep_supervision`` describe the detail path of the ``DETAIL_ARCHITECTURES``
     (:mod:`hrmedseg.modeling.detail`): its components (``DETAIL_COMPONENTS``), the stem's widths at
     1/2 and 1/4 resolution, the width of the full-resolution head, the block of the layers at 1/2
     resolution (``HALF_RES_BLOCKS``: ``"ln_gelu"``, or ``"relu"`` without a norm), the number of
     residual blocks in the stem at 1/4 resolution, and the weight of the loss on the
-    1/4-resolution logits during training (0: none).
+    1/4-resolution logits during training (0: none; ``hrmedseg_detail`` only).
     """
 
     name: str
@@ -105,14 +109,14 @@ class ModelConfig:
             raise ConfigError(f"pixel_std must be above 0 for every channel, got {self.pixel_std}")
         if self.input_scale not in INPUT_SCALES:
             raise ConfigError(f"input_scale must be one of {INPUT_SCALES}, got {self.input_scale!r}")
-        if self.arch == "hrmedseg_sam" and self.input_scale != "resized":
+        if self.arch in PROMPTABLE_ARCHITECTURES and self.input_scale != "resized":
             raise ConfigError(
                 "HRMedSegSAM models take the whole image resized (prompts are in its coordinates); "
                 "input_scale 'native' is for automatic models"
             )
-        if self.box_region_prompt and self.arch != "hrmedseg_sam":
+        if self.box_region_prompt and self.arch not in PROMPTABLE_ARCHITECTURES:
             raise ConfigError("box_region_prompt is for HRMedSegSAM models, which take box prompts")
-        if self.arch == "hrmedseg_sam" and self.num_classes != 1:
+        if self.arch in PROMPTABLE_ARCHITECTURES and self.num_classes != 1:
             raise ConfigError(
                 "HRMedSegSAM is class-agnostic (one mask per prompt); "
                 "use num_classes=1 and one prompt per object"
@@ -124,9 +128,10 @@ class ModelConfig:
         unknown = sorted(set(self.detail) - set(DETAIL_COMPONENTS))
         if unknown:
             raise ConfigError(f"unknown detail components {unknown}; known: {list(DETAIL_COMPONENTS)}")
-        if (self.arch == "hrmedseg_detail") != bool(self.detail):
+        if (self.arch in DETAIL_ARCHITECTURES) != bool(self.detail):
             raise ConfigError(
-                "hrmedseg_detail models need at least one detail component and other models none; "
+                f"{' and '.join(DETAIL_ARCHITECTURES)} models need at least one detail component and "
+                "other models none; "
                 f"got arch {self.arch!r} with detail {list(self.detail)}"
             )
         if len(self.detail_chans) != 2 or min(self.detail_chans) < 1 or self.detail_head_dim < 1:
@@ -145,7 +150,7 @@ class ModelConfig:
             raise ConfigError(
                 f"early_convs needs a patch size that is a multiple of 4, got {self.patch_size}"
             )
-        if not self.deep_supervision >= 0.0 or (self.deep_supervision and not self.detail):
+        if not self.deep_supervision >= 0.0 or (self.deep_supervision and self.arch != "hrmedseg_detail"):
             raise ConfigError(
                 "deep_supervision must be >= 0 and only set for hrmedseg_detail models, "
                 f"got {self.deep_supervision}"

@@ -55,6 +55,27 @@ class HRMedSegSAM(PromptableSegmentationModel):
         (h, w) = (H, W) / ``config.patch_size``; M = 3 multimask outputs or 1 single mask. One
         embedding shared by many prompt sets costs one encoder pass for many boxes.
         """
+        sparse, dense, image_pe = self.encode_prompts(
+            image_embeddings, image_size, point_coords, point_labels, boxes, mask_inputs
+        )
+        low_res, iou = self.mask_decoder(image_embeddings, image_pe, sparse, dense)
+        selected = select_outputs(multimask_output, iou_predictions=iou, low_res_logits=low_res)
+        masks = F.interpolate(
+            selected["low_res_logits"], size=image_size, mode="bilinear", align_corners=False
+        )
+        return {"masks": masks, **selected}
+
+    def encode_prompts(
+        self,
+        image_embeddings: torch.Tensor,
+        image_size: tuple[int, int],
+        point_coords: torch.Tensor | None,
+        point_labels: torch.Tensor | None,
+        boxes: torch.Tensor | None,
+        mask_inputs: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The prompts' sparse (B, T, D) and dense (B, D, h, w) embeddings, and the grid's
+        positional encoding (1, D, h, w)."""
         if (point_coords is None) != (point_labels is None):
             raise ValueError("point_coords and point_labels must be given together")
         points = (point_coords, point_labels) if point_coords is not None else None
@@ -62,9 +83,11 @@ class HRMedSegSAM(PromptableSegmentationModel):
         sparse, dense = self.prompt_encoder(
             image_size, grid_size, points, boxes, mask_inputs, batch_size=image_embeddings.shape[0]
         )
-        image_pe = self.prompt_encoder.get_dense_pe(grid_size)
-        low_res, iou = self.mask_decoder(image_embeddings, image_pe, sparse, dense)
-        selected = slice(1, None) if multimask_output else slice(0, 1)
-        low_res, iou = low_res[:, selected], iou[:, selected]
-        masks = F.interpolate(low_res, size=image_size, mode="bilinear", align_corners=False)
-        return {"masks": masks, "iou_predictions": iou, "low_res_logits": low_res}
+        return sparse, dense, self.prompt_encoder.get_dense_pe(grid_size)
+
+
+def select_outputs(multimask_output: bool, **outputs: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The outputs (B, 1 + M, ...) of the tokens asked for: token 0 is the single mask, 1.. the
+    multimask ones."""
+    selected = slice(1, None) if multimask_output else slice(0, 1)
+    return {name: output[:, selected] for name, output in outputs.items()}

@@ -156,10 +156,11 @@ class PromptedObjective(Objective):
         against its own object (1 where both are empty)."""
         size = tuple(images.shape[-2:])
         with self.autocast(images.device.type):
-            features = self.model.image_encoder(images)
+            embedding = self.model.embed(images)
         groups = sample_prompt_sets(masks, self.prompt_config, training=self.training)
         total_sets = sum(len(g.image_index) for g in groups.values())
-        loss = features.float().sum() * 0.0  # keeps the graph whole for batches without objects
+        # Keeps the graph whole for batches without objects.
+        loss = sum(tensor.float().sum() for tensor in embedding.values()) * 0.0
         union = torch.full((len(images), 1, *size), -1e4, device=images.device)
         object_dice = []
         for kind, group in groups.items():
@@ -169,12 +170,13 @@ class PromptedObjective(Objective):
                 labels = torch.ones(len(group.prompts), 1, dtype=torch.long, device=images.device)
                 prompts = {"point_coords": group.prompts[:, None, :], "point_labels": labels}
             multimask = kind == "point"
+            objects_embedding = {name: tensor[group.image_index] for name, tensor in embedding.items()}
             mask_inputs = None
             if self.training and torch.rand(()).item() < self.prompt_config.mask_prompt_probability:
-                mask_inputs = self._previous_prediction(features[group.image_index], size, multimask, prompts)
+                mask_inputs = self._previous_prediction(objects_embedding, size, multimask, prompts)
             with self.autocast(images.device.type):
                 out = self.model.decode(
-                    features[group.image_index], size, multimask_output=multimask, mask_inputs=mask_inputs,
+                    **objects_embedding, image_size=size, multimask_output=multimask, mask_inputs=mask_inputs,
                     **prompts,
                 )  # fmt: skip
             logits = out["masks"].float()
@@ -195,10 +197,15 @@ class PromptedObjective(Objective):
 
     @torch.no_grad()
     def _previous_prediction(
-        self, features: torch.Tensor, size: tuple[int, int], multimask: bool, prompts: dict[str, torch.Tensor]
+        self,
+        embedding: dict[str, torch.Tensor],
+        size: tuple[int, int],
+        multimask: bool,
+        prompts: dict[str, torch.Tensor],
     ) -> torch.Tensor:
         """Low-res logits (P, 1, H/4, W/4) of a first decoding pass, its most confident output."""
-        with self.autocast(features.device.type):
-            out = self.model.decode(features, size, multimask_output=multimask, **prompts)
+        device = embedding["image_embeddings"].device
+        with self.autocast(device.type):
+            out = self.model.decode(**embedding, image_size=size, multimask_output=multimask, **prompts)
         best = out["iou_predictions"].argmax(1)
         return out["low_res_logits"][torch.arange(len(best), device=best.device), best].unsqueeze(1).float()
