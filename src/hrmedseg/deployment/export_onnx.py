@@ -85,8 +85,9 @@ class SamPromptDecoder(nn.Module):
         image_pe = self.prompt_encoder.get_dense_pe(grid_size)
         if self.full_resolution_masks:
             masks, iou, _ = self.mask_decoder.forward_detail(
-                image_embeddings, image_pe, (detail_half, detail_quarter), self.image_size, sparse, dense
-            )
+                image_embeddings, image_pe, (detail_half, detail_quarter), self.image_size,
+                sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense,
+            )  # fmt: skip
             return masks, iou
         low_res, iou = self.mask_decoder(image_embeddings, image_pe, sparse, dense)
         masks = nn.functional.interpolate(low_res, size=self.image_size, mode="bilinear", align_corners=False)

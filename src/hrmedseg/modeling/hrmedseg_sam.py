@@ -56,7 +56,7 @@ class HRMedSegSAM(PromptableSegmentationModel):
         embedding shared by many prompt sets costs one encoder pass for many boxes.
         """
         sparse, dense, image_pe = self.encode_prompts(
-            image_embeddings, image_size, point_coords, point_labels, boxes, mask_inputs
+            image_embeddings, image_size, points=(point_coords, point_labels), boxes=boxes, masks=mask_inputs
         )
         low_res, iou = self.mask_decoder(image_embeddings, image_pe, sparse, dense)
         selected = select_outputs(multimask_output, iou_predictions=iou, low_res_logits=low_res)
@@ -69,19 +69,24 @@ class HRMedSegSAM(PromptableSegmentationModel):
         self,
         image_embeddings: torch.Tensor,
         image_size: tuple[int, int],
-        point_coords: torch.Tensor | None,
-        point_labels: torch.Tensor | None,
+        *,
+        points: tuple[torch.Tensor | None, torch.Tensor | None],
         boxes: torch.Tensor | None,
-        mask_inputs: torch.Tensor | None,
+        masks: torch.Tensor | None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """The prompts' sparse (B, T, D) and dense (B, D, h, w) embeddings, and the grid's
-        positional encoding (1, D, h, w)."""
+        """The sparse (B, T, D) and dense (B, D, h, w) embeddings of the prompts (``points``:
+        coordinates and labels, both or neither) and the grid's positional encoding (1, D, h, w)."""
+        point_coords, point_labels = points
         if (point_coords is None) != (point_labels is None):
             raise ValueError("point_coords and point_labels must be given together")
-        points = (point_coords, point_labels) if point_coords is not None else None
         grid_size = tuple(image_embeddings.shape[-2:])
         sparse, dense = self.prompt_encoder(
-            image_size, grid_size, points, boxes, mask_inputs, batch_size=image_embeddings.shape[0]
+            image_size,
+            grid_size,
+            points if point_coords is not None else None,
+            boxes,
+            masks,
+            batch_size=image_embeddings.shape[0],
         )
         return sparse, dense, self.prompt_encoder.get_dense_pe(grid_size)
 

@@ -61,9 +61,10 @@ class HRMedSegSAMDetail(HRMedSegSAM):
         """As :meth:`HRMedSegSAM.decode`, with the stem's maps of the same images (B or 1 each,
         as ``image_embeddings``); ``masks`` come from the full-resolution head."""
         sparse, dense, image_pe = self.encode_prompts(
-            image_embeddings, image_size, point_coords, point_labels, boxes, mask_inputs
+            image_embeddings, image_size, points=(point_coords, point_labels), boxes=boxes, masks=mask_inputs
         )
         masks, iou, low_res = self.mask_decoder.forward_detail(
-            image_embeddings, image_pe, (detail_half, detail_quarter), image_size, sparse, dense
-        )
+            image_embeddings, image_pe, (detail_half, detail_quarter), image_size,
+            sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense,
+        )  # fmt: skip
         return select_outputs(multimask_output, masks=masks, iou_predictions=iou, low_res_logits=low_res)
