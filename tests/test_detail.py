@@ -30,11 +30,15 @@ def detail_model(size=64, seed=0, **options):
 
 
 def test_registered_sizes_and_the_paper_models_unchanged():
-    assert hrmedseg.list_models("hrmedseg_detail_*") == [f"hrmedseg_detail_{s}" for s in "blst"]
+    assert hrmedseg.list_models("hrmedseg_detail_?") == [f"hrmedseg_detail_{s}" for s in "blst"]
     model = create_model("hrmedseg_detail_b")
     assert type(model) is HRMedSegDetail and model.config.detail == ("early_convs", "skips", "full_res_head")
     # Within 1 % of hrmedseg_b's parameters: the early convolutions replace the 16×16 patch embedding.
     assert abs(hrmedseg.count_parameters(model) / 3_371_857 - 1) < 0.01
+    # The deep-stem family differs only by two residual blocks at 1/4 resolution (1.1 % more weights).
+    deep = create_model("hrmedseg_detail_deepstem_b")
+    assert dataclasses.replace(deep.config, name=model.config.name, detail_stem_blocks=0) == model.config
+    assert len(deep.detail_stem.quarter_blocks) == 2 and hrmedseg.count_parameters(deep) == 3_397_345
     # The paper-faithful models keep their classes and checkpoint keys.
     paper = create_model("hrmedseg_b")
     assert type(paper) is hrmedseg.HRMedSeg and paper.config.detail == ()

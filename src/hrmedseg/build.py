@@ -48,6 +48,11 @@ _FAMILIES: dict[str, dict[str, Any]] = {
     "hrmedseg": {"arch": "hrmedseg"},
     "hrmedseg_sam": {"arch": "hrmedseg_sam"},
     "hrmedseg_detail": {"arch": "hrmedseg_detail", **_DETAIL_PATH, "deep_supervision": 0.4},
+    # ... with two residual blocks in the stem at 1/4 resolution: what thin structures (retinal
+    # vessels) need, at a longer training step (docs/benchmarks.md, hrf).
+    "hrmedseg_detail_deepstem": {
+        "arch": "hrmedseg_detail", **_DETAIL_PATH, "deep_supervision": 0.4, "detail_stem_blocks": 2,
+    },
     # HRMedSegSAM that also takes each box as a map of its region, so its mask follows the box
     # (docs/benchmarks.md, prompt-following); the paper's hrmedseg_sam_* stay as they are.
     "hrmedseg_sam_region": {"arch": "hrmedseg_sam", "box_region_prompt": True},
