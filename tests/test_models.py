@@ -18,8 +18,10 @@ def model_b():
 
 
 def test_registry_lists_every_size_of_every_architecture():
-    families = ("hrmedseg", "hrmedseg_detail", "hrmedseg_detail_deepstem", "hrmedseg_sam", "hrmedseg_sam_region",
-                "hrmedseg_sam_detail")  # fmt: skip
+    families = (
+        "hrmedseg", "hrmedseg_detail", "hrmedseg_detail_deepstem",
+        "hrmedseg_sam", "hrmedseg_sam_region", "hrmedseg_sam_detail",
+    )  # fmt: skip
     assert hrmedseg.list_models() == sorted(f"{family}_{size}" for family in families for size in "tsbl")
     assert hrmedseg.list_models("hrmedseg_sam_?") == [
         "hrmedseg_sam_b",

@@ -75,10 +75,12 @@ def test_hrf_the_deep_stem_detail_path_draws_vessels_better_than_hrmedseg_b(tmp_
     its own resolution (the default recipe, 40 epochs of 29 windows, i.e. 290 steps of batch 4,
     validated once at the end, seed 0), and are scored tiled on the test crops.
 
-    Measured here: test Dice 0.48 against hrmedseg_b's 0.30. In runs of the same budget that
-    differed only in their random stream (docs/benchmarks.md, hrf on crops), the margin was 0.19
-    to 0.63 and the deep-stem model's own Dice 0.48 to 0.63 (0.27 with seed 1): both models sit on
-    a plateau of empty masks for a varying number of steps. About 7.5 minutes on 2 CPU cores.
+    Measured here: test Dice 0.48 against hrmedseg_b's 0.30 with two threads, 0.62 against 0.00
+    with one (the threads' summation order changes the trajectory). In runs of the same budget
+    that differed only in their random stream (docs/benchmarks.md, hrf on crops), the margin was
+    0.19 to 0.63 and the deep-stem model's own Dice 0.48 to 0.63 (0.27 with seed 1): both models
+    sit on a plateau of empty masks for a varying number of steps. About 7.5 minutes on 2 CPU
+    cores.
     """
     data = central_crops(HRF, tmp_path / "hrf_crop1024", 1024)
     test_dice = {}
