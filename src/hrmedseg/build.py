@@ -51,7 +51,10 @@ _FAMILIES: dict[str, dict[str, Any]] = {
     # ... with two residual blocks in the stem at 1/4 resolution: what thin structures (retinal
     # vessels) need, at a longer training step (docs/benchmarks.md, hrf).
     "hrmedseg_detail_deepstem": {
-        "arch": "hrmedseg_detail", **_DETAIL_PATH, "deep_supervision": 0.4, "detail_stem_blocks": 2,
+        "arch": "hrmedseg_detail",
+        **_DETAIL_PATH,
+        "deep_supervision": 0.4,
+        "detail_stem_blocks": 2,
     },
     # HRMedSegSAM that also takes each box as a map of its region, so its mask follows the box
     # (docs/benchmarks.md, prompt-following); the paper's hrmedseg_sam_* stay as they are.
