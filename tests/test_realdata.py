@@ -11,11 +11,9 @@ absent (e.g. on a user's machine), and all run only on request (``pytest -m real
   budget (below).
 """
 
-import json
 from pathlib import Path
 
 import pytest
-from PIL import Image
 
 from hrmedseg.evaluation.evaluate import evaluate
 from hrmedseg.inference.options import SegmenterOptions
@@ -25,6 +23,7 @@ from hrmedseg.training.engine import train
 REPO = Path(__file__).resolve().parents[1]
 HC18 = REPO.parent / "shared" / "data" / "hc18"
 HRF = REPO.parent / "shared" / "data" / "hrf"
+BENCHMARKS = REPO / "benchmarks"
 
 
 @pytest.mark.realdata
@@ -51,26 +50,9 @@ def test_hc18_default_recipe_reaches_dice_092_in_twenty_epochs(tmp_path):
     assert test_dice["hflip"] >= test_dice["none"] - 0.002
 
 
-def central_crops(source: Path, destination: Path, size: int) -> Path:
-    """A copy of a dataset with every image and mask cut to its central ``size`` square, as PNG:
-    vessels keep their width in pixels, and a crop decodes far faster than the 8-megapixel JPEG."""
-    for folder in ("images", "masks"):
-        (destination / folder).mkdir(parents=True)
-    for image_path in sorted((source / "images").iterdir()):
-        mask_path = source / "masks" / f"{image_path.stem}.png"
-        with Image.open(image_path) as image, Image.open(mask_path) as mask:
-            left, top = (image.width - size) // 2, (image.height - size) // 2
-            box = (left, top, left + size, top + size)
-            image.convert("RGB").crop(box).save(destination / "images" / f"{image_path.stem}.png")
-            mask.crop(box).save(destination / "masks" / mask_path.name)
-    split = json.loads((source / "split.json").read_text())
-    (destination / "split.json").write_text(json.dumps(split))
-    return destination
-
-
 @pytest.mark.realdata
 @pytest.mark.skipif(not HRF.is_dir(), reason=f"real data not found at {HRF}")
-def test_hrf_the_deep_stem_detail_path_draws_vessels_better_than_hrmedseg_b(tmp_path):
+def test_hrf_the_deep_stem_detail_path_draws_vessels_better_than_hrmedseg_b(tmp_path, monkeypatch):
     """Both models train the same way on 256² windows of the central 1024² of each photograph, at
     its own resolution (the default recipe, 40 epochs of 29 windows, i.e. 290 steps of batch 4,
     validated once at the end, seed 0), and are scored tiled on the test crops.
@@ -82,7 +64,13 @@ def test_hrf_the_deep_stem_detail_path_draws_vessels_better_than_hrmedseg_b(tmp_
     sit on a plateau of empty masks for a varying number of steps. About 7.5 minutes on 2 CPU
     cores.
     """
-    data = central_crops(HRF, tmp_path / "hrf_crop1024", 1024)
+    # The crops benchmarks/center_crop.py writes: vessels keep their width in pixels, and a crop
+    # decodes far faster than the 8-megapixel JPEG.
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    from center_crop import center_crop
+
+    data = tmp_path / "hrf_crop1024"
+    center_crop(HRF, data, 1024)
     test_dice = {}
     for model in ("hrmedseg_b", "hrmedseg_detail_deepstem_b"):
         config = load_config(

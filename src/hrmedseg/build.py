@@ -42,20 +42,16 @@ _SIZES: dict[str, dict[str, Any]] = {
 # The detail path chosen by the ablation in docs/benchmarks.md. ModelConfig's default block at 1/2
 # resolution stays "ln_gelu", which model files saved before the field existed were trained with.
 _DETAIL_PATH = {"detail": ("early_convs", "skips", "full_res_head"), "detail_half_res_block": "relu"}
+_DETAIL_AUTOMATIC = {"arch": "hrmedseg_detail", **_DETAIL_PATH, "deep_supervision": 0.4}
 
 # Registered names are <family>_<size>.
 _FAMILIES: dict[str, dict[str, Any]] = {
     "hrmedseg": {"arch": "hrmedseg"},
     "hrmedseg_sam": {"arch": "hrmedseg_sam"},
-    "hrmedseg_detail": {"arch": "hrmedseg_detail", **_DETAIL_PATH, "deep_supervision": 0.4},
+    "hrmedseg_detail": _DETAIL_AUTOMATIC,
     # ... with two residual blocks in the stem at 1/4 resolution: what thin structures (retinal
     # vessels) need, at a longer training step (docs/benchmarks.md, hrf).
-    "hrmedseg_detail_deepstem": {
-        "arch": "hrmedseg_detail",
-        **_DETAIL_PATH,
-        "deep_supervision": 0.4,
-        "detail_stem_blocks": 2,
-    },
+    "hrmedseg_detail_deepstem": {**_DETAIL_AUTOMATIC, "detail_stem_blocks": 2},
     # HRMedSegSAM that also takes each box as a map of its region, so its mask follows the box
     # (docs/benchmarks.md, prompt-following); the paper's hrmedseg_sam_* stay as they are.
     "hrmedseg_sam_region": {"arch": "hrmedseg_sam", "box_region_prompt": True},
