@@ -1,10 +1,13 @@
-"""Did a training run train? The per-epoch table of a run's ``log.csv`` and issue 9's criterion.
+"""Did a training run train? The per-epoch table of a run's ``log.csv`` and the stability criterion.
 
     python benchmarks/stability_check.py RUN/log.csv
+    python benchmarks/stability_check.py RUN-bf16/log.csv --reference RUN/log.csv   # mixed precision
 
 Criterion (the CUDA collapse climbed back to a loss of about 0.5 after epoch 2–3): from epoch 3
-on, every epoch's training loss is at most epoch 2's. Prints a Markdown table with the
-validation Dice of every epoch and the verdict; exits 1 when the criterion fails.
+on, every epoch's training loss is at most epoch 2's. With ``--reference`` (the same run in
+fp32), the best validation Dice must also be at most ``--max-dice-drop`` (0.01) below the
+reference's. Prints a Markdown table with the validation Dice of every epoch and the verdicts;
+exits 1 when a criterion fails.
 """
 
 from __future__ import annotations
@@ -26,12 +29,26 @@ def loss_never_climbs_above_epoch_2(rows: list[dict[str, float]]) -> tuple[bool,
     return True, f"training loss at most epoch 2's ({reference:.4f}) in every later epoch"
 
 
+def best_dice_within(
+    rows: list[dict[str, float]], reference: list[dict[str, float]], max_drop: float
+) -> tuple[bool, str]:
+    best, best_reference = (max(r["val_dice"] for r in log) for log in (rows, reference))
+    drop = best_reference - best
+    return drop <= max_drop, (
+        f"best val Dice {best:.4f} against the reference's {best_reference:.4f} "
+        f"({drop:+.4f} below it; allowed {max_drop})"
+    )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("log", type=Path, help="log.csv of a training run")
-    rows = read_log(parser.parse_args().log)
+    parser.add_argument("--reference", type=Path, help="log.csv of the same run in fp32")
+    parser.add_argument("--max-dice-drop", type=float, default=0.01)
+    args = parser.parse_args()
+    rows = read_log(args.log)
     print("| epoch | train loss | val loss | val Dice | s |")
     print("|---|---|---|---|---|")
     for r in rows:
@@ -41,6 +58,10 @@ def main() -> int:
         )
     passed, reason = loss_never_climbs_above_epoch_2(rows)
     print(f"\n{'PASS' if passed else 'FAIL'}: {reason}; best val Dice {max(r['val_dice'] for r in rows):.4f}")
+    if args.reference is not None:
+        close, reason = best_dice_within(rows, read_log(args.reference), args.max_dice_drop)
+        print(f"{'PASS' if close else 'FAIL'}: {reason}")
+        passed = passed and close
     return 0 if passed else 1
 
 

@@ -220,7 +220,7 @@ def test_decoder_attention_gradients_match_explicit_softmax(device, queries, key
         return attn.to(q.device, q.dtype)(q, k, v)
 
     def oracle(q, k, v):
-        a = attn.to(torch.float64)
+        a = attn.to("cpu", torch.float64)
         proj = softmax_attention_by_heads(a.q_proj(q), a.k_proj(k), a.v_proj(v), 4)
         return a.out_proj(proj)
 
