@@ -114,6 +114,27 @@ def test_validating_every_second_epoch_logs_blanks_keeps_the_best_and_resumes_ex
         TrainConfig(output=str(tmp_path / "bad"), **{**base, "val_every": 0})
 
 
+@pytest.mark.parametrize("settings", [{"val_every": 3}, {"num_workers": 1}])
+def test_the_trained_weights_depend_on_the_seed_not_on_how_often_or_how_data_is_loaded(
+    tmp_path, binary_data, settings
+):
+    """Validation and the data loaders draw no numbers from the stream the model's stochastic
+    layers (drop path) use, so validating less often or loading in a worker process changes
+    nothing in training; a different seed does change it."""
+    base = {"data": str(binary_data), "epochs": 3, **TINY}
+    weights = {}
+    for name, config in {
+        "reference": base,
+        "changed": {**base, **settings},
+        "other_seed": {**base, "seed": 1},
+    }.items():
+        train(TrainConfig(output=str(tmp_path / name), **config), progress=False)
+        weights[name] = load_file(str(tmp_path / name / "last.safetensors"))
+    reference = weights["reference"]
+    assert all(torch.equal(reference[k], weights["changed"][k]) for k in reference)
+    assert not all(torch.equal(reference[k], weights["other_seed"][k]) for k in reference)
+
+
 def test_init_encoder_loads_weights_and_rejects_other_sizes(tmp_path, binary_data):
     source = hrmedseg.create_model("hrmedseg_t", img_size=64)
     hrmedseg.save_model(source, tmp_path / "encoder.safetensors")

@@ -88,10 +88,18 @@ def make_loaders(
     )
     per_rank_batch = max(1, config.batch_size // ctx.world_size)
     drop_last = len(train_set) // ctx.world_size >= per_rank_batch  # keep tiny data sets trainable
+    # Each new iterator of a loader draws a seed for its workers. Drawn from the global stream,
+    # it would shift the drop-path masks of every later step, so how often a run validates, or
+    # how many workers it loads with, would change what it learns. The samples seed themselves
+    # (SegmentationDataset), so these generators decide nothing else.
     train_loader = DataLoader(
-        train_set, per_rank_batch, sampler=sampler, num_workers=config.num_workers, drop_last=drop_last
-    )
-    val_loader = DataLoader(val_set, 1 if native else per_rank_batch, num_workers=config.num_workers)
+        train_set, per_rank_batch, sampler=sampler, num_workers=config.num_workers, drop_last=drop_last,
+        generator=torch.Generator().manual_seed(config.seed),
+    )  # fmt: skip
+    val_loader = DataLoader(
+        val_set, 1 if native else per_rank_batch, num_workers=config.num_workers,
+        generator=torch.Generator().manual_seed(config.seed),
+    )  # fmt: skip
     return train_set, sampler, train_loader, val_loader
 
 

@@ -169,7 +169,7 @@ def fit(
             check_finite_state(loop.module, epoch + 1)
         validating = is_main and ((epoch + 1) % loop.val_every == 0 or epoch + 1 == epochs)
         metrics = loop.validate() if validating else {}
-        rng_states = all_rng_states()  # every rank's, after validation (its loader draws a seed)
+        rng_states = all_rng_states()  # every rank's
         if not is_main:
             continue
         row = {"epoch": epoch + 1, "lr": lr, "train_loss": train_loss, **metrics,
