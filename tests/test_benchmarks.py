@@ -7,6 +7,7 @@ import runpy
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
@@ -26,3 +27,13 @@ def test_every_benchmark_script_prints_its_help(script, monkeypatch, capsys):
     with pytest.raises(SystemExit) as exit_:
         runpy.run_path(str(script), run_name="__main__")
     assert exit_.value.code == 0 and "usage:" in capsys.readouterr().out
+
+
+def test_the_trace_auc_matches_counting_every_pair(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    from training_trace import auc
+
+    rng = np.random.default_rng(0)
+    scores, labels = rng.random(300), rng.random(300) < 0.2
+    pairs = (scores[labels][:, None] > scores[~labels][None, :]).mean()
+    assert auc(scores, labels) == pytest.approx(pairs, abs=1e-12)

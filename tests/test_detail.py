@@ -112,7 +112,8 @@ def test_other_architectures_refuse_detail_components():
 
 
 @pytest.mark.parametrize(
-    "detail", [("early_convs",), ("skips",), ("full_res_head",), ("skips", "full_res_head")]
+    "detail",
+    [("early_convs",), ("skips",), ("full_res_head",), ("skips", "full_res_head"), ("skips", "feature_norm")],
 )
 @pytest.mark.parametrize("num_classes", [1, 3])
 def test_every_component_set_gives_logits_at_the_input_resolution(detail, num_classes):
@@ -126,6 +127,35 @@ def test_every_component_set_gives_logits_at_the_input_resolution(detail, num_cl
     upsampled = F.interpolate(low_res, size=(96, 160), mode="bilinear", align_corners=False)
     # Only the full-resolution head adds anything to the upsampled 1/4 logits.
     assert torch.allclose(logits, upsampled, atol=1e-6) != ("full_res_head" in detail)
+
+
+def test_feature_norm_normalises_the_mask_features_per_image_and_adds_one_offset_per_mask():
+    # The 1/4 logits against an explicit fp64 evaluation: each image's fused features (upscaled
+    # plus skip) standardised over all channels and positions, the GroupNorm's affine, the
+    # hypernetwork product, and the offset. A shift of the features' level moves no logit.
+    model = detail_model(num_classes=2, detail=("early_convs", "skips", "feature_norm")).double()
+    norm, offset = model.mask_decoder.feature_norm, torch.tensor([-1.5, 0.7], dtype=torch.float64)
+    with torch.no_grad():
+        norm.weight.normal_(1, 0.2), norm.bias.normal_(0, 0.2)
+        model.mask_decoder.logit_offset.copy_(offset.view(2, 1, 1))
+    images = torch.randn(2, 3, 64, 96, dtype=torch.float64)
+    with torch.no_grad():
+        _, _, low_res = model(images, return_quality=True, return_low_res=True)
+        half, quarter = model.detail_stem(images)
+        embeddings = model.image_encoder(quarter)
+        image_pe = model.pe_layer(embeddings.shape[-2:]).unsqueeze(0)
+        hyper_in, features, _ = model.mask_decoder.decode(embeddings, image_pe)
+        fused = features + model.mask_decoder.skip_quarter(quarter)
+        mean = fused.mean((1, 2, 3), keepdim=True)
+        var = fused.var((1, 2, 3), unbiased=False, keepdim=True)
+        normed = (fused - mean) / torch.sqrt(var + norm.eps)
+        normed = normed * norm.weight.view(1, -1, 1, 1) + norm.bias.view(1, -1, 1, 1)
+        expected = torch.einsum("bmc,bchw->bmhw", hyper_in, normed) + offset.view(1, 2, 1, 1)
+        torch.testing.assert_close(low_res, expected, rtol=1e-9, atol=1e-9)
+
+        model.mask_decoder.skip_quarter.bias += 3.0
+        _, _, shifted = model(images, return_quality=True, return_low_res=True)
+        torch.testing.assert_close(shifted, low_res, rtol=1e-9, atol=1e-9)
 
 
 def test_the_head_sets_pixels_within_one_quarter_cell_independently():

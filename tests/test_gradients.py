@@ -39,14 +39,16 @@ def test_hrmedseg_gradients_match_fp64(num_classes, checkpointed):
 
 
 @pytest.mark.parametrize(
-    "checkpointed,half_res_block,stem_blocks", [(False, "relu", 0), (True, "relu", 1), (False, "ln_gelu", 0)]
+    "checkpointed,half_res_block,stem_blocks,feature_norm",
+    [(False, "relu", 0, False), (True, "relu", 1, True), (False, "ln_gelu", 0, False)],
 )
-def test_hrmedseg_detail_gradients_match_fp64(checkpointed, half_res_block, stem_blocks):
+def test_hrmedseg_detail_gradients_match_fp64(checkpointed, half_res_block, stem_blocks, feature_norm):
     # Every parameter of the detail path too: stem (with its residual blocks), skips, the
-    # full-resolution head (recomputed in backward) and the early-convolution patch embedding,
-    # with either block at 1/2 resolution.
+    # full-resolution head (recomputed in backward), the early-convolution patch embedding and
+    # the normalised mask features with their logit offset, with either block at 1/2 resolution.
+    detail = ("early_convs", "skips", "full_res_head") + (("feature_norm",) if feature_norm else ())
     model = gradient_model("hrmedseg_detail_b", SIZE, num_classes=2, detail_half_res_block=half_res_block,
-                           detail_stem_blocks=stem_blocks)  # fmt: skip
+                           detail_stem_blocks=stem_blocks, detail=detail)  # fmt: skip
     model.set_grad_checkpointing(checkpointed)
     comparison = fp32_vs_fp64(model, gradient_batch(2, SIZE))
     comparison.assert_agree()
@@ -55,6 +57,9 @@ def test_hrmedseg_detail_gradients_match_fp64(checkpointed, half_res_block, stem
         assert name in comparison.errors and name not in comparison.negligible, name
     if stem_blocks:
         assert "detail_stem.quarter_blocks.0.conv.weight" in comparison.errors
+    if feature_norm:
+        for name in ("mask_decoder.feature_norm.weight", "mask_decoder.logit_offset"):
+            assert name in comparison.errors and name not in comparison.negligible, name
 
 
 @pytest.mark.parametrize("prompts", PROMPTS)

@@ -206,6 +206,7 @@ def _detail_decoder(config: ModelConfig, num_mask_tokens: int) -> DetailDecoder:
         skip_chans=config.detail_chans,
         skips="skips" in config.detail,
         full_res_head="full_res_head" in config.detail,
+        feature_norm="feature_norm" in config.detail,
         head_dim=config.detail_head_dim,
         half_res_block=config.detail_half_res_block,
         **_decoder_options(config, num_mask_tokens),

@@ -18,7 +18,7 @@ PROMPTABLE_ARCHITECTURES = ("hrmedseg_sam", "hrmedseg_sam_detail")
 DETAIL_ARCHITECTURES = ("hrmedseg_detail", "hrmedseg_sam_detail")
 INPUT_SCALES = ("resized", "native")
 # The detail path's components (modeling/detail.py); DETAIL_ARCHITECTURES use a non-empty set.
-DETAIL_COMPONENTS = ("early_convs", "skips", "full_res_head")
+DETAIL_COMPONENTS = ("early_convs", "skips", "full_res_head", "feature_norm")
 # Blocks of the detail path's layers at 1/2 resolution (modeling/detail.py).
 HALF_RES_BLOCKS = ("ln_gelu", "relu")
 
@@ -37,9 +37,9 @@ class ModelConfig:
     :func:`hrmedseg.register_architecture`); the fields from ``embed_dim`` to
     ``num_multimask_outputs`` are the hyper-parameters of the built-in ones.
     ``detail`` to ``deep_supervision`` describe the detail path of the ``DETAIL_ARCHITECTURES``
-    (:mod:`hrmedseg.modeling.detail`): its components (``DETAIL_COMPONENTS``), the stem's widths at
-    1/2 and 1/4 resolution, the width of the full-resolution head, the block of the layers at 1/2
-    resolution (``HALF_RES_BLOCKS``: ``"ln_gelu"``, or ``"relu"`` without a norm), the number of
+    (:mod:`hrmedseg.modeling.detail`): its components (``DETAIL_COMPONENTS``; ``feature_norm`` is
+    in no registered model yet), the stem's widths at 1/2 and 1/4 resolution, the width of the
+    full-resolution head, the block of the layers at 1/2 resolution (``HALF_RES_BLOCKS``: ``"ln_gelu"``, or ``"relu"`` without a norm), the number of
     residual blocks in the stem at 1/4 resolution, and the weight of the loss on the
     1/4-resolution logits during training (0: none; ``hrmedseg_detail`` only).
     """

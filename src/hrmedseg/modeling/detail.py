@@ -13,7 +13,15 @@ The detail path adds, as selectable components:
 - ``full_res_head``: the fused 1/4 features upsampled to 1/2 with the stem's 1/2 map added, a 3×3
   convolution, and a mask product with four weights per output pixel (one per position of a 2×2
   block, re-arranged by pixel shuffle), giving a residual at the input resolution that is added
-  to the bilinearly upsampled 1/4 logits.
+  to the bilinearly upsampled 1/4 logits;
+- ``feature_norm``: the fused 1/4 mask features normalised over each image (a GroupNorm of one
+  group) before the mask product, and a learned logit offset per mask. Without it the features'
+  mean is larger than their variation across the image (their last layers are GELUs, and the
+  skip adds the stem's GELU outputs), so every change of a hypernetwork output that sharpens the
+  mask also shifts all logits at once; on retinal vessels the predicted foreground then swings
+  between none and nearly all of the image from one epoch to the next while the vessels are
+  already ranked above the background (docs/benchmarks.md). Normalised, the hypernetwork draws
+  the pattern and one parameter sets the level.
 
 Every component that needs the stem builds it; the stem sees every input pixel, so logits at the
 input resolution come from features computed at 1/2 resolution from full-resolution pixels.
@@ -150,6 +158,8 @@ class DetailDecoder(ECMDecoder):
         skip_chans: widths of the stem's 1/2 and 1/4 maps.
         skips: add the 1/4 map to the upscaled mask features.
         full_res_head: predict a residual at the input resolution from a 1/2-resolution map.
+        feature_norm: normalise the fused mask features per image and add a learned logit
+            offset per mask (module docstring).
         head_dim: width of the 1/2-resolution map of the head.
         half_res_block: the block of the head's 1/2-resolution layer (HALF_RES_BLOCKS).
         band_rows: rows at 1/4 resolution per band of the head in training
@@ -163,6 +173,7 @@ class DetailDecoder(ECMDecoder):
         skip_chans: Sequence[int],
         skips: bool = True,
         full_res_head: bool = True,
+        feature_norm: bool = False,
         head_dim: int = 16,
         half_res_block: str = "ln_gelu",
         band_rows: int = 64,
@@ -172,6 +183,11 @@ class DetailDecoder(ECMDecoder):
         mask_dim = self.output_hypernetworks_mlps[0].layers[-1].out_features
         self.head_dim = head_dim
         self.skip_quarter = nn.Conv2d(skip_chans[1], mask_dim, 1) if skips else None
+        if feature_norm:
+            self.feature_norm = nn.GroupNorm(1, mask_dim)
+            self.logit_offset = nn.Parameter(torch.zeros(self.num_mask_tokens, 1, 1))
+        else:
+            self.feature_norm = self.logit_offset = None
         if full_res_head:
             self.head_up = nn.ConvTranspose2d(mask_dim, head_dim, kernel_size=2, stride=2)
             self.skip_half = nn.Conv2d(skip_chans[0], head_dim, 1)
@@ -212,7 +228,11 @@ class DetailDecoder(ECMDecoder):
         half, quarter = skip_features
         if self.skip_quarter is not None:
             features = features + self.skip_quarter(quarter)
+        if self.feature_norm is not None:
+            features = self.feature_norm(features)
         low_res = mask_product(hyper_in, features)
+        if self.logit_offset is not None:
+            low_res = low_res + self.logit_offset
         logits = F.interpolate(low_res, size=output_size, mode="bilinear", align_corners=False)
         if self.head_up is None:
             return logits, iou_pred, low_res
