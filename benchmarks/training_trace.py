@@ -16,7 +16,6 @@ model that ranks the pixels but sits on the wrong side of the threshold.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
@@ -55,8 +54,10 @@ def main() -> None:
     args = parser.parse_args()
 
     index = find_dataset(args.data)
-    stems = json.loads((args.data / "split.json").read_text())["val"][: args.images]
-    samples = index.subset(stems)
+    if index.split is None:
+        raise SystemExit(f"{args.data}: no split file; the trace reads its validation images")
+    samples = index.subset(index.split["val"][: args.images])
+    images = [str(s.image) for s in samples]
     truth = np.concatenate([(read_mask(s.mask) > 0).ravel() for s in samples])
     sampled = np.random.default_rng(0).choice(len(truth), min(args.pixels, len(truth)), replace=False)
 
@@ -65,9 +66,7 @@ def main() -> None:
 
     def trace(epoch: int, row: dict[str, float]) -> None:
         segmenter = Segmenter.from_checkpoint(args.output / "last.safetensors")
-        probs = np.concatenate(
-            [p[0].ravel() for p in segmenter.iter_probabilities([str(s.image) for s in samples])]
-        )
+        probs = np.concatenate([p[0].ravel() for p in segmenter.iter_probabilities(images)])
         predicted = probs > 0.5
         dice = 2 * (predicted & truth).sum() / max(predicted.sum() + truth.sum(), 1)
         print(

@@ -34,6 +34,7 @@ from ..training.config import RunConfig
 from ..training.harness import (
     Distributed,
     amp_dtype_for,
+    loader_generator,
     run_epochs,
     setup_distributed,
 )
@@ -268,16 +269,13 @@ def distill(
     )
     per_rank_batch = max(1, config.batch_size // ctx.world_size)
     drop_last = len(train_set) // ctx.world_size >= per_rank_batch
-    # Own generators for the loaders' worker seeds, so that validation does not move the global
-    # stream the student's drop path draws from (as in hrmedseg.training.engine).
     train_loader = DataLoader(
         train_set, per_rank_batch, sampler=sampler, num_workers=config.num_workers, drop_last=drop_last,
-        generator=torch.Generator().manual_seed(config.seed),
+        generator=loader_generator(config.seed),
     )  # fmt: skip
     val_loader = DataLoader(
-        val_set, per_rank_batch, num_workers=config.num_workers,
-        generator=torch.Generator().manual_seed(config.seed),
-    )  # fmt: skip
+        val_set, per_rank_batch, num_workers=config.num_workers, generator=loader_generator(config.seed)
+    )
 
     optimizer = build_optimizer(student, "adam", lr=config.lr, weight_decay=config.weight_decay)
     steps_per_epoch = optimizer_steps_per_epoch(len(train_loader), config.accumulate)

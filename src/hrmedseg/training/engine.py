@@ -31,7 +31,7 @@ from ..losses import DEFAULT_LOSS, SegmentationLoss, build_loss, hard_masks, one
 from ..modeling import PromptableSegmentationModel
 from ..runtime import compile_model
 from .config import TrainConfig
-from .harness import Distributed, amp_dtype_for, run_epochs, setup_distributed
+from .harness import Distributed, amp_dtype_for, loader_generator, run_epochs, setup_distributed
 from .loop import EpochLoop, Score
 from .objectives import AutomaticObjective
 from .optim import build_optimizer, build_scheduler, optimizer_steps_per_epoch
@@ -88,17 +88,13 @@ def make_loaders(
     )
     per_rank_batch = max(1, config.batch_size // ctx.world_size)
     drop_last = len(train_set) // ctx.world_size >= per_rank_batch  # keep tiny data sets trainable
-    # Each new iterator of a loader draws a seed for its workers. Drawn from the global stream,
-    # it would shift the drop-path masks of every later step, so how often a run validates, or
-    # how many workers it loads with, would change what it learns. The samples seed themselves
-    # (SegmentationDataset), so these generators decide nothing else.
     train_loader = DataLoader(
         train_set, per_rank_batch, sampler=sampler, num_workers=config.num_workers, drop_last=drop_last,
-        generator=torch.Generator().manual_seed(config.seed),
+        generator=loader_generator(config.seed),
     )  # fmt: skip
     val_loader = DataLoader(
         val_set, 1 if native else per_rank_batch, num_workers=config.num_workers,
-        generator=torch.Generator().manual_seed(config.seed),
+        generator=loader_generator(config.seed),
     )  # fmt: skip
     return train_set, sampler, train_loader, val_loader
 

@@ -52,6 +52,17 @@ def setup_distributed(device_name: str) -> tuple[Distributed, torch.device]:
     return ctx, device
 
 
+def loader_generator(seed: int) -> torch.Generator:
+    """The generator for a DataLoader's worker seeds, one per loader.
+
+    Each new iterator of a loader draws a seed for its workers. Drawn from the global stream, it
+    would shift the drop-path masks of every later step, so how often a run validates, or how
+    many workers it loads with, would change what it learns. The datasets seed their samples
+    themselves, so this generator decides nothing else.
+    """
+    return torch.Generator().manual_seed(seed)
+
+
 def amp_dtype_for(amp: str, device: torch.device) -> torch.dtype | None:
     """The autocast dtype for an ``amp`` setting (none, bf16, fp16) on ``device``."""
     if amp == "fp16" and device.type != "cuda":
