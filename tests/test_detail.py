@@ -35,10 +35,13 @@ def test_registered_sizes_and_the_paper_models_unchanged():
     assert type(model) is HRMedSegDetail and model.config.detail == ("early_convs", "skips", "full_res_head")
     # Within 1 % of hrmedseg_b's parameters: the early convolutions replace the 16×16 patch embedding.
     assert abs(hrmedseg.count_parameters(model) / 3_371_857 - 1) < 0.01
-    # The deep-stem family differs only by two residual blocks at 1/4 resolution (1.1 % more weights).
+    # The deep-stem family differs by two residual blocks at 1/4 resolution and normalised mask
+    # features (1.1 % more weights, 65 of them the norm's and the logit offset).
     deep = create_model("hrmedseg_detail_deepstem_b")
-    assert dataclasses.replace(deep.config, name=model.config.name, detail_stem_blocks=0) == model.config
-    assert len(deep.detail_stem.quarter_blocks) == 2 and hrmedseg.count_parameters(deep) == 3_397_345
+    shallow = {"name": model.config.name, "detail_stem_blocks": 0, "detail": model.config.detail}
+    assert dataclasses.replace(deep.config, **shallow) == model.config
+    assert deep.config.detail == (*model.config.detail, "feature_norm")
+    assert len(deep.detail_stem.quarter_blocks) == 2 and hrmedseg.count_parameters(deep) == 3_397_410
     # The paper-faithful models keep their classes and checkpoint keys.
     paper = create_model("hrmedseg_b")
     assert type(paper) is hrmedseg.HRMedSeg and paper.config.detail == ()
@@ -60,6 +63,19 @@ def test_a_detail_model_file_written_before_the_half_res_block_existed_keeps_its
     assert ModelConfig.from_dict(config).detail_half_res_block == "ln_gelu"
     loaded = load_model(save_model(model, tmp_path / "m.safetensors"))
     assert type(loaded.detail_stem.half_res[1]).__name__ == "LayerNorm2d"
+
+
+def test_a_deep_stem_model_file_saved_without_feature_norm_loads_as_it_was_trained(tmp_path):
+    """The registered family gained ``feature_norm``; a file saved before builds from its own
+    config, so its weights load into the modules they were trained in, and it predicts the same."""
+    before = ("early_convs", "skips", "full_res_head")
+    model = create_model("hrmedseg_detail_deepstem_t", img_size=64, detail=before).eval()
+    loaded = load_model(save_model(model, tmp_path / "m.safetensors")).eval()
+    assert loaded.config.detail == before and loaded.mask_decoder.feature_norm is None
+    assert loaded.state_dict().keys() == model.state_dict().keys()
+    images = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(images), model(images))
 
 
 def test_the_relu_block_has_no_norm_at_half_resolution():

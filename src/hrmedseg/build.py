@@ -49,9 +49,14 @@ _FAMILIES: dict[str, dict[str, Any]] = {
     "hrmedseg": {"arch": "hrmedseg"},
     "hrmedseg_sam": {"arch": "hrmedseg_sam"},
     "hrmedseg_detail": _DETAIL_AUTOMATIC,
-    # ... with two residual blocks in the stem at 1/4 resolution: what thin structures (retinal
-    # vessels) need, at a longer training step (docs/benchmarks.md, hrf).
-    "hrmedseg_detail_deepstem": {**_DETAIL_AUTOMATIC, "detail_stem_blocks": 2},
+    # ... with two residual blocks in the stem at 1/4 resolution, what thin structures (retinal
+    # vessels) need, at a longer training step; and with normalised mask features, without which
+    # its output level swings between empty and full masks for tens of epochs (docs/benchmarks.md).
+    "hrmedseg_detail_deepstem": {
+        **_DETAIL_AUTOMATIC,
+        "detail": (*_DETAIL_PATH["detail"], "feature_norm"),
+        "detail_stem_blocks": 2,
+    },
     # HRMedSegSAM that also takes each box as a map of its region, so its mask follows the box
     # (docs/benchmarks.md, prompt-following); the paper's hrmedseg_sam_* stay as they are.
     "hrmedseg_sam_region": {"arch": "hrmedseg_sam", "box_region_prompt": True},

@@ -37,12 +37,12 @@ class ModelConfig:
     :func:`hrmedseg.register_architecture`); the fields from ``embed_dim`` to
     ``num_multimask_outputs`` are the hyper-parameters of the built-in ones.
     ``detail`` to ``deep_supervision`` describe the detail path of the ``DETAIL_ARCHITECTURES``
-    (:mod:`hrmedseg.modeling.detail`): its components (``DETAIL_COMPONENTS``; ``feature_norm`` is
-    in no registered model yet), the stem's widths at 1/2 and 1/4 resolution, the width of the
-    full-resolution head, the block of the layers at 1/2 resolution (``HALF_RES_BLOCKS``:
-    ``"ln_gelu"``, or ``"relu"`` without a norm), the number of residual blocks in the stem at 1/4
-    resolution, and the weight of the loss on the 1/4-resolution logits during training (0: none;
-    ``hrmedseg_detail`` only).
+    (:mod:`hrmedseg.modeling.detail`): its components (``DETAIL_COMPONENTS``; of the registered
+    models only ``hrmedseg_detail_deepstem_*`` use ``feature_norm``), the stem's widths at 1/2 and
+    1/4 resolution, the width of the full-resolution head, the block of the layers at 1/2
+    resolution (``HALF_RES_BLOCKS``: ``"ln_gelu"``, or ``"relu"`` without a norm), the number of
+    residual blocks in the stem at 1/4 resolution, and the weight of the loss on the
+    1/4-resolution logits during training (0: none; ``hrmedseg_detail`` only).
     """
 
     name: str
