@@ -1,12 +1,17 @@
 """Resume continues exactly the stored run: other settings are refused, nothing is rewritten."""
 
+import dataclasses
 import hashlib
 import shutil
 
 import pytest
 import yaml
 from helpers import run_until_crash
+from safetensors.torch import load_file
 
+from hrmedseg import build
+from hrmedseg.build import create_model
+from hrmedseg.checkpoint import read_model_config
 from hrmedseg.cli import main as cli_main
 from hrmedseg.data.synthetic import make_synthetic_dataset
 from hrmedseg.training.config import TrainConfig
@@ -89,6 +94,25 @@ def test_a_moved_run_folder_resumes_and_records_where_it_is(tmp_path, datasets, 
     assert not run.exists()  # nothing was written to the old place
     changes = yaml.safe_load((moved / "resume_changes.yaml").read_text())
     assert changes == [{"after_epoch": 1, "changes": {"output": [str(run.resolve()), str(moved.resolve())]}}]
+
+
+def test_a_resume_continues_the_saved_architecture_after_the_registry_changed(
+    tmp_path, datasets, monkeypatch
+):
+    run = tmp_path / "run"
+    config = TrainConfig(data=str(datasets[0]), output=str(run), epochs=2, **TINY)
+    run_until_crash(train, config, progress=False)
+    saved = load_file(str(run / "last.safetensors"))
+    trained_with = read_model_config(run / "last.safetensors")
+    # A later release changes what the name builds (here: fewer blocks, so other weights).
+    changed = dataclasses.replace(build._REGISTRY["hrmedseg_t"], depths=(1, 1, 1))
+    monkeypatch.setitem(build._REGISTRY, "hrmedseg_t", changed)
+    assert set(create_model("hrmedseg_t").state_dict()) != set(saved)
+
+    train(config, resume=True, progress=False)
+    assert len((run / "log.csv").read_text().splitlines()) == 1 + 2
+    assert set(load_file(str(run / "last.safetensors"))) == set(saved)
+    assert read_model_config(run / "last.safetensors") == trained_with
 
 
 def test_a_run_killed_in_its_first_epoch_says_to_start_over(tmp_path, datasets, capsys):

@@ -40,7 +40,7 @@ from ..training.harness import (
 )
 from ..training.loop import EpochLoop, Score
 from ..training.optim import build_optimizer, build_scheduler, optimizer_steps_per_epoch
-from ..training.run_folder import check_resume, prepare_output, stored_split
+from ..training.run_folder import check_resume, prepare_output, resumed_model, stored_split
 from .cache import EmbeddingCache, file_sha256
 from .data import UnlabeledImages, find_images, split_images
 from .teacher import load_teacher, resolve_teacher
@@ -189,7 +189,10 @@ def distill(
     split = _resolve_split(config, files, output, resume)
     size = (config.img_size, config.img_size)
 
-    model = create_model(config.student, img_size=size, **config.model_options)
+    if resume:
+        model = resumed_model(output)
+    else:
+        model = create_model(config.student, img_size=size, **config.model_options)
     student = model.image_encoder
     student.set_grad_checkpointing(config.grad_checkpointing)
     compile_model(student, config.compile)

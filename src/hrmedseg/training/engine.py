@@ -36,7 +36,7 @@ from .loop import EpochLoop, Score
 from .objectives import AutomaticObjective
 from .optim import build_optimizer, build_scheduler, optimizer_steps_per_epoch
 from .prompted import PromptConfig, PromptedObjective
-from .run_folder import check_resume, prepare_output, stored_split
+from .run_folder import check_resume, prepare_output, resumed_model, stored_split
 from .run_log import COLUMNS, PROMPTED_COLUMNS
 
 
@@ -236,10 +236,13 @@ def train(
     split = stored_split(output) if resume else resolve_split(config, index, is_volume_dataset(config.data))
     train_samples, val_samples = index.subset(split["train"]), index.subset(split["val"])
 
-    model = create_model(
-        config.model, num_classes=config.num_classes, img_size=config.size,
-        input_scale=config.input_scale, **config.model_options,
-    )  # fmt: skip
+    if resume:
+        model = resumed_model(output)
+    else:
+        model = create_model(
+            config.model, num_classes=config.num_classes, img_size=config.size,
+            input_scale=config.input_scale, **config.model_options,
+        )  # fmt: skip
     promptable = isinstance(model, PromptableSegmentationModel)
     check_samples(train_samples + val_samples, config.num_classes, objects=promptable)
     if config.init_encoder and not resume:

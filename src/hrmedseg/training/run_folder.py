@@ -17,7 +17,10 @@ from typing import Any, TypeVar
 import yaml
 
 from ..atomic import write_text
+from ..build import build_model
+from ..checkpoint import read_model_config
 from ..errors import ConfigError, OutputError
+from ..modeling import SegmentationModel
 from ..output import ensure_output_folder, remove_interrupted_writes
 from .config import ConfigFile, load_config
 
@@ -48,6 +51,13 @@ def prepare_output(output: Path, *, resume: bool, overwrite: bool, command: str 
                           "--overwrite to start over, or choose another --output")  # fmt: skip
     ensure_output_folder(output)
     remove_interrupted_writes(output)
+
+
+def resumed_model(output: Path) -> SegmentationModel:
+    """The model the run in ``output`` trains, built from the config stored in its
+    ``last.safetensors`` rather than from the registry: a resume continues the architecture it
+    saved, even where the registered model of that name has changed since."""
+    return build_model(read_model_config(output / "last.safetensors"))
 
 
 def _comparable(config: ConfigFile) -> dict[str, Any]:
