@@ -13,6 +13,7 @@ import pytest
 import hrmedseg
 from hrmedseg.cli import build_parser
 from hrmedseg.complexity import SAM_VIT_H_PARAMS, count_parameters
+from hrmedseg.training.config import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 USER_PAGES = [ROOT / "README.md", *sorted((ROOT / "docs" / "guide").glob("*.md"))]
@@ -59,6 +60,12 @@ def test_every_command_line_in_the_docs_parses(page):
         for word in words:
             if word.startswith("--"):
                 assert word in known, f"{page.name}: `hrmedseg {command}` has no option {word}"
+
+
+@pytest.mark.parametrize("config", sorted((ROOT / "configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_config_loads_and_names_a_registered_model(config):
+    loaded = load_config(config, data="d", output="o")
+    assert loaded.model in hrmedseg.list_models(), f"{config.name}: unknown model {loaded.model}"
 
 
 @pytest.mark.parametrize("page", [*USER_PAGES, *(ROOT / "docs" / p for p in ("benchmarks.md", "model.md")),
