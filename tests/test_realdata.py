@@ -7,7 +7,8 @@ absent (e.g. on a user's machine), and all run only on request (``pytest -m real
   original resolution; the left-right test-time flip must not lose Dice. 20 epochs were too
   close to the floor: the same code scored 0.944, then 0.923 and 0.913 as the random stream and
   the installed packages changed. 30 epochs: 0.945 (0.947 with the flip) with 2 threads, and with
-  one thread 0.947 and 0.953 for seeds 0 and 1; about 7 minutes on 2 idle CPU cores.
+  one thread 0.947 and 0.953 for seeds 0 and 1. 45 minutes here beside three other runs; CI
+  ran the 20-epoch version and the hrf check together in 10 minutes.
 - hrf (retinal vessels, 3504 x 2336): trained on windows at the images' own resolution, the
   detail path with its deeper stem and normalised mask features must draw vessels clearly better
   than hrmedseg_b at the same budget (below).
