@@ -131,8 +131,6 @@ def test_native_training_validates_tiled_and_its_model_predicts_tiled(tmp_path, 
 def test_input_scale_is_checked_and_reaches_the_config_from_the_command_line(tmp_path, mixed_sizes):
     with pytest.raises(ConfigError, match="input_scale must be one of"):
         hrmedseg.create_model("hrmedseg_t", img_size=64, input_scale="cropped")
-    with pytest.raises(ConfigError, match="HRMedSegSAM models take the whole image resized"):
-        hrmedseg.create_model("hrmedseg_sam_t", img_size=64, input_scale="native")
     with pytest.raises(ConfigError, match="foreground_windows must be in"):
         TrainConfig(foreground_windows=1.5)
 

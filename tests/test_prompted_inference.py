@@ -18,6 +18,7 @@ from hrmedseg.evaluation.objects import box_leak, object_hd95, truth_object_of
 from hrmedseg.inference.prompted import (
     ObjectPrompt,
     PromptedSegmenter,
+    object_windows,
     prompts_from_ground_truth,
     read_prompt_file,
 )
@@ -120,6 +121,66 @@ def test_segmenter_unites_object_masks_and_batches_box_only_objects():
     # Box-only objects in batches of at most 2, then the point object alone, multimask (ambiguous).
     assert [c["box"].shape for c in predictor.calls[:2]] == [(2, 4), (1, 4)]
     assert not predictor.calls[0]["multimask"] and predictor.calls[2]["multimask"]
+
+
+def test_each_object_gets_a_window_that_holds_it_and_small_objects_share_them():
+    rng = np.random.default_rng(0)
+    height, width, side = 300, 500, 64
+    objects = []
+    for _ in range(60):
+        size = rng.integers(1, 17, 2)  # up to a quarter of the window
+        x0, y0 = rng.integers(0, width - size[0]), rng.integers(0, height - size[1])
+        objects.append(ObjectPrompt(box=np.array([x0, y0, x0 + size[0] - 1, y0 + size[1] - 1], float)))
+    objects.append(ObjectPrompt(points=np.array([[250.0, 150.0]]), labels=np.array([1])))
+    windows = object_windows(objects, (height, width), (side, side))
+    assert sorted(i for members in windows.values() for i in members) == list(range(len(objects)))
+    for (top, left, bottom, right), members in windows.items():
+        assert (bottom - top, right - left) == (side, side)
+        assert top >= 0 and bottom <= height and left >= 0 and right <= width
+        for i in members:
+            prompt = objects[i]
+            xy = np.concatenate([c.reshape(-1, 2) for c in (prompt.box, prompt.points) if c is not None])
+            (x0, y0), (x1, y1) = xy.min(0), xy.max(0)
+            # A margin of an eighth of the window, except where the window meets the image's edge.
+            assert top == 0 or y0 - top >= side / 8
+            assert left == 0 or x0 - left >= side / 8
+            assert bottom == height or bottom - 1 - y1 >= side / 8
+            assert right == width or right - 1 - x1 >= side / 8
+    # Windows of a grid at half-window steps (the last one ending at the image's edge), shared.
+    rows, columns = (
+        {*range(0, height - side, side // 2), height - side},
+        {*range(0, width - side, side // 2), width - side},
+    )
+    assert all(top in rows and left in columns for top, left, _, _ in windows)
+    assert len(windows) < len(objects)
+
+    large = ObjectPrompt(box=np.array([100.0, 10.0, 199.0, 39.0]))  # 100 x 30
+    assert object_windows([large], (height, width), (side, side)) == {(0, 50, 64, 250): [0]}
+    small_image = object_windows([large], (50, 60), (side, side))
+    assert small_image == {(0, 0, 50, 60): [0]}  # the image fits a window: the whole image
+
+
+def test_windowed_segmentation_decodes_each_object_in_its_window_at_original_pixels():
+    rectangles = [(5, 8, 20, 30), (400, 200, 410, 215), (150, 40, 300, 60), (30, 250, 40, 260)]
+    predictor = BoxFillingPredictor()
+    crops = []
+    set_image = predictor.set_image
+    predictor.set_image = lambda image: (crops.append(image.shape[:2]), set_image(image))
+    segmenter = PromptedSegmenter(predictor, window=(64, 64))
+    objects = [ObjectPrompt(box=np.array(r, float)) for r in rectangles]
+    union, object_masks, _ = segmenter.segment(np.zeros((300, 500, 3), np.uint8), objects)
+    for mask, (x0, y0, x1, y1) in zip(object_masks, rectangles, strict=True):
+        expected = np.zeros((300, 500), bool)
+        expected[y0 : y1 + 1, x0 : x1 + 1] = True
+        np.testing.assert_array_equal(mask, expected)
+    np.testing.assert_array_equal(union, object_masks.any(0))
+    assert sorted(crops) == [(64, 64), (64, 64), (64, 64), (64, 302)]  # the long box: its own window
+
+    crops.clear()
+    segmenter.segment(np.zeros((60, 64, 3), np.uint8), objects[:1])
+    assert crops == [(60, 64)]  # an image that fits one window is decoded whole
+    with pytest.raises(ValueError, match="a prompt window needs a positive height and width"):
+        PromptedSegmenter(predictor, window=(0, 64))
 
 
 def test_evaluate_with_box_prompts_scores_the_union_exactly(tmp_path, rectangles_data):

@@ -6,11 +6,12 @@ import torch
 from PIL import Image
 
 import hrmedseg
+from hrmedseg.data import find_dataset
 from hrmedseg.data.prompts import label_objects
 from hrmedseg.data.synthetic import make_synthetic_dataset, separate_discs
 from hrmedseg.losses import SegmentationLoss, binary_loss_per_mask, object_windows
 from hrmedseg.training.config import TrainConfig
-from hrmedseg.training.engine import train
+from hrmedseg.training.engine import make_loaders, train
 from hrmedseg.training.prompted import PromptConfig, PromptedObjective, loss_windows, sample_prompt_sets
 from hrmedseg.training.run_log import read_log
 
@@ -144,6 +145,30 @@ def test_hrmedseg_sam_trains_with_prompts_and_loads_into_the_predictor(tmp_path)
     predictor.set_image(np.zeros((70, 50, 3), np.uint8))
     masks, scores, _ = predictor.predict(box=np.array([5, 5, 40, 60]))
     assert masks.shape == (3, 70, 50) and scores.shape == (3,)
+
+
+def test_hrmedseg_sam_trains_on_native_windows_and_decodes_objects_in_them(tmp_path):
+    data = make_synthetic_dataset(tmp_path / "data", num_images=12, size_range=(50, 90))
+    config = TrainConfig(
+        data=str(data), output=str(tmp_path / "run"), model="hrmedseg_sam_t", img_size=32, epochs=1,
+        batch_size=4, num_workers=0, input_scale="native", prompts={"box_probability": 1.0},
+    )  # fmt: skip
+    result = train(config, progress=False)
+    assert hrmedseg.load_model(result["best"]).config.input_scale == "native"
+    assert 0 <= read_log(tmp_path / "run" / "log.csv")[-1]["val_object_dice"] <= 1
+    # Validated on one window per image, on an object, the same every epoch.
+    _, _, _, val_loader = make_loaders(
+        config, [*find_dataset(data).samples.values()][:3], [*find_dataset(data).samples.values()][:3],
+        pixel_mean=(0.5,) * 3, pixel_std=(0.25,) * 3, objects=True,
+    )  # fmt: skip
+    first, again = next(iter(val_loader)), next(iter(val_loader))
+    assert first["image"].shape[-2:] == (32, 32) and torch.equal(first["image"], again["image"])
+    assert all(mask.max() > 0 for mask in first["mask"])
+    # It decodes each object in a window of its own size at the image's resolution, as trained.
+    segmenter = hrmedseg.PromptedSegmenter.from_checkpoint(result["best"], device="cpu")
+    assert segmenter.window == (32, 32)
+    whole = hrmedseg.PromptedSegmenter.from_checkpoint(result["best"], device="cpu", native_windows=False)
+    assert whole.window is None
 
 
 def test_object_windows_enlarge_each_box_and_restrict_the_loss():

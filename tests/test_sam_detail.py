@@ -47,7 +47,6 @@ def test_the_registered_model_is_the_region_model_with_the_detail_path():
     [
         ({"detail": ()}, "need at least one detail component"),
         ({"deep_supervision": 0.4}, "deep_supervision must be >= 0 and only set for hrmedseg_detail"),
-        ({"input_scale": "native"}, "take the whole image resized"),
         ({"num_classes": 2}, "class-agnostic"),
     ],
 )

@@ -108,8 +108,8 @@ def test_cli_predict_and_evaluate_tile_large_images(tmp_path, capsys):
         ([*predict, "--output", out, "--overlap", "0.5"], "--overlap and --blend set up --tile"),
         (["predict", "--onnx", str(tmp_path / "m.onnx"), "--input", str(data), "--output", out,
           "--prompts", str(data)], "prompts need an HRMedSegSAM checkpoint; an ONNX graph runs"),
-        ([*evaluate[:2], str(sam), *evaluate[3:], "--output", str(tmp_path / "e2"), "--tile"],
-         "tiled prediction is for automatic models"),
+        ([*evaluate[:2], str(sam), *evaluate[3:], "--output", str(tmp_path / "e2"), "--tile",
+          "--overlap", "0.5"], "--overlap and --blend are for automatic models"),
         ([*predict, "--output", out, "--tile", "--overlap", "1.5"], "overlap must be in [0, 1)"),
     ):  # fmt: skip
         assert cli_main(argv) == 2

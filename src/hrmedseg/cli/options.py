@@ -79,7 +79,8 @@ def add_segmenter_options(parser: argparse.ArgumentParser, *, batch: bool = True
     tiling.add_argument(
         "--tile", action="store_true",
         help="segment each image at its own resolution with overlapping windows of the model size "
-        "(detail for large images) instead of resizing it to the model size (context)",
+        "(detail for large images) instead of resizing it to the model size (context); HRMedSegSAM "
+        "models decode each prompted object in one such window around it",
     )  # fmt: skip
     tiling.add_argument(
         "--overlap",

@@ -60,12 +60,21 @@ class SegmenterOptions:
         )
 
     def prompted_segmenter(self, checkpoint: str | Path) -> PromptedSegmenter:
-        """A :class:`~hrmedseg.PromptedSegmenter` of a promptable model file on ``device``; the
-        settings only automatic models take (tiles, flips, clean-up) are refused by name."""
+        """A :class:`~hrmedseg.PromptedSegmenter` of a promptable model file on ``device``: with
+        ``tiling``, each object decoded in a window of the model's size at the image's own
+        resolution (otherwise as the model was trained); the settings only automatic models take
+        (the windows' overlap and blending, flips, clean-up) are refused by name."""
+        from ..errors import ConfigError
         from .prompted import PromptedSegmenter, refuse_automatic_options
 
-        refuse_automatic_options(self.tiling, self.tta, self.postprocessing)
-        return PromptedSegmenter.from_checkpoint(checkpoint, self.device)
+        if self.tiling is not None and self.tiling != Tiling():
+            raise ConfigError(
+                "--overlap and --blend are for automatic models; HRMedSegSAM decodes each object "
+                "in one window (--tile alone)"
+            )
+        refuse_automatic_options(None, self.tta, self.postprocessing)
+        native_windows = True if self.tiling is not None else None
+        return PromptedSegmenter.from_checkpoint(checkpoint, self.device, native_windows=native_windows)
 
     def onnx_segmenter(self, path: str | Path) -> OnnxSegmenter:
         """An onnxruntime segmenter of a graph from ``hrmedseg export`` (the device and compile

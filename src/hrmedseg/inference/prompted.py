@@ -27,6 +27,7 @@ import numpy as np
 
 from ..build import is_promptable
 from ..checkpoint import read_model_config
+from ..data.io import as_float_rgb, read_image
 from ..data.prompts import label_objects, prompts_from_labels
 from ..errors import ConfigError, DataError
 from .postprocess import Postprocessing
@@ -187,6 +188,11 @@ class PromptedSegmenter:
         predictor: the :class:`Predictor` of a promptable model.
         max_boxes_per_pass: box prompts decoded together; each one's logits are interpolated to
             the original size, so this bounds the memory of one pass.
+        window: (height, width) in original pixels, usually the model's own input size: decode
+            each object in a window of the image at its own resolution instead of in the whole
+            image resized (see :func:`object_windows`); None: the whole image. Small objects in
+            large images (nuclei in a 1024² tissue image) shrink to a few pixels when the image is
+            resized to the model's size; in a native-scale window they keep their size.
 
     Example:
         >>> seg = PromptedSegmenter.from_checkpoint("sam_run/best.safetensors")
@@ -196,20 +202,57 @@ class PromptedSegmenter:
 
     num_classes = 1
 
-    def __init__(self, predictor: Predictor, max_boxes_per_pass: int = 32) -> None:
+    def __init__(
+        self,
+        predictor: Predictor,
+        max_boxes_per_pass: int = 32,
+        window: tuple[int, int] | None = None,
+    ) -> None:
         self.predictor = predictor
         # Each box's logits are interpolated to the original size: bound that memory per pass.
         self.max_boxes_per_pass = max_boxes_per_pass
+        if window is not None and min(window) < 1:
+            raise ConfigError(f"a prompt window needs a positive height and width, got {window}")
+        self.window = window
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, device: str = "auto") -> PromptedSegmenter:
-        return cls(Predictor.from_checkpoint(path, device))
+    def from_checkpoint(
+        cls, path: str | Path, device: str = "auto", *, native_windows: bool | None = None
+    ) -> PromptedSegmenter:
+        """``native_windows``: decode each object in a window of the model's input size at the
+        image's own resolution (``window`` above); None: as the model was trained (its
+        ``input_scale``)."""
+        predictor = Predictor.from_checkpoint(path, device)
+        if native_windows is None:
+            native_windows = predictor.model.config.input_scale == "native"
+        return cls(predictor, window=predictor.input_size if native_windows else None)
 
     def segment(
         self, image: np.ndarray | str | Path, objects: list[ObjectPrompt]
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The image's mask (H, W) uint8 0/1 (the union), each object's mask (N, H, W) bool and
         its predicted IoU (N,), all at the original size."""
+        if self.window is None:
+            return self._segment_whole(image, objects)
+        pixels = read_image(image) if isinstance(image, str | Path) else as_float_rgb(image)
+        height, width = pixels.shape[:2]
+        if height <= self.window[0] and width <= self.window[1]:
+            return self._segment_whole(pixels, objects)
+        object_masks = np.zeros((len(objects), height, width), dtype=bool)
+        scores = np.zeros(len(objects), dtype=np.float32)
+        windows = object_windows(objects, (height, width), self.window)
+        for (top, left, bottom, right), members in windows.items():
+            shift = np.array([left, top], dtype=np.float64)
+            local = [_shifted(objects[i], shift) for i in members]
+            _, masks, window_scores = self._segment_whole(pixels[top:bottom, left:right], local)
+            object_masks[members, top:bottom, left:right] = masks
+            scores[members] = window_scores
+        return object_masks.any(0).astype(np.uint8), object_masks, scores
+
+    def _segment_whole(
+        self, image: np.ndarray | str | Path, objects: list[ObjectPrompt]
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """:meth:`segment` with every object decoded in the whole image, resized."""
         self.predictor.set_image(image)
         height, width = self.predictor.original_size
         object_masks = np.zeros((len(objects), height, width), dtype=bool)
@@ -234,3 +277,51 @@ class PromptedSegmenter:
         union = object_masks.any(0).astype(np.uint8)
         self.predictor.reset_image()
         return union, object_masks, scores
+
+
+def object_windows(
+    objects: Sequence[ObjectPrompt], image_hw: tuple[int, int], window: tuple[int, int]
+) -> dict[tuple[int, int, int, int], list[int]]:
+    """The window of the image each object is decoded in, as ``{(top, left, bottom, right):
+    [object indices]}``, so that objects sharing a window share one encoder pass.
+
+    Per axis, an object whose prompt extent (its box, or its points' bounding box) spans at most a
+    quarter of the window takes the window of a grid at half-window steps whose centre is nearest
+    to its own; that window holds it with at least an eighth of the window as margin on each
+    side. A larger object gets a window of its own, centred on it: the window's size, or twice the
+    object's extent where that is larger (then resized to the model's size, like a whole image).
+    Windows are clipped to the image. A point-prompted object larger than the window is cut at
+    the window's edge: give it a box, or decode the whole image.
+    """
+    windows: dict[tuple[int, int, int, int], list[int]] = {}
+    for index, prompt in enumerate(objects):
+        corners = [c.reshape(-1, 2) for c in (prompt.box, prompt.points) if c is not None]
+        xy = np.concatenate(corners)
+        lows, highs = xy.min(0)[::-1], xy.max(0)[::-1]  # (row, column)
+        axes = zip(lows, highs, window, image_hw, strict=True)
+        (top, bottom), (left, right) = (_axis_window(*axis) for axis in axes)
+        windows.setdefault((top, left, bottom, right), []).append(index)
+    return windows
+
+
+def _axis_window(low: float, high: float, side: int, size: int) -> tuple[int, int]:
+    """[start, end) along one axis of the window holding pixels ``low``..``high`` (inclusive)."""
+    if size <= side:
+        return 0, size
+    extent = high - low + 1
+    centre = (low + high + 1) / 2
+    if extent <= side / 4:
+        step = side // 2
+        starts = [*range(0, size - side, step), size - side]
+        start = min(starts, key=lambda s: abs(s + side / 2 - centre))
+        return start, start + side
+    length = min(size, max(side, int(np.ceil(2 * extent))))
+    start = int(np.clip(round(centre - length / 2), 0, size - length))
+    return start, start + length
+
+
+def _shifted(prompt: ObjectPrompt, shift: np.ndarray) -> ObjectPrompt:
+    """``prompt`` in the coordinates of a window whose top-left corner is ``shift`` (x, y)."""
+    box = None if prompt.box is None else prompt.box - np.tile(shift, 2)
+    points = None if prompt.points is None else prompt.points - shift
+    return ObjectPrompt(box=box, points=points, labels=prompt.labels)

@@ -30,7 +30,8 @@ class ModelConfig:
     ``img_size`` is the (H, W) of the network's input, and ``pixel_mean``/``pixel_std``
     normalise RGB values in [0, 1]. ``input_scale`` says how an image becomes that input, which
     is how the model was trained: ``"resized"`` (the whole image resized to ``img_size``) or
-    ``"native"`` (windows of ``img_size`` at the image's own resolution, so prediction tiles).
+    ``"native"`` (windows of ``img_size`` at the image's own resolution, so prediction tiles; an
+    HRMedSegSAM model then decodes each prompted object in such a window around it).
     ``patch_size`` is the encoder's stride: the image embedding is an (H / patch_size,
     W / patch_size) grid, and the network accepts any input whose sides are multiples of it.
     ``arch`` names the registered architecture that :func:`hrmedseg.build_model` builds (see
@@ -110,11 +111,6 @@ class ModelConfig:
             raise ConfigError(f"pixel_std must be above 0 for every channel, got {self.pixel_std}")
         if self.input_scale not in INPUT_SCALES:
             raise ConfigError(f"input_scale must be one of {INPUT_SCALES}, got {self.input_scale!r}")
-        if self.arch in PROMPTABLE_ARCHITECTURES and self.input_scale != "resized":
-            raise ConfigError(
-                "HRMedSegSAM models take the whole image resized (prompts are in its coordinates); "
-                "input_scale 'native' is for automatic models"
-            )
         if self.box_region_prompt and self.arch not in PROMPTABLE_ARCHITECTURES:
             raise ConfigError("box_region_prompt is for HRMedSegSAM models, which take box prompts")
         if self.arch in PROMPTABLE_ARCHITECTURES and self.num_classes != 1:

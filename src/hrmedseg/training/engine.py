@@ -70,7 +70,8 @@ def make_loaders(
 ) -> tuple[SegmentationDataset, DistributedSampler, DataLoader, DataLoader]:
     """Augmented, sharded training data (reshuffled per epoch via ``sampler.set_epoch``) and
     plain validation data: resized to the configured input size, or for ``input_scale: native``
-    random windows of it for training and whole images, one per batch, for validation.
+    random windows of it for training and whole images, one per batch, for validation (a
+    prompted model: one fixed window per image).
     ``objects``: the masks hold object labels (prompted training; see :class:`SegmentationDataset`)."""
     ctx = ctx or Distributed()
     native = config.input_scale == "native"
@@ -79,9 +80,12 @@ def make_loaders(
         pixel_std=pixel_std, augmentation=config.augmentation(), seed=config.seed,
         sampling="window" if native else "resize", foreground=config.foreground_windows, objects=objects,
     )  # fmt: skip
+    # A prompted model decodes objects in windows, not whole images: at native scale it is
+    # validated on one window per image, placed on an object and the same every epoch.
+    val_sampling = ("window" if objects else "whole") if native else "resize"
     val_set = SegmentationDataset(
         val_samples, config.size, num_classes=config.num_classes, pixel_mean=pixel_mean,
-        pixel_std=pixel_std, sampling="whole" if native else "resize", objects=objects,
+        pixel_std=pixel_std, seed=config.seed, sampling=val_sampling, foreground=1.0, objects=objects,
     )  # fmt: skip
     sampler = DistributedSampler(
         train_set, ctx.world_size, ctx.rank, shuffle=True, seed=config.seed, drop_last=True
@@ -93,7 +97,7 @@ def make_loaders(
         generator=loader_generator(config.seed),
     )  # fmt: skip
     val_loader = DataLoader(
-        val_set, 1 if native else per_rank_batch, num_workers=config.num_workers,
+        val_set, 1 if val_sampling == "whole" else per_rank_batch, num_workers=config.num_workers,
         generator=loader_generator(config.seed),
     )  # fmt: skip
     return train_set, sampler, train_loader, val_loader
