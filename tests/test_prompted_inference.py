@@ -193,6 +193,19 @@ def test_evaluate_with_box_prompts_scores_the_union_exactly(tmp_path, rectangles
     assert "prompts: box" in (tmp_path / "ev" / "summary.md").read_text()
 
 
+def test_evaluate_in_windows_scores_exactly_and_says_so(tmp_path, rectangles_data):
+    segmenter = PromptedSegmenter(BoxFillingPredictor(), window=(32, 32))  # the images are 64 x 80
+    summary = evaluate(segmenter, rectangles_data, tmp_path / "ev", progress=False)
+    assert summary["mean"]["dice"]["mean"] == pytest.approx(1.0)
+    assert summary["per_object"]["dice"]["mean"] == pytest.approx(1.0)
+    assert summary["tiling"] == "each object in a 32 x 32 window at the image's own resolution"
+    assert "32 x 32 window" in (tmp_path / "ev" / "summary.md").read_text()
+    whole = evaluate(
+        PromptedSegmenter(BoxFillingPredictor()), rectangles_data, tmp_path / "ev2", progress=False
+    )
+    assert whole["tiling"] == "none (resized to the model size)"
+
+
 def test_evaluate_with_json_prompts_and_missing_files(tmp_path, rectangles_data):
     prompt_dir = tmp_path / "prompts"
     prompt_dir.mkdir()

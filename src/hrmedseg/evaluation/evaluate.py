@@ -265,11 +265,17 @@ def evaluate(
         tiling, tta, postprocessing = segmenter.tiling, segmenter.tta, segmenter.postprocessing
     else:
         tiling, tta, postprocessing = None, "none", Postprocessing()
+    window = getattr(segmenter, "window", None)  # a PromptedSegmenter's native-scale windows
+    scale = "none (resized to the model size)"
+    if window is not None:
+        scale = f"each object in a {window[0]} x {window[1]} window at the image's own resolution"
     settings = [f"{split}: {len(samples)} cases"]
     if prompts:
         settings.append(f"prompts: {prompts}")
     if tiling is not None:
         settings.append("tiled")
+    if window is not None:
+        settings.append(scale)
     if tta != "none":
         settings.append(f"test-time flips: {tta}")
     if postprocessing.active:
@@ -282,7 +288,7 @@ def evaluate(
         "data": str(data), "split": split,
         "split_file": str(index.split_file) if index.split_file else "none",
         "prompts": prompts or "none (automatic)", "cases": len(samples),
-        "tiling": dataclasses.asdict(tiling) if tiling else "none (resized to the model size)",
+        "tiling": dataclasses.asdict(tiling) if tiling else scale,
         "tta": tta, "postprocessing": postprocessing.describe(),
         "nsd_tolerance": nsd_tolerance,
     }  # fmt: skip
