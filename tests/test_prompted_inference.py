@@ -419,3 +419,63 @@ def test_point_prompts_have_no_leak(tmp_path, rectangles_data):
                        prompts="point", progress=False)  # fmt: skip
     assert "leak" not in summary["per_object"] and summary["per_object"]["dice"]["n"] == 6
     assert {r["leak"] for r in csv_rows(tmp_path / "ev" / "objects.csv")} == {""}
+
+
+def test_image_prompter_decodes_each_prompt_in_the_window_evaluate_uses():
+    from hrmedseg.inference.image_prompter import ImagePrompter
+    from hrmedseg.inference.sam_predictor import Predictor
+
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    model = hrmedseg.create_model("hrmedseg_sam_t", img_size=64, input_scale="native").eval()
+    image = np.random.default_rng(1).integers(0, 255, (150, 200, 3), dtype=np.uint8)
+    # Two small objects in the same grid window, one far away, one larger than a quarter window;
+    # each a box and its centre point.
+    boxes = [(20, 24, 30, 34), (12, 30, 20, 40), (160, 110, 170, 118), (60, 50, 140, 90)]
+    near = [
+        ObjectPrompt(box=np.array(b, float), points=np.array([[(b[0] + b[2]) / 2, (b[1] + b[3]) / 2]]),
+                     labels=np.ones(1, int))
+        for b in boxes
+    ]  # fmt: skip
+    # The oracle: PromptedSegmenter's windows (a box with a point is decoded alone, single mask).
+    oracle = PromptedSegmenter(Predictor(model, "cpu"), window=(64, 64))
+    _, expected, expected_scores = oracle.segment(image, near)
+
+    embedded = []
+    set_image = Predictor.set_image
+
+    def counting(self, pixels):
+        embedded.append(pixels.shape[:2])
+        set_image(self, pixels)
+
+    prompter = ImagePrompter(model, "cpu", window=(64, 64))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(Predictor, "set_image", counting)
+        prompter.set_image(image)
+        assert prompter.windowed and embedded == []  # windows are embedded on their first prompt
+        for k, prompt in enumerate(near):
+            masks, scores = prompter.predict(prompt, multimask_output=False)
+            assert masks.shape == (1, 150, 200)
+            np.testing.assert_array_equal(masks[0], expected[k])
+            assert scores[0] == pytest.approx(expected_scores[k], abs=1e-6)
+        assert embedded == [(64, 64), (64, 64), (82, 162)]  # the first two share one window
+        masks, _ = prompter.predict(near[0], multimask_output=True)  # its window is kept
+        assert len(embedded) == 3 and masks.shape == (3, 150, 200)
+
+        embedded.clear()
+        whole = ImagePrompter(model, "cpu")  # no window: the image resized, embedded at once
+        whole.set_image(image)
+        assert not whole.windowed and embedded == [(150, 200)]
+        masks, _ = whole.predict(near[0], multimask_output=False)
+        predictor = Predictor(model, "cpu")
+        predictor.set_image(image)
+        first = near[0]
+        reference, _, _ = predictor.predict(first.points, first.labels, first.box, multimask_output=False)
+        np.testing.assert_array_equal(masks, reference)
+
+        embedded.clear()
+        small = ImagePrompter(model, "cpu", window=(64, 64))  # an image within the window: whole
+        small.set_image(image[:60, :64])
+        assert not small.windowed and embedded == [(60, 64)]
+    with pytest.raises(RuntimeError, match="call set_image"):
+        ImagePrompter(model, "cpu").predict(near[0], multimask_output=False)

@@ -132,7 +132,7 @@ def test_an_automatic_model_returns_its_mask_with_the_upload():
 
 def test_an_automatic_model_is_served_tiled_and_flipped_as_predict_would():
     """The page's mask is the one ``predict --tile --tta flips --min-size 30 --fill-holes`` writes;
-    a prompted model refuses these options."""
+    a prompted model refuses the flips."""
     from hrmedseg.errors import ConfigError
     from hrmedseg.inference.postprocess import Postprocessing
     from hrmedseg.inference.tiling import Tiling
@@ -151,6 +151,44 @@ def test_an_automatic_model_is_served_tiled_and_flipped_as_predict_would():
     assert not np.array_equal(expected, hrmedseg.Segmenter(model, "cpu").predict(image) > 0)
     with pytest.raises(ConfigError, match="for automatic models"):
         create_app(hrmedseg.create_model("hrmedseg_sam_t", img_size=64), "cpu", tta="hflip")
+
+
+def test_a_native_scale_model_decodes_each_prompt_in_its_window_as_evaluate_does(monkeypatch):
+    from hrmedseg.errors import ConfigError
+    from hrmedseg.inference.prompted import ObjectPrompt, PromptedSegmenter
+    from hrmedseg.inference.sam_predictor import Predictor
+    from hrmedseg.inference.tiling import Tiling
+
+    native = hrmedseg.create_model("hrmedseg_sam_t", img_size=64, input_scale="native").eval()
+    client = TestClient(create_app(native, "cpu"))
+    assert client.get("/api/info").json()["windows"] is True
+    upload = png(200, 150)
+    embedded = []
+    set_image = Predictor.set_image
+    monkeypatch.setattr(
+        Predictor, "set_image", lambda self, image: (embedded.append(1), set_image(self, image))
+    )
+    session = client.post("/api/image", content=upload).json()["session"]
+    assert embedded == []  # nothing to embed until a prompt names a window
+    box = [150, 100, 165, 112]
+    body = client.post("/api/decode", json={"session": session, "box": box, "multimask": False}).json()
+    served = decoded(body["masks"][0]) > 0
+    image = np.asarray(Image.open(io.BytesIO(upload)))
+    _, expected, _ = PromptedSegmenter(Predictor(native, "cpu"), window=(64, 64)).segment(
+        image, [ObjectPrompt(box=np.array(box, float))]
+    )
+    np.testing.assert_array_equal(served, expected[0])
+    assert served[100:113, 150:166].any() and not served[:, :100].any()  # outside its window: nothing
+
+    resized = hrmedseg.create_model("hrmedseg_sam_t", img_size=64)
+    assert client_info(resized)["windows"] is False
+    assert client_info(resized, tiling=Tiling())["windows"] is True  # --tile, as evaluate and predict
+    with pytest.raises(ConfigError, match="--overlap and --blend are for automatic models"):
+        create_app(resized, "cpu", tiling=Tiling(overlap=0.5))
+
+
+def client_info(model, **options) -> dict:
+    return TestClient(create_app(model, "cpu", **options)).get("/api/info").json()
 
 
 def test_a_huge_decoded_upload_is_refused_from_its_header():

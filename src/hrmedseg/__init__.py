@@ -49,6 +49,7 @@ _EXPORTS = {
         ".errors",
     ),  # fmt: skip
     "Predictor": ".inference.sam_predictor",
+    "ImagePrompter": ".inference.image_prompter",
     "SegmenterOptions": ".inference.options",
     "predict_files": ".inference.files",
     "evaluate_dataset": ".evaluation.entry",
@@ -79,6 +80,7 @@ __all__ = [
     "HRMedSegError",
     "HRMedSegSAM",
     "HRMedSegSAMDetail",
+    "ImagePrompter",
     "InputNotFoundError",
     "MissingDependencyError",
     "ModelConfig",
@@ -147,6 +149,7 @@ if TYPE_CHECKING:  # what static analysis and IDEs see
     )
     from .evaluation.entry import evaluate_dataset
     from .inference.files import predict_files
+    from .inference.image_prompter import ImagePrompter
     from .inference.options import SegmenterOptions
     from .inference.prompted import PromptedSegmenter
     from .inference.sam_predictor import Predictor

@@ -243,7 +243,7 @@ class PromptedSegmenter:
         windows = object_windows(objects, (height, width), self.window)
         for (top, left, bottom, right), members in windows.items():
             shift = np.array([left, top], dtype=np.float64)
-            local = [_shifted(objects[i], shift) for i in members]
+            local = [shifted_prompt(objects[i], shift) for i in members]
             _, masks, window_scores = self._segment_whole(pixels[top:bottom, left:right], local)
             object_masks[members, top:bottom, left:right] = masks
             scores[members] = window_scores
@@ -320,7 +320,7 @@ def _axis_window(low: float, high: float, side: int, size: int) -> tuple[int, in
     return start, start + length
 
 
-def _shifted(prompt: ObjectPrompt, shift: np.ndarray) -> ObjectPrompt:
+def shifted_prompt(prompt: ObjectPrompt, shift: np.ndarray) -> ObjectPrompt:
     """``prompt`` in the coordinates of a window whose top-left corner is ``shift`` (x, y)."""
     box = None if prompt.box is None else prompt.box - np.tile(shift, 2)
     points = None if prompt.points is None else prompt.points - shift

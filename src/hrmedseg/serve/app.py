@@ -3,11 +3,13 @@
 API (all coordinates in pixels of the original image, (x, y); masks at the original size):
 
 - ``GET /api/info``: the model's kind (``prompted`` for HRMedSegSAM, ``automatic`` for HRMedSeg),
-  name, input size and the upload limit.
+  name, input size, ``windows`` (whether prompts are decoded in native-scale windows) and the
+  folder being annotated.
 - ``POST /api/image`` with the image file as the request body: decodes it, computes the image
-  embedding once (prompted) or the automatic mask, and opens a session. Returns ``session``,
-  ``width``, ``height``, ``seconds``, ``preview`` (a base64 JPEG to show); automatic models also
-  ``masks`` (one base64 PNG).
+  embedding once (prompted; with ``windows``, each window of an image larger than the model's
+  input is embedded on its first prompt instead) or the automatic mask, and opens a session.
+  Returns ``session``, ``width``, ``height``, ``seconds``, ``preview`` (a base64 JPEG to show);
+  automatic models also ``masks`` (one base64 PNG).
 - ``POST /api/decode`` with JSON ``{"session", "object": K, "points": [[x, y], ...],
   "labels": [1 | 0, ...], "box": [x0, y0, x1, y1] | null, "multimask": bool}``: decodes those
   prompts for object K (default 0) against the cached embedding. Returns ``masks`` (base64 PNGs,
@@ -52,9 +54,9 @@ from starlette.concurrency import run_in_threadpool
 
 from ..data.io import decode_image, index_mask_image
 from ..errors import ConfigError, DataError, WriteError
+from ..inference.image_prompter import ImagePrompter
 from ..inference.postprocess import Postprocessing
 from ..inference.prompted import object_prompt, refuse_automatic_options
-from ..inference.sam_predictor import Predictor
 from ..inference.segmenter import Segmenter
 from ..inference.tiling import Tiling
 from ..modeling import PromptableSegmentationModel
@@ -66,13 +68,13 @@ PREVIEW_SIDE = 900  # the page's MAX_SIDE
 
 @dataclass
 class Session:
-    """One user's image: its predictor (holding the embedding), and each object's latest masks
+    """One user's image: its prompter (holding the embeddings), and each object's latest masks
     (an automatic model's mask is object 0). ``folder_index`` is the image's place in the
     annotated folder, None for an upload."""
 
     width: int
     height: int
-    predictor: Predictor | None = None
+    prompter: ImagePrompter | None = None
     objects: dict[int, list[np.ndarray]] = field(default_factory=dict)
     folder_index: int | None = None
 
@@ -111,8 +113,18 @@ class SegmentationService:
     ) -> None:
         self.max_upload_pixels = max_upload_pixels
         self.prompted = isinstance(model, PromptableSegmentationModel)
+        # A promptable model decodes each prompt in a native-scale window when it was trained on
+        # such windows, or when asked to (tiling: windows of the model's size, as --tile).
+        self.window = None
         if self.prompted:
-            refuse_automatic_options(tiling, tta, postprocessing)
+            if tiling is not None and tiling != Tiling():
+                raise ConfigError(
+                    "--overlap and --blend are for automatic models; HRMedSegSAM decodes each "
+                    "prompt in one window (--tile alone)"
+                )
+            refuse_automatic_options(None, tta, postprocessing)
+            if tiling is not None or model.config.input_scale == "native":
+                self.window = tuple(model.config.img_size)
         elif annotations is not None:
             raise ConfigError("annotating a folder takes an HRMedSegSAM model: its objects come from prompts")
         self.annotations = annotations
@@ -133,7 +145,7 @@ class SegmentationService:
     def info(self) -> dict[str, Any]:
         folder = None if self.annotations is None else {"images": len(self.annotations.images)}
         return {"kind": "prompted" if self.prompted else "automatic", "model": self.model_name,
-                "img_size": self.img_size, "folder": folder}  # fmt: skip
+                "img_size": self.img_size, "windows": self.window is not None, "folder": folder}  # fmt: skip
 
     def open(self, content: bytes, name: str) -> dict[str, Any]:
         image = decode_image(content, name, max_pixels=self.max_upload_pixels)  # names the problem
@@ -172,8 +184,9 @@ class SegmentationService:
         started = time.perf_counter()
         with self.lock:
             if self.prompted:
-                session.predictor = Predictor(self.model, self.device)  # its own embedding, one model
-                session.predictor.set_image(image)
+                # its own embeddings, one model; windows are embedded on their first prompt
+                session.prompter = ImagePrompter(self.model, self.device, window=self.window)
+                session.prompter.set_image(image)
             else:
                 session.objects = {0: [self.segmenter.predict(image) > 0]}
         seconds = time.perf_counter() - started
@@ -199,7 +212,7 @@ class SegmentationService:
         self, key: str, *, points: list, labels: list, box: list | None, multimask: bool, object_id: int = 0
     ) -> dict[str, Any]:
         session = self.session(key)
-        if session.predictor is None:
+        if session.prompter is None:
             raise ValueError("this model segments without prompts; its mask came with the upload")
         if not points and box is None:
             raise ValueError("give at least one point or a box")
@@ -211,10 +224,7 @@ class SegmentationService:
         prompt = object_prompt(entry, (session.height, session.width), "prompt")  # as prompt files are
         started = time.perf_counter()
         with self.lock:
-            masks, scores, _ = session.predictor.predict(
-                point_coords=prompt.points, point_labels=prompt.labels, box=prompt.box,
-                multimask_output=multimask,
-            )  # fmt: skip
+            masks, scores = session.prompter.predict(prompt, multimask_output=multimask)
         session.objects[object_id] = list(masks)
         return {
             "masks": [self._encoded(m) for m in masks],
@@ -326,7 +336,9 @@ def create_app(
             alone), read from the file's header before decoding.
         max_sessions: sessions kept; the least recently used is dropped beyond it.
         tiling, tta, postprocessing: an automatic model's mask is made as ``predict`` makes it
-            with these.
+            with these. A promptable model takes ``tiling`` alone (``Tiling()``): each prompt is
+            then decoded in a window of the model's size around it at the image's own resolution,
+            as a model trained with ``input_scale: native`` always is.
         annotations: the folder to annotate (prompted models), or None to take uploads only.
     """
     service = SegmentationService(
