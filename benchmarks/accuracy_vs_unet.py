@@ -11,7 +11,8 @@ split at original resolution (Dice, IoU, HD95): each image resized to the model 
 ``--tile`` segmented by sliding windows at its own resolution; ``--tta`` adds test-time flips.
 ``--input-scale native`` trains both models on windows at the images' own resolution instead of
 resized images, and validates and scores them tiled.
-The scored weights are kept as ``<output>/<data>/<model>/test/weights.safetensors``. Training
+The scored model is kept as ``<output>/<data>/<model>/test/weights.safetensors``, a model file that
+``hrmedseg evaluate`` and ``predict`` read (the U-Net's needs ``common.baselines`` imported). Training
 memory per image comes from ``memory_speed.py`` (a fresh process per model).
 
 ``--patience P`` trains each model until its validation Dice has not improved for P epochs
@@ -40,7 +41,6 @@ import tempfile
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
 
 import hrmedseg
 from hrmedseg.data import check_samples, find_dataset
@@ -86,9 +86,9 @@ def budget_epochs(minutes: float, epoch_seconds: list[float]) -> int:
 
 
 def test_scores(model: torch.nn.Module, data: Path, args: argparse.Namespace, output: Path) -> dict:
-    """Test Dice, IoU and HD95 of ``model`` (its weights are also kept in ``output``)."""
+    """Test Dice, IoU and HD95 of ``model`` (kept in ``output`` as a model file, with its config)."""
     output.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, output / "weights.safetensors")
+    hrmedseg.save_model(model, output / "weights.safetensors")
     tiling = Tiling() if args.tile else None
     segmenter = Segmenter(model, torch.device(args.device), batch_size=4, tiling=tiling, tta=args.tta)
     summary = evaluate(segmenter, data, output, split="test", progress=False)

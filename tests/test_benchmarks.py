@@ -37,3 +37,25 @@ def test_the_trace_auc_matches_counting_every_pair(monkeypatch):
     scores, labels = rng.random(300), rng.random(300) < 0.2
     pairs = (scores[labels][:, None] > scores[~labels][None, :]).mean()
     assert auc(scores, labels) == pytest.approx(pairs, abs=1e-12)
+
+
+def test_the_accuracy_benchmark_keeps_a_model_file_the_commands_read(tmp_path, monkeypatch):
+    import argparse
+
+    import torch
+
+    import hrmedseg
+    from hrmedseg.data.synthetic import make_synthetic_dataset
+
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    from accuracy_vs_unet import test_scores
+
+    data = make_synthetic_dataset(tmp_path / "data", num_images=6, size_range=(48, 64))
+    model = hrmedseg.create_model("hrmedseg_t", img_size=32).eval()
+    args = argparse.Namespace(tile=False, tta="none", device="cpu")
+    scores = test_scores(model, data, args, tmp_path / "test")
+    assert set(scores) == {"dice", "iou", "hd95"}
+    kept = hrmedseg.load_model(tmp_path / "test" / "weights.safetensors")
+    assert kept.config == model.config
+    for name, tensor in model.state_dict().items():
+        torch.testing.assert_close(kept.state_dict()[name], tensor, rtol=0, atol=0)
