@@ -64,16 +64,10 @@ class SegmenterOptions:
         ``tiling``, each object decoded in a window of the model's size at the image's own
         resolution (otherwise as the model was trained); the settings only automatic models take
         (the windows' overlap and blending, flips, clean-up) are refused by name."""
-        from ..errors import ConfigError
-        from .prompted import PromptedSegmenter, refuse_automatic_options
+        from .prompted import PromptedSegmenter, refuse_automatic_options, windows_of_tiling
 
-        if self.tiling is not None and self.tiling != Tiling():
-            raise ConfigError(
-                "--overlap and --blend are for automatic models; HRMedSegSAM decodes each object "
-                "in one window (--tile alone)"
-            )
+        native_windows = windows_of_tiling(self.tiling)
         refuse_automatic_options(None, self.tta, self.postprocessing)
-        native_windows = True if self.tiling is not None else None
         return PromptedSegmenter.from_checkpoint(checkpoint, self.device, native_windows=native_windows)
 
     def onnx_segmenter(self, path: str | Path) -> OnnxSegmenter:

@@ -74,6 +74,20 @@ def refuse_automatic_options(
         )
 
 
+def windows_of_tiling(tiling: Tiling | None) -> bool | None:
+    """What ``--tile`` asks of a promptable model: True (decode each object in a native-scale
+    window) or None (as the model was trained). The windows' overlap and blending are refused by
+    name: they belong to automatic models' sliding windows."""
+    if tiling is None:
+        return None
+    if tiling != Tiling():
+        raise ConfigError(
+            "--overlap and --blend are for automatic models; HRMedSegSAM decodes each object "
+            "in one window (--tile alone)"
+        )
+    return True
+
+
 def prompts_from_ground_truth(mask: np.ndarray, kind: str = "box") -> list[ObjectPrompt]:
     """One prompt set per connected component of ``mask > 0``: its exact box, its interior point
     (the pixel farthest from the border), or both."""

@@ -56,7 +56,7 @@ from ..data.io import decode_image, index_mask_image
 from ..errors import ConfigError, DataError, WriteError
 from ..inference.image_prompter import ImagePrompter
 from ..inference.postprocess import Postprocessing
-from ..inference.prompted import object_prompt, refuse_automatic_options
+from ..inference.prompted import object_prompt, refuse_automatic_options, windows_of_tiling
 from ..inference.segmenter import Segmenter
 from ..inference.tiling import Tiling
 from ..modeling import PromptableSegmentationModel
@@ -117,13 +117,9 @@ class SegmentationService:
         # such windows, or when asked to (tiling: windows of the model's size, as --tile).
         self.window = None
         if self.prompted:
-            if tiling is not None and tiling != Tiling():
-                raise ConfigError(
-                    "--overlap and --blend are for automatic models; HRMedSegSAM decodes each "
-                    "prompt in one window (--tile alone)"
-                )
+            native_windows = windows_of_tiling(tiling)
             refuse_automatic_options(None, tta, postprocessing)
-            if tiling is not None or model.config.input_scale == "native":
+            if native_windows or model.config.input_scale == "native":
                 self.window = tuple(model.config.img_size)
         elif annotations is not None:
             raise ConfigError("annotating a folder takes an HRMedSegSAM model: its objects come from prompts")
