@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Everything this project checks on a GPU, in one call of under ten minutes (H100-class card; the
 # sections have timeouts and the benchmarks stop 540 s after the start):
-#   1. the CUDA tests: CPU-vs-CUDA gradients of every parameter (fp32, 256² and 1024²), bf16
+#   1. the CUDA tests: CPU-vs-CUDA gradients of every parameter (fp32, 256² to 1024²; hrmedseg_b,
+#      the detail path, the deep stem, HRMedSegSAM and its detail path), bf16
 #      gradients against fp32, the attention-like ops against explicit formulas, fp16 + gradient
 #      scaler, bf16, fp16 resume, CPU/GPU agreement of predictions;
 #   2. a stability run: hrmedseg_b on hc18 at 256², batch 16, the paper recipe, 10 epochs; from
@@ -40,7 +41,7 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1 | tee 
 python -c "import torch; print(torch.__version__, torch.version.cuda, torch.cuda.get_device_name())" 2>&1 | tee -a "$log"
 
 section "CUDA tests"
-timeout 120 python -m pytest -q -m cuda -rs -p no:cacheprovider tests/test_cuda.py tests/test_attention.py 2>&1 \
+timeout 150 python -m pytest -q -m cuda -rs -p no:cacheprovider tests/test_cuda.py tests/test_attention.py 2>&1 \
     | tee -a "$log" || status=1
 
 section "stability run: hrmedseg_b, $data, 256², batch 16, paper recipe, 10 epochs"

@@ -47,6 +47,9 @@ GRADIENT_CASES = [
     pytest.param("hrmedseg_b", 1024, 2, "", id="hrmedseg_b-1024"),
     pytest.param("hrmedseg_detail_b", 1024, 2, "", id="hrmedseg_detail_b-1024"),
     pytest.param("hrmedseg_sam_b", 256, 4, "boxes+points+mask", id="hrmedseg_sam_b-256"),
+    # The deep stem's residual blocks at 1/4 and feature_norm, and the promptable detail path:
+    pytest.param("hrmedseg_detail_deepstem_b", 512, 2, "", id="hrmedseg_detail_deepstem_b-512"),
+    pytest.param("hrmedseg_sam_detail_b", 256, 4, "boxes+points+mask", id="hrmedseg_sam_detail_b-256"),
 ]
 
 
