@@ -156,3 +156,25 @@ def test_a_folder_is_annotated_object_by_object_saved_and_reopened(browser, tmp_
         assert "✓ 1/2 a.png" in options and "✓ 2/2 b.png" in options
         ActionChains(browser).send_keys(Keys.ARROW_RIGHT).perform()
         wait.until(lambda d: "b.png (2/2)" in status() and objects() == "1")
+
+
+def test_a_slow_click_shows_the_spinner_until_its_mask_arrives(browser, tmp_path, monkeypatch):
+    # A native-scale model embeds a window on its first click there; a slow decode stands in for it.
+    from hrmedseg.inference.image_prompter import ImagePrompter
+
+    predict = ImagePrompter.predict
+    monkeypatch.setattr(ImagePrompter, "predict", lambda *a, **k: (time.sleep(1.0), predict(*a, **k))[1])
+    image = tmp_path / "slide.png"
+    Image.fromarray(np.random.default_rng(1).integers(0, 255, (200, 300, 3), dtype=np.uint8)).save(image)
+    model = hrmedseg.create_model("hrmedseg_sam_t", img_size=64, input_scale="native")
+    with serving(create_app(model, "cpu")) as address:
+        browser.get(address)
+        wait = WebDriverWait(browser, 30)
+        browser.find_element(By.ID, "file").send_keys(str(image))
+        wait.until(lambda d: "embedded" in d.find_element(By.ID, "status").text)
+        spinner, canvas = browser.find_element(By.ID, "busy"), browser.find_element(By.ID, "canvas")
+        assert not spinner.is_displayed()
+        ActionChains(browser).move_to_element(canvas).click().perform()
+        wait.until(lambda d: spinner.is_displayed())
+        wait.until(lambda d: canvas.get_attribute("data-mask-ready") == "1")
+        assert not spinner.is_displayed()
