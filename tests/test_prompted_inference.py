@@ -466,6 +466,7 @@ def test_image_prompter_decodes_each_prompt_in_the_window_evaluate_uses():
         whole = ImagePrompter(model, "cpu")  # no window: the image resized, embedded at once
         whole.set_image(image)
         assert not whole.windowed and embedded == [(150, 200)]
+        assert whole.pixels is None  # embedded whole: the image itself is not kept
         masks, _ = whole.predict(near[0], multimask_output=False)
         predictor = Predictor(model, "cpu")
         predictor.set_image(image)

@@ -51,13 +51,14 @@ class ImagePrompter:
         self.window = None if window is None else tuple(window)
         self.max_windows = max_windows
         self.predictors: OrderedDict[Region, Predictor] = OrderedDict()
-        self.pixels: np.ndarray | None = None
+        self.pixels: np.ndarray | None = None  # kept only while windows may still be embedded
+        self.size: tuple[int, int] | None = None
 
     @property
     def original_size(self) -> tuple[int, int]:
-        if self.pixels is None:
+        if self.size is None:
             raise RuntimeError("call set_image(image) before predicting")
-        return self.pixels.shape[:2]
+        return self.size
 
     @property
     def windowed(self) -> bool:
@@ -66,12 +67,14 @@ class ImagePrompter:
         return self.window is not None and (height > self.window[0] or width > self.window[1])
 
     def set_image(self, image: np.ndarray) -> None:
-        """Take a new image (H, W[, 3|4]) uint8 or [0, 1] float; embed it now unless windowed."""
+        """Take a new image (H, W[, 3|4]) uint8 or [0, 1] float; embed it now unless windowed
+        (then the image is kept, as float32 RGB, for the windows still to embed)."""
         self.pixels = as_float_rgb(image)
+        self.size = self.pixels.shape[:2]
         self.predictors.clear()
         if not self.windowed:
-            height, width = self.original_size
-            self._predictor((0, 0, height, width))
+            self._predictor((0, 0, *self.size))
+            self.pixels = None
 
     def predict(self, prompt: ObjectPrompt, *, multimask_output: bool) -> tuple[np.ndarray, np.ndarray]:
         """The masks of one prompt set, (C, H, W) boolean at the original size (C = 3 with
