@@ -30,6 +30,7 @@ from ..checkpoint import read_model_config
 from ..data.io import as_float_rgb, read_image
 from ..data.prompts import label_objects, prompts_from_labels
 from ..errors import ConfigError, DataError
+from ..modeling import ModelConfig
 from .postprocess import Postprocessing
 from .sam_predictor import Predictor
 from .tiling import Tiling
@@ -86,6 +87,15 @@ def windows_of_tiling(tiling: Tiling | None) -> bool | None:
             "in one window (--tile alone)"
         )
     return True
+
+
+def prompt_window(config: ModelConfig, native_windows: bool | None) -> tuple[int, int] | None:
+    """The window a promptable model decodes each object in: its input size when
+    ``native_windows``, or when None and the model was trained on native windows; else None
+    (the whole image, resized)."""
+    if native_windows is None:
+        native_windows = config.input_scale == "native"
+    return tuple(config.img_size) if native_windows else None
 
 
 def prompts_from_ground_truth(mask: np.ndarray, kind: str = "box") -> list[ObjectPrompt]:
@@ -237,9 +247,7 @@ class PromptedSegmenter:
         image's own resolution (``window`` above); None: as the model was trained (its
         ``input_scale``)."""
         predictor = Predictor.from_checkpoint(path, device)
-        if native_windows is None:
-            native_windows = predictor.model.config.input_scale == "native"
-        return cls(predictor, window=predictor.input_size if native_windows else None)
+        return cls(predictor, window=prompt_window(predictor.model.config, native_windows))
 
     def segment(
         self, image: np.ndarray | str | Path, objects: list[ObjectPrompt]

@@ -56,7 +56,7 @@ from ..data.io import decode_image, index_mask_image
 from ..errors import ConfigError, DataError, WriteError
 from ..inference.image_prompter import ImagePrompter
 from ..inference.postprocess import Postprocessing
-from ..inference.prompted import object_prompt, refuse_automatic_options, windows_of_tiling
+from ..inference.prompted import object_prompt, prompt_window, refuse_automatic_options, windows_of_tiling
 from ..inference.segmenter import Segmenter
 from ..inference.tiling import Tiling
 from ..modeling import PromptableSegmentationModel
@@ -119,8 +119,7 @@ class SegmentationService:
         if self.prompted:
             native_windows = windows_of_tiling(tiling)
             refuse_automatic_options(None, tta, postprocessing)
-            if native_windows or model.config.input_scale == "native":
-                self.window = tuple(model.config.img_size)
+            self.window = prompt_window(model.config, native_windows)
         elif annotations is not None:
             raise ConfigError("annotating a folder takes an HRMedSegSAM model: its objects come from prompts")
         self.annotations = annotations
