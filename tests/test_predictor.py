@@ -91,6 +91,14 @@ def test_gt_prompts_one_per_component_with_points_inside():
     with pytest.raises(ValueError, match="box_jitter"):
         prompts_from_mask(mask, box_jitter=0.6)
 
+    # Outward jitter only enlarges: every box still holds its whole object, by at most the fraction.
+    sizes = np.tile(boxes[:, 2:] - boxes[:, :2] + 1, 2)  # (w, h, w, h) per box
+    for seed in range(20):
+        enlarged, _ = prompts_from_mask(mask, box_jitter=0.2, outward=True, rng=np.random.default_rng(seed))
+        assert np.all(enlarged[:, :2] <= boxes[:, :2]) and np.all(enlarged[:, 2:] >= boxes[:, 2:])
+        assert np.all(np.abs(enlarged - boxes) <= 0.2 * sizes + 1e-4)
+    assert np.any(enlarged != boxes)
+
 
 def test_batch_of_images_equals_one_image_at_a_time(predictor):
     rng = np.random.default_rng(3)

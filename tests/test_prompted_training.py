@@ -44,6 +44,21 @@ def test_training_prompts_mix_kinds_and_respect_the_object_limit():
     assert len(groups["point"].image_index) == 1 and target[y, x]
 
 
+def test_outward_box_jitter_keeps_each_object_inside_its_training_box():
+    masks = _two_object_masks()
+    exact = torch.tensor([[3.0, 2.0, 9.0, 7.0], [15.0, 20.0, 27.0, 29.0]])
+    config = PromptConfig(box_probability=1.0, box_jitter=0.3, box_jitter_outward=True)
+    torch.manual_seed(0)
+    moved = False
+    for _ in range(10):
+        boxes = sample_prompt_sets(masks, config, training=True)["box"]
+        order = boxes.targets.flatten(1).float().sum(1).argsort()  # the small object first, as in exact
+        prompts = boxes.prompts[order]
+        assert torch.all(prompts[:, :2] <= exact[:, :2]) and torch.all(prompts[:, 2:] >= exact[:, 2:])
+        moved |= bool(torch.any(prompts != exact))
+    assert moved
+
+
 def touching_pair_folder(root, *, instances: bool):
     """One 40 x 60 image whose two rectangles touch (one connected component), and, when asked,
     its instance map that keeps them apart (values 7 and 9: labels need not be consecutive)."""

@@ -21,16 +21,28 @@ def label_objects(mask: np.ndarray) -> tuple[np.ndarray, int]:
 
 
 def prompts_from_mask(
-    mask: np.ndarray, *, box_jitter: float = 0.0, rng: np.random.Generator | None = None, min_area: int = 1
+    mask: np.ndarray,
+    *,
+    box_jitter: float = 0.0,
+    outward: bool = False,
+    rng: np.random.Generator | None = None,
+    min_area: int = 1,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Boxes (N, 4) and points (N, 2), one per connected component of ``mask > 0``, in the order
     of the labels of :func:`label_objects` (top-to-bottom, left-to-right by first pixel); see
     :func:`prompts_from_labels`."""
-    return prompts_from_labels(label_objects(mask)[0], box_jitter=box_jitter, rng=rng, min_area=min_area)
+    return prompts_from_labels(
+        label_objects(mask)[0], box_jitter=box_jitter, outward=outward, rng=rng, min_area=min_area
+    )
 
 
 def prompts_from_labels(
-    labels: np.ndarray, *, box_jitter: float = 0.0, rng: np.random.Generator | None = None, min_area: int = 1
+    labels: np.ndarray,
+    *,
+    box_jitter: float = 0.0,
+    outward: bool = False,
+    rng: np.random.Generator | None = None,
+    min_area: int = 1,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Boxes (N, 4) and points (N, 2), one per object of a label image (0 = background, objects
     1..N without gaps, as :func:`label_objects` and :func:`consecutive_labels` give), in label order.
@@ -38,7 +50,9 @@ def prompts_from_labels(
     The point is the object pixel farthest from its border, so it lies inside the object even
     for rings and crescents, where a centroid would not. ``box_jitter`` moves each box side by a
     random amount up to that fraction of the box's width or height (clipped to the image), as in
-    SAM-style training; ``min_area`` drops smaller objects.
+    SAM-style training; with ``outward`` a side only moves away from the object, so every box
+    still holds its whole object (MedSAM enlarges its training boxes this way). ``min_area`` drops
+    smaller objects.
     """
     if not 0 <= box_jitter < 0.5:
         raise ConfigError(f"box_jitter must be in [0, 0.5) so a box cannot turn inside out, got {box_jitter}")
@@ -58,7 +72,8 @@ def prompts_from_labels(
         if box_jitter:
             rng = rng or np.random.default_rng()
             w, h = x1 - x0 + 1, y1 - y0 + 1
-            box += rng.uniform(-box_jitter, box_jitter, 4) * np.array([w, h, w, h])
+            shift = rng.uniform(0.0 if outward else -box_jitter, box_jitter, 4) * np.array([w, h, w, h])
+            box += shift * (np.array([-1, -1, 1, 1]) if outward else 1)
             box = np.clip(box, 0, [labels.shape[1] - 1, labels.shape[0] - 1] * 2)
         boxes.append(box)
     return np.array(boxes, dtype=np.float32).reshape(-1, 4), np.array(points, dtype=np.float32).reshape(-1, 2)

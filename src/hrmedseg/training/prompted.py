@@ -44,6 +44,9 @@ from .objectives import Objective
 class PromptConfig:
     box_probability: float = 0.5  # share of prompt sets given a box; the others get one point
     box_jitter: float = 0.1  # box sides move by up to this fraction of the box size
+    # Sides only move outwards, so a box always holds its whole object: the model learns that
+    # nothing of its object lies outside the box, as a user's box means.
+    box_jitter_outward: bool = False
     max_objects: int = 8  # prompt sets drawn per image (a random subset of its objects)
     # Each object's loss covers its box enlarged by this many box sizes on every side (null: the
     # whole image). Small objects scored over a whole image are a tiny foreground among a huge
@@ -89,7 +92,10 @@ def sample_prompt_sets(masks: torch.Tensor, config: PromptConfig, training: bool
             continue
         jitter_rng = np.random.default_rng(int(torch.randint(2**31, ()).item())) if training else None
         boxes, points = prompts_from_labels(
-            labels, box_jitter=config.box_jitter if training else 0.0, rng=jitter_rng
+            labels,
+            box_jitter=config.box_jitter if training else 0.0,
+            outward=config.box_jitter_outward,
+            rng=jitter_rng,
         )
         order = torch.randperm(count)[: config.max_objects].tolist() if training else range(count)
         for k in order:
