@@ -72,8 +72,8 @@ def prompts_from_labels(
         if box_jitter:
             rng = rng or np.random.default_rng()
             w, h = x1 - x0 + 1, y1 - y0 + 1
-            shift = rng.uniform(0.0 if outward else -box_jitter, box_jitter, 4) * np.array([w, h, w, h])
-            box += shift * (np.array([-1, -1, 1, 1]) if outward else 1)
+            low, direction = (0.0, np.array([-1, -1, 1, 1])) if outward else (-box_jitter, 1)
+            box += direction * rng.uniform(low, box_jitter, 4) * np.array([w, h, w, h])
             box = np.clip(box, 0, [labels.shape[1] - 1, labels.shape[0] - 1] * 2)
         boxes.append(box)
     return np.array(boxes, dtype=np.float32).reshape(-1, 4), np.array(points, dtype=np.float32).reshape(-1, 2)
