@@ -95,3 +95,104 @@ def test_the_loss_key_chooses_a_registered_loss(tmp_path):
     config = TrainConfig(data=str(tmp_path), output=str(tmp_path / "run"), loss="test_dice_only")
     objective = make_objective(hrmedseg.create_model("hrmedseg_t", img_size=64), config, None)
     assert objective.loss_fn.dice_weight == 1.0 and objective.loss_fn.focal_weight == 0.0
+
+
+def brute_force_signed_distance(mask: np.ndarray) -> np.ndarray:
+    """fp64, by definition: outside, the distance to the nearest foreground pixel; inside, one
+    minus the distance to the nearest background pixel; over the larger side."""
+    rows, cols = np.indices(mask.shape)
+    points = np.stack([rows.ravel(), cols.ravel()], 1).astype(np.float64)
+    foreground, background = points[mask.ravel()], points[~mask.ravel()]
+    out = np.empty(mask.size)
+    for i, (point, inside) in enumerate(zip(points, mask.ravel(), strict=True)):
+        others = background if inside else foreground
+        nearest = np.sqrt(((others - point) ** 2).sum(1)).min()
+        out[i] = 1 - nearest if inside else nearest
+    return out.reshape(mask.shape) / max(mask.shape)
+
+
+def test_signed_distance_matches_its_definition_and_is_zero_without_an_outline():
+    from hrmedseg.losses import signed_distance
+
+    generator = np.random.default_rng(0)
+    masks = generator.random((3, 9, 13)) < 0.35  # scattered blobs, holes included
+    masks[1] = False
+    masks[1, 2:7, 3:11] = True  # one rectangle
+    masks[1, 4, 6] = False  # with a one-pixel hole
+    ours = signed_distance(torch.from_numpy(masks))
+    assert ours.dtype == torch.float32 and ours.shape == (3, 9, 13)
+    for mask, distance in zip(masks, ours, strict=True):
+        np.testing.assert_allclose(distance.numpy(), brute_force_signed_distance(mask), atol=1e-6)
+    empty, full = torch.zeros(2, 5, 5, dtype=torch.bool), torch.ones(1, 5, 5, dtype=torch.bool)
+    assert not signed_distance(empty).any() and not signed_distance(full).any()
+
+
+def test_boundary_term_charges_each_wrong_pixel_its_distance_to_the_outline():
+    from hrmedseg.losses import boundary_term
+
+    truth = torch.zeros(1, 1, 20, 20)
+    truth[..., 5:10, 5:10] = 1
+    assert boundary_term(truth.clone(), truth).item() == 0.0
+    for column, distance in ((12, 3), (17, 8)):  # one false-positive pixel, right of the square
+        probs = truth.clone()
+        probs[..., 7, column] = 1
+        assert boundary_term(probs, truth).item() == pytest.approx(distance / 20 / 400)
+    probs = truth.clone()
+    probs[..., 7, 7] = 0.5  # half a miss, three pixels deep: depth 3, distance -2
+    assert boundary_term(probs, truth).item() == pytest.approx(0.5 * 2 / 20 / 400)
+    # Continuous probabilities: never below the perfect prediction's 0.
+    probs = torch.rand(4, 1, 20, 20, generator=torch.Generator().manual_seed(0))
+    assert boundary_term(probs, truth.expand(4, -1, -1, -1)).item() > 0
+
+
+def test_boundary_term_does_not_depend_on_the_resolution():
+    """The same shapes drawn at twice the size cost about the same: distances are fractions of the
+    map, so one weight suits every img_size."""
+    from hrmedseg.losses import boundary_term
+
+    def case(size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        y, x = torch.meshgrid(torch.arange(size) + 0.5, torch.arange(size) + 0.5, indexing="ij")
+        truth = ((y - size * 0.4) ** 2 + (x - size * 0.4) ** 2 < (size * 0.25) ** 2).float()
+        bulge = ((y - size * 0.7) ** 2 + (x - size * 0.75) ** 2 < (size * 0.1) ** 2).float()
+        return torch.maximum(truth, bulge)[None, None], truth[None, None]
+
+    small, large = boundary_term(*case(64)), boundary_term(*case(128))
+    assert small.item() > 0 and large.item() == pytest.approx(small.item(), rel=0.05)
+
+
+@pytest.mark.parametrize("num_classes", [1, 3])
+def test_boundary_weight_adds_the_weighted_term_and_its_gradient(num_classes):
+    from hrmedseg.losses import boundary_term, one_hot
+
+    logits, target = random_case(num_classes, seed=5)
+    logits.requires_grad_(True)
+    plain = SegmentationLoss(num_classes)
+    with_boundary = SegmentationLoss(num_classes, boundary_weight=2.5)
+    truth = one_hot(target, num_classes)
+    if num_classes == 1:
+        probs = torch.sigmoid(logits)
+    else:
+        probs, truth = logits.softmax(1)[:, 1:], truth[:, 1:]
+    expected = plain(logits, target) + 2.5 * boundary_term(probs, truth)
+    torch.testing.assert_close(with_boundary(logits, target), expected)
+    if num_classes == 1:  # d/dlogit of mean(sigmoid(x) * d) is sigmoid'(x) * d / N
+        from hrmedseg.losses import signed_distance
+
+        (gradient,) = torch.autograd.grad(boundary_term(probs, truth), logits)
+        sigmoid = torch.sigmoid(logits.detach().double())
+        by_hand = sigmoid * (1 - sigmoid) * signed_distance(truth > 0.5).double() / truth.numel()
+        torch.testing.assert_close(gradient.double(), by_hand)
+
+
+def test_boundary_weight_reaches_the_loss_from_the_config_and_is_refused_where_it_would_be_ignored(tmp_path):
+    from hrmedseg.errors import ConfigError
+    from hrmedseg.training import TrainConfig
+    from hrmedseg.training.engine import make_objective
+
+    config = TrainConfig(data=str(tmp_path), output=str(tmp_path / "run"), boundary_weight=0.5)
+    objective = make_objective(hrmedseg.create_model("hrmedseg_t", img_size=64), config, None)
+    assert objective.loss_fn.boundary_weight == 0.5
+    with pytest.raises(ConfigError, match="boundary_weight applies to automatic models"):
+        make_objective(hrmedseg.create_model("hrmedseg_sam_b", img_size=64), config, None)
+    with pytest.raises(ConfigError, match="boundary_weight must be >= 0, got -1"):
+        TrainConfig(data=str(tmp_path), output=str(tmp_path / "run"), boundary_weight=-1)

@@ -1,6 +1,6 @@
 """Training losses: the paper's Dice + focal for binary masks, Dice + cross-entropy for classes,
-and the IoU-head (quality) regression target; with them the one overlap helper (hard Dice and
-IoU) that validation and the IoU-head targets share.
+an optional boundary term, and the IoU-head (quality) regression target; with them the one
+overlap helper (hard Dice and IoU) that validation and the IoU-head targets share.
 
 All losses are computed in float32, also when the model ran under autocast.
 """
@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy import ndimage
 from torch import nn
 
 from .errors import ConfigError
@@ -57,6 +59,37 @@ def one_hot(target: torch.Tensor, num_classes: int) -> torch.Tensor:
     if num_classes == 1:
         return (target > 0).float().unsqueeze(1)
     return F.one_hot(target.long(), num_classes).permute(0, 3, 1, 2).float()
+
+
+def signed_distance(truth: torch.Tensor) -> torch.Tensor:
+    """Signed distance of every pixel to the outline of its map in ``truth`` (..., H, W), boolean,
+    as a fraction of the map's larger side: the distance to the nearest foreground pixel outside,
+    0 on the outermost foreground pixels, minus the depth below them inside. A map with no outline
+    (empty or full) is 0 throughout. float32, on ``truth``'s device.
+
+    Computed on the CPU (scipy's exact Euclidean distance transform), so a GPU step waits for it.
+    """
+    height, width = truth.shape[-2:]
+    masks = truth.detach().cpu().numpy().astype(bool).reshape(-1, height, width)
+    distances = np.zeros(masks.shape, dtype=np.float32)
+    for index, mask in enumerate(masks):
+        if mask.any() and not mask.all():
+            outside = ndimage.distance_transform_edt(~mask)
+            depth = ndimage.distance_transform_edt(mask)
+            distances[index] = np.where(mask, 1.0 - depth, outside) / max(height, width)
+    return torch.from_numpy(distances.reshape(truth.shape)).to(truth.device)
+
+
+def boundary_term(probs: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
+    """The boundary loss of Kervadec et al. (MIDL 2019), offset to be 0 for a perfect prediction:
+    the mean over pixels of ``(p - g) * d``, with ``d`` the truth's :func:`signed_distance`.
+
+    Every wrong pixel costs in proportion to its distance from the true outline, so a mask that
+    bulges far past the object (what HD95 measures) costs more than a rim a pixel off, which
+    Dice weighs the same. Never negative. probs and truth: (B, K, H, W) -> scalar.
+    """
+    distance = signed_distance(truth > 0.5)
+    return ((probs - truth) * distance).mean()
 
 
 def focal_weighting(bce: torch.Tensor, alpha: float, gamma: float) -> torch.Tensor:
@@ -111,6 +144,9 @@ class SegmentationLoss(nn.Module):
     Multi-class (K >= 2 logit maps, softmax): Dice averaged over the foreground classes 1..K-1,
     plus pixel-wise cross-entropy.
 
+    ``boundary_weight`` (default 0: the paper's loss) adds that weight times the
+    :func:`boundary_term` of the mask (binary) or of each foreground class (multi-class).
+
     Targets are (B, H, W) integer maps (binary: any non-zero value is foreground).
     """
 
@@ -121,6 +157,7 @@ class SegmentationLoss(nn.Module):
         dice_weight: float = 0.8,
         focal_weight: float = 0.2,
         ce_weight: float = 0.2,
+        boundary_weight: float = 0.0,
         focal_alpha: float = 0.8,
         focal_gamma: float = 2.0,
         smooth: float = 1.0,
@@ -130,27 +167,36 @@ class SegmentationLoss(nn.Module):
         self.dice_weight = dice_weight
         self.focal_weight = focal_weight
         self.ce_weight = ce_weight
+        self.boundary_weight = boundary_weight
         self.focal_alpha = focal_alpha
         self.focal_gamma = focal_gamma
         self.smooth = smooth
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         logits = logits.float()
+        truth = one_hot(target, self.num_classes)
         if self.num_classes == 1:
-            truth = one_hot(target, 1)
-            dice = soft_dice(torch.sigmoid(logits), truth, smooth=self.smooth).mean()
+            probs = torch.sigmoid(logits)
+            dice = soft_dice(probs, truth, smooth=self.smooth).mean()
             bce = F.binary_cross_entropy_with_logits(logits, truth)
-            focal = focal_weighting(bce, self.focal_alpha, self.focal_gamma)
-            return self.dice_weight * (1 - dice) + self.focal_weight * focal
-        dice = soft_dice(logits.softmax(1), one_hot(target, self.num_classes), smooth=self.smooth)[1:].mean()
-        return self.dice_weight * (1 - dice) + self.ce_weight * F.cross_entropy(logits, target.long())
+            loss = self.dice_weight * (1 - dice) + self.focal_weight * focal_weighting(
+                bce, self.focal_alpha, self.focal_gamma
+            )
+        else:
+            probs, truth = logits.softmax(1)[:, 1:], truth[:, 1:]  # the foreground classes
+            dice = soft_dice(probs, truth, smooth=self.smooth).mean()
+            loss = self.dice_weight * (1 - dice) + self.ce_weight * F.cross_entropy(logits, target.long())
+        if self.boundary_weight:
+            loss = loss + self.boundary_weight * boundary_term(probs, truth)
+        return loss
 
 
 def register_loss(name: str) -> Callable[[LossBuilder], LossBuilder]:
     """Register a loss under ``name``, the value of a training config's ``loss:`` key.
 
     The builder is called as ``builder(num_classes, dice_weight=..., focal_weight=...,
-    ce_weight=...)`` with the config's values (it may ignore the weights) and returns a module
+    ce_weight=..., boundary_weight=...)`` with the config's values (it may ignore the weights)
+    and returns a module
     ``loss(logits (B, K, H, W), target (B, H, W) int) -> scalar``.
 
     Example:
@@ -168,18 +214,18 @@ def register_loss(name: str) -> Callable[[LossBuilder], LossBuilder]:
     return register
 
 
-def build_loss(
-    name: str, num_classes: int, *, dice_weight: float, focal_weight: float, ce_weight: float
-) -> nn.Module:
-    """The registered loss ``name`` for a ``num_classes`` model, with a config's term weights."""
+def build_loss(name: str, num_classes: int, **weights: float) -> nn.Module:
+    """The registered loss ``name`` for a ``num_classes`` model, with a config's term weights
+    (``TrainConfig.loss_weights()``)."""
     if name not in _LOSSES:
         raise ConfigError(f"unknown loss {name!r}; registered losses: {', '.join(sorted(_LOSSES))}")
-    return _LOSSES[name](num_classes, dice_weight=dice_weight, focal_weight=focal_weight, ce_weight=ce_weight)
+    return _LOSSES[name](num_classes, **weights)
 
 
 @register_loss(DEFAULT_LOSS)
 def _dice_focal(num_classes: int, **weights: float) -> SegmentationLoss:
-    """The paper's loss: Dice + focal (binary), Dice + cross-entropy (multi-class)."""
+    """The paper's loss: Dice + focal (binary), Dice + cross-entropy (multi-class); plus the
+    boundary term where its weight is set."""
     return SegmentationLoss(num_classes, **weights)
 
 

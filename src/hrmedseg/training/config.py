@@ -119,11 +119,14 @@ class TrainConfig(RunConfig):
     warmup: float = 0.05  # cosine: fraction of all optimiser steps with a linear warm-up
     min_lr_ratio: float = 0.0  # cosine: final learning rate as a fraction of lr
     # A registered loss (hrmedseg.losses.register_loss); dice_focal: Dice + focal (binary) or
-    # Dice + cross-entropy (multi-class), weighted by the three fields below.
+    # Dice + cross-entropy (multi-class), weighted by the fields below.
     loss: str = "dice_focal"
     dice_weight: float = 0.8
     focal_weight: float = 0.2  # focal term (binary models)
     ce_weight: float = 0.2  # cross-entropy term (multi-class models)
+    # Boundary term (hrmedseg.losses.boundary_term): each wrong pixel costs by its distance to the
+    # true outline; 0: off (the paper's loss). Automatic models only.
+    boundary_weight: float = 0.0
     quality_weight: float = 1.0  # MSE of the IoU head against the achieved IoU
     init_encoder: str | None = None  # model file whose image_encoder.* weights start the encoder
     split_fractions: list[float] = field(default_factory=lambda: [0.7, 0.1, 0.2])  # when no split.json
@@ -147,6 +150,8 @@ class TrainConfig(RunConfig):
         check_window(self.volume_window, "volume_window")
         if not self.empty_slice_share >= 0:
             raise ConfigError(f"empty_slice_share must be >= 0, got {self.empty_slice_share}")
+        if not self.boundary_weight >= 0:
+            raise ConfigError(f"boundary_weight must be >= 0, got {self.boundary_weight}")
         if not 0 <= self.foreground_windows <= 1:
             raise ConfigError(f"foreground_windows must be in [0, 1], got {self.foreground_windows}")
         if self.schedule not in SCHEDULES:
@@ -183,6 +188,15 @@ class TrainConfig(RunConfig):
         if self.input_scale != "native":
             unused["foreground_windows"] = "input_scale is resized"
         return unused
+
+    def loss_weights(self) -> dict[str, float]:
+        """The term weights a registered loss is built with (hrmedseg.losses.build_loss)."""
+        return {
+            "dice_weight": self.dice_weight,
+            "focal_weight": self.focal_weight,
+            "ce_weight": self.ce_weight,
+            "boundary_weight": self.boundary_weight,
+        }
 
     def augmentation(self) -> AugmentConfig:
         known = {f.name for f in dataclasses.fields(AugmentConfig)}

@@ -106,10 +106,7 @@ def make_loaders(
 def make_objective(model: nn.Module, config: TrainConfig, amp_dtype: torch.dtype | None) -> nn.Module:
     """The training objective for ``model`` with the config's loss: prompted for a promptable
     model, automatic otherwise."""
-    loss_fn = build_loss(
-        config.loss, config.num_classes, dice_weight=config.dice_weight,
-        focal_weight=config.focal_weight, ce_weight=config.ce_weight,
-    )  # fmt: skip
+    loss_fn = build_loss(config.loss, config.num_classes, **config.loss_weights())
     if isinstance(model, PromptableSegmentationModel):
         if not isinstance(loss_fn, SegmentationLoss):  # its terms are computed object by object
             raise ConfigError(f"promptable models train with the {DEFAULT_LOSS} loss, not {config.loss!r}")

@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from ..data.prompts import consecutive_labels, label_objects, prompts_from_labels
-from ..errors import UnknownOptionError
+from ..errors import ConfigError, UnknownOptionError
 from ..losses import SegmentationLoss, binary_loss_per_mask, object_windows, overlap_scores
 from ..modeling import PromptableSegmentationModel
 from ..schema import checked_fields
@@ -148,6 +148,8 @@ class PromptedObjective(Objective):
         prompt_config: PromptConfig,
         amp_dtype: torch.dtype | None,
     ) -> None:
+        if loss_fn.boundary_weight:  # binary_loss_per_mask scores each object without it
+            raise ConfigError("boundary_weight applies to automatic models, not to promptable ones")
         super().__init__(model, loss_fn, quality_weight=quality_weight, amp_dtype=amp_dtype)
         self.prompt_config = prompt_config
 
