@@ -18,6 +18,10 @@ memory per image comes from ``memory_speed.py`` (a fresh process per model).
 ``--patience P`` trains each model until its validation Dice has not improved for P epochs
 (``--epochs`` is then the most it may run): the "trained to convergence" comparison.
 
+Each model's state is saved after every epoch (``<output>/<data>/<model>/last.pt``, written
+atomically, with the best weights so far); ``--resume`` continues a killed run from it, exactly
+where it stopped. Not with ``--minutes``, whose equal-time result needs every improvement's weights.
+
 ``--minutes M`` adds an equal-time comparison: each model gets the whole epochs (training plus
 validation) that fit in M minutes at its median epoch time. The median, not the sum, so that
 other work sharing the CPU for a few epochs does not shorten a model's budget; every epoch's
@@ -51,9 +55,11 @@ from hrmedseg.losses import build_loss
 from hrmedseg.modeling import AutomaticSegmentationModel
 from hrmedseg.training.config import TrainConfig, load_config
 from hrmedseg.training.engine import make_loaders, recipe_scheduler, resolve_split, validate
+from hrmedseg.training.harness import Distributed, Optimisation
 from hrmedseg.training.loop import EpochLoop, Score, fit
 from hrmedseg.training.objectives import AutomaticObjective
 from hrmedseg.training.optim import build_optimizer
+from hrmedseg.training.state import save_training_state
 
 HERE = Path(__file__).resolve().parent
 
@@ -101,7 +107,8 @@ def train_and_test(
     """Train ``name`` for ``epochs`` (or until ``patience`` epochs pass without a better validation
     Dice), score its best weights on the test split. With ``args.minutes`` and a schedule that does
     not depend on the run's length, the result also holds ``"budget"``: the same for the best
-    weights within the epochs that fit in that time."""
+    weights within the epochs that fit in that time. With ``args.resume``, a state saved in
+    ``output`` by an earlier, killed run is continued."""
     config = load_config(
         args.recipe, data=str(data), output=str(output), model=name, img_size=args.img_size,
         epochs=epochs, batch_size=args.batch_size, num_workers=args.num_workers, seed=args.seed,
@@ -127,13 +134,7 @@ def train_and_test(
     scaler = torch.amp.GradScaler(device.type, enabled=False)
     objective = AutomaticObjective(
         model,
-        build_loss(
-            config.loss,
-            1,
-            dice_weight=config.dice_weight,
-            focal_weight=config.focal_weight,
-            ce_weight=config.ce_weight,
-        ),  # fmt: skip
+        build_loss(config.loss, 1, **config.loss_weights()),
         quality_weight=quality_weight,
         amp_dtype=None,
     )
@@ -148,8 +149,21 @@ def train_and_test(
     # The best weights as they stood after each improvement: the best within any first k epochs.
     improvements: dict[int, tuple[float, dict]] = {}
     curve, epoch_seconds = [], []
+    optimisation = Optimisation(model, optimizer, scheduler, scaler)
+    output.mkdir(parents=True, exist_ok=True)
+    state_path = output / "last.pt"
+    start_epoch, best = 0, None
+    if args.resume and state_path.exists():
+        state = optimisation.resume(state_path, Distributed())
+        start_epoch, curve, epoch_seconds = state["epoch"], state["val_dice"], state["epoch_seconds"]
+        if state["best_epoch"] is not None:
+            best = state["best_val_dice"]
+            improvements[state["best_epoch"]] = (best, state["best_weights"])
+        print(f"{name}: resuming {output} after epoch {start_epoch}", flush=True)
+    rng_after_validation: list = []
 
     def keep_best(epoch: int, improved: bool, best: float, rng_states: list) -> None:
+        rng_after_validation[:] = rng_states
         if improved:
             state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
             improvements[epoch] = (best, state)
@@ -157,11 +171,22 @@ def train_and_test(
     def record(epoch: int, row: dict) -> None:
         curve.append(round(row["val_dice"], 4) if "val_dice" in row else None)  # None: not validated
         epoch_seconds.append(round(row["epoch_seconds"], 1))
-        if patience is not None and epoch - max(improvements) >= patience:
+        best_epoch = max(improvements, default=None)  # None until an epoch is validated
+        best_val_dice, best_weights = improvements.get(best_epoch, (None, None))
+        save_training_state(
+            state_path,
+            optimisation.state(
+                epoch=epoch, rng=rng_after_validation, val_dice=curve, epoch_seconds=epoch_seconds,
+                best_epoch=best_epoch, best_val_dice=best_val_dice, best_weights=best_weights,
+            ),
+        )  # fmt: skip
+        if patience is not None and best_epoch is not None and epoch - best_epoch >= patience:
             raise Converged
 
     with contextlib.suppress(Converged):
-        fit(loop, epochs, keep_best, on_epoch_end=record)
+        if patience is not None and improvements and start_epoch - max(improvements) >= patience:
+            raise Converged  # it had converged when it was killed, before its test scores
+        fit(loop, epochs, keep_best, start_epoch=start_epoch, best=best, on_epoch_end=record)
     best_epoch = max(improvements)
     model.load_state_dict(improvements[best_epoch][1])
     result = {
@@ -257,7 +282,14 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--output", type=Path, default=Path("runs/accuracy_vs_unet"))
+    parser.add_argument(
+        "--resume", action="store_true", help="continue each model's run from its state in --output"
+    )
     args = parser.parse_args()
+    if args.resume and args.minutes:
+        parser.error(
+            "--resume cannot be combined with --minutes (the equal-time result needs every epoch's weights)"
+        )
     logging.basicConfig(level=logging.INFO, format="%(message)s")  # the per-epoch lines
 
     equal_epochs, equal_time = [], []

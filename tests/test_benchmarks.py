@@ -59,3 +59,43 @@ def test_the_accuracy_benchmark_keeps_a_model_file_the_commands_read(tmp_path, m
     assert kept.config == model.config
     for name, tensor in model.state_dict().items():
         torch.testing.assert_close(kept.state_dict()[name], tensor, rtol=0, atol=0)
+
+
+def test_a_killed_accuracy_run_resumes_exactly_where_it_stopped(tmp_path, monkeypatch):
+    """Two epochs in one go, and the same run killed once its first epoch is saved and resumed:
+    the same validation curve and the same best weights, bit for bit."""
+    import argparse
+
+    import torch
+
+    import hrmedseg
+    from hrmedseg.data.synthetic import make_synthetic_dataset
+
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    import accuracy_vs_unet
+
+    data = make_synthetic_dataset(tmp_path / "data", num_images=8, size_range=(40, 48))
+    args = argparse.Namespace(
+        recipe=None, img_size=32, batch_size=2, num_workers=0, seed=0, input_scale=None, val_every=1,
+        device="cpu", tile=False, tta="none", minutes=None, resume=False,
+    )  # fmt: skip
+    whole = accuracy_vs_unet.train_and_test("hrmedseg_t", data, args, epochs=2, output=tmp_path / "whole")
+
+    save = accuracy_vs_unet.save_training_state
+
+    def save_then_die(path, state):
+        save(path, state)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(accuracy_vs_unet, "save_training_state", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        accuracy_vs_unet.train_and_test("hrmedseg_t", data, args, epochs=2, output=tmp_path / "killed")
+    monkeypatch.setattr(accuracy_vs_unet, "save_training_state", save)
+    args.resume = True
+    resumed = accuracy_vs_unet.train_and_test("hrmedseg_t", data, args, epochs=2, output=tmp_path / "killed")
+
+    assert len(resumed["val_dice"]) == 2 and resumed["val_dice"] == whole["val_dice"]
+    assert resumed["best_epoch"] == whole["best_epoch"] and resumed["test"] == whole["test"]
+    ours = hrmedseg.load_model(tmp_path / "killed" / "test" / "weights.safetensors").state_dict()
+    for name, tensor in hrmedseg.load_model(tmp_path / "whole" / "test" / "weights.safetensors").state_dict().items():
+        torch.testing.assert_close(ours[name], tensor, rtol=0, atol=0)
