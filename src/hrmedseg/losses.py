@@ -196,8 +196,7 @@ def register_loss(name: str) -> Callable[[LossBuilder], LossBuilder]:
 
     The builder is called as ``builder(num_classes, dice_weight=..., focal_weight=...,
     ce_weight=..., boundary_weight=...)`` with the config's values (it may ignore the weights)
-    and returns a module
-    ``loss(logits (B, K, H, W), target (B, H, W) int) -> scalar``.
+    and returns a module ``loss(logits (B, K, H, W), target (B, H, W) int) -> scalar``.
 
     Example:
         >>> @register_loss("dice_only")
