@@ -288,7 +288,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.resume and args.minutes:
         parser.error(
-            "--resume cannot be combined with --minutes (the equal-time result needs every epoch's weights)"
+            "--resume cannot be combined with --minutes (equal time needs every improvement's weights)"
         )
     logging.basicConfig(level=logging.INFO, format="%(message)s")  # the per-epoch lines
 

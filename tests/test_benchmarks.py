@@ -96,6 +96,8 @@ def test_a_killed_accuracy_run_resumes_exactly_where_it_stopped(tmp_path, monkey
 
     assert len(resumed["val_dice"]) == 2 and resumed["val_dice"] == whole["val_dice"]
     assert resumed["best_epoch"] == whole["best_epoch"] and resumed["test"] == whole["test"]
-    ours = hrmedseg.load_model(tmp_path / "killed" / "test" / "weights.safetensors").state_dict()
-    for name, tensor in hrmedseg.load_model(tmp_path / "whole" / "test" / "weights.safetensors").state_dict().items():
-        torch.testing.assert_close(ours[name], tensor, rtol=0, atol=0)
+    ours, theirs = (
+        hrmedseg.load_model(tmp_path / run / "test" / "weights.safetensors") for run in ("killed", "whole")
+    )
+    for name, tensor in theirs.state_dict().items():
+        torch.testing.assert_close(ours.state_dict()[name], tensor, rtol=0, atol=0)
