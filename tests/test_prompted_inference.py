@@ -19,6 +19,7 @@ from hrmedseg.inference.prompted import (
     ObjectPrompt,
     PromptedSegmenter,
     object_windows,
+    object_zoom,
     prompts_from_ground_truth,
     read_prompt_file,
 )
@@ -181,6 +182,49 @@ def test_windowed_segmentation_decodes_each_object_in_its_window_at_original_pix
     assert crops == [(60, 64)]  # an image that fits one window is decoded whole
     with pytest.raises(ValueError, match="a prompt window needs a positive height and width"):
         PromptedSegmenter(predictor, window=(0, 64))
+
+
+def test_zoom_enlarges_only_small_objects_windows_by_powers_of_two():
+    window, image = (256, 256), (1024, 1024)
+    # Enlarged, the object spans at most a quarter window (64 px) on both axes.
+    assert object_zoom(np.array([8, 8]), image, window, max_zoom=4) == 4
+    assert object_zoom(np.array([8, 30]), image, window, max_zoom=4) == 2
+    assert object_zoom(np.array([40, 8]), image, window, max_zoom=4) == 1
+    assert object_zoom(np.array([8, 8]), image, window, max_zoom=2) == 2
+    assert object_zoom(np.array([8, 8]), image, window, max_zoom=1) == 1
+    # The divided window must fit the image on both axes, so it is enlarged alike on both.
+    assert object_zoom(np.array([8, 8]), (100, 1024), window, max_zoom=2) == 1  # 128 > 100
+    assert object_zoom(np.array([8, 8]), (100, 1024), window, max_zoom=4) == 4  # 64 <= 100
+    assert object_zoom(np.array([8, 8]), (50, 1024), window, max_zoom=4) == 1
+
+    small, large = (20, 30, 27, 37), (100, 100, 159, 139)  # 8 x 8 and 60 x 40 boxes
+    objects = [ObjectPrompt(box=np.array(r, float)) for r in (small, large)]
+    windows = object_windows(objects, image, window, max_zoom=4)
+    assert windows == {(0, 0, 64, 64): [0], (0, 0, 256, 256): [1]}
+
+
+def test_zoomed_windows_decode_small_objects_enlarged_and_return_them_at_original_pixels():
+    rectangles = [(5, 8, 9, 12), (200, 100, 203, 104), (150, 40, 300, 60)]
+    predictor = BoxFillingPredictor()
+    crops = []
+    set_image = predictor.set_image
+    predictor.set_image = lambda image: (crops.append(image.shape[:2]), set_image(image))
+    segmenter = PromptedSegmenter(predictor, window=(64, 64), max_zoom=2)
+    objects = [ObjectPrompt(box=np.array(r, float)) for r in rectangles]
+    union, object_masks, _ = segmenter.segment(np.zeros((300, 500, 3), np.uint8), objects)
+    for mask, (x0, y0, x1, y1) in zip(object_masks, rectangles, strict=True):
+        expected = np.zeros((300, 500), bool)
+        expected[y0 : y1 + 1, x0 : x1 + 1] = True
+        np.testing.assert_array_equal(mask, expected)
+    assert sorted(crops) == [(32, 32), (32, 32), (64, 302)]  # the long box keeps its own window
+    crops.clear()
+    segmenter.segment(np.zeros((60, 64, 3), np.uint8), objects[:1])
+    assert crops == [(32, 32)]  # zoomed even where the image fits one window
+    for bad in (3, 0, True, 2.0):
+        with pytest.raises(ValueError, match="the largest zoom must be a power of two"):
+            PromptedSegmenter(predictor, window=(64, 64), max_zoom=bad)
+    with pytest.raises(ValueError, match="zoomed windows need a prompt window"):
+        PromptedSegmenter(predictor, max_zoom=2)
 
 
 def test_evaluate_with_box_prompts_scores_the_union_exactly(tmp_path, rectangles_data):

@@ -187,6 +187,31 @@ def test_a_native_scale_model_decodes_each_prompt_in_its_window_as_evaluate_does
         create_app(resized, "cpu", tiling=Tiling(overlap=0.5))
 
 
+def test_zoomed_windows_on_the_page_match_evaluate_and_automatic_models_refuse_them(monkeypatch):
+    from hrmedseg.errors import ConfigError
+    from hrmedseg.inference.prompted import ObjectPrompt, PromptedSegmenter
+    from hrmedseg.inference.sam_predictor import Predictor
+
+    native = hrmedseg.create_model("hrmedseg_sam_t", img_size=64, input_scale="native").eval()
+    client = TestClient(create_app(native, "cpu", max_zoom=2))
+    upload = png(60, 50)  # fits one window: only the zoom makes it windowed
+    embedded = []
+    set_image = Predictor.set_image
+    monkeypatch.setattr(
+        Predictor, "set_image", lambda self, image: (embedded.append(image.shape[:2]), set_image(self, image))
+    )
+    session = client.post("/api/image", content=upload).json()["session"]
+    box = [20, 20, 25, 26]  # 7 rows: at most a quarter of a 32 x 32 window once doubled
+    body = client.post("/api/decode", json={"session": session, "box": box, "multimask": False}).json()
+    assert embedded == [(32, 32)]
+    image = np.asarray(Image.open(io.BytesIO(upload)))
+    oracle = PromptedSegmenter(Predictor(native, "cpu"), window=(64, 64), max_zoom=2)
+    _, expected, _ = oracle.segment(image, [ObjectPrompt(box=np.array(box, float))])
+    np.testing.assert_array_equal(decoded(body["masks"][0]) > 0, expected[0])
+    with pytest.raises(ConfigError, match="--zoom is for HRMedSegSAM models"):
+        create_app(hrmedseg.create_model("hrmedseg_t", img_size=64), "cpu", max_zoom=2)
+
+
 def client_info(model, **options) -> dict:
     return TestClient(create_app(model, "cpu", **options)).get("/api/info").json()
 

@@ -111,6 +111,14 @@ def test_cli_predict_and_evaluate_tile_large_images(tmp_path, capsys):
         ([*evaluate[:2], str(sam), *evaluate[3:], "--output", str(tmp_path / "e2"), "--tile",
           "--overlap", "0.5"], "--overlap and --blend are for automatic models"),
         ([*predict, "--output", out, "--tile", "--overlap", "1.5"], "overlap must be in [0, 1)"),
+        ([*predict, "--output", out, "--zoom", "2"], "--zoom is for HRMedSegSAM models decoding in windows"),
+        ([*evaluate[:2], str(sam), *evaluate[3:], "--output", str(tmp_path / "e3"), "--zoom", "2"],
+         "zoomed windows need a prompt window"),
+        ([*evaluate[:2], str(sam), *evaluate[3:], "--output", str(tmp_path / "e4"), "--tile", "--zoom", "3"],
+         "the largest zoom must be a power of two (1, 2, 4, ...), got 3"),
     ):  # fmt: skip
         assert cli_main(argv) == 2
         assert message in capsys.readouterr().err
+    zoomed = [*evaluate[:2], str(sam), *evaluate[3:], "--output", str(tmp_path / "e5"), "--tile"]
+    assert cli_main([*zoomed, "--zoom", "4"]) == 0
+    assert "small objects' windows enlarged up to 4x" in (tmp_path / "e5" / "summary.md").read_text()

@@ -92,6 +92,12 @@ def add_segmenter_options(parser: argparse.ArgumentParser, *, batch: bool = True
         "--blend", choices=["gaussian", "linear", "constant"],
         help="with --tile: weights of overlapping windows (default gaussian, MONAI's convention)",
     )  # fmt: skip
+    tiling.add_argument(
+        "--zoom", type=positive_int, default=1, metavar="N",
+        help="HRMedSegSAM models decoding in windows: decode a small object in a window up to N "
+        "times smaller, enlarged to the model size, so it covers more of the model's output "
+        "(a power of two; 1: off)",
+    )  # fmt: skip
     parser.add_argument(
         "--tta", choices=["none", "hflip", "flips"], default="none",
         help="test-time augmentation of automatic models: average the logits over a left-right flip "
@@ -121,6 +127,7 @@ def segmenter_options(args: argparse.Namespace) -> SegmenterOptions:
         compile_mode=getattr(args, "compile", "none"),
         tta=args.tta,
         postprocessing=Postprocessing(args.min_size, args.keep_largest, args.fill_holes),
+        max_zoom=args.zoom,
     )
 
 

@@ -61,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
     app = create_app(
         load_model(args.checkpoint), options.device, max_upload_bytes=int(args.max_upload_mb * 2**20),
         max_upload_pixels=args.max_pixels or None, tiling=options.tiling, tta=options.tta,
-        postprocessing=options.postprocessing, annotations=annotations,
+        postprocessing=options.postprocessing, annotations=annotations, max_zoom=options.max_zoom,
     )  # fmt: skip
     if annotations is not None:
         print(f"annotating {len(annotations.images)} images of {args.input}; objects go to {args.output}")

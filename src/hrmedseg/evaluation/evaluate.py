@@ -269,6 +269,8 @@ def evaluate(
     scale = "none (resized to the model size)"
     if window is not None:
         scale = f"each object in a {window[0]} x {window[1]} window at the image's own resolution"
+        if segmenter.max_zoom > 1:
+            scale += f", small objects' windows enlarged up to {segmenter.max_zoom}x"
     settings = [f"{split}: {len(samples)} cases"]
     if prompts:
         settings.append(f"prompts: {prompts}")

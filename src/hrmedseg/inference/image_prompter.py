@@ -14,8 +14,9 @@ import numpy as np
 import torch
 
 from ..data.io import as_float_rgb
+from ..errors import ConfigError
 from ..modeling import PromptableSegmentationModel
-from .prompted import ObjectPrompt, object_windows, shifted_prompt
+from .prompted import ObjectPrompt, check_zoom, object_windows, shifted_prompt
 from .sam_predictor import Predictor
 
 Region = tuple[int, int, int, int]  # top, left, bottom, right in original pixels
@@ -30,6 +31,8 @@ class ImagePrompter:
         window: (height, width) in original pixels, usually the model's input size: decode each
             prompt set in a window of the image at its own resolution; None: in the whole image
             resized to the model's size. An image no larger than the window is decoded whole.
+        max_zoom: with ``window``, enlarge a small object's window up to this many times, as
+            :class:`~hrmedseg.PromptedSegmenter` does (a power of two; 1: off).
         max_windows: window embeddings kept; the least recently used is dropped beyond it.
 
     Example:
@@ -45,10 +48,15 @@ class ImagePrompter:
         device: str | torch.device = "auto",
         *,
         window: tuple[int, int] | None = None,
+        max_zoom: int = 1,
         max_windows: int = 16,
     ) -> None:
+        check_zoom(max_zoom)
+        if max_zoom > 1 and window is None:
+            raise ConfigError("zoomed windows need a prompt window (decode in native-scale windows)")
         self.model, self.device = model, device
         self.window = None if window is None else tuple(window)
+        self.max_zoom = max_zoom
         self.max_windows = max_windows
         self.predictors: OrderedDict[Region, Predictor] = OrderedDict()
         self.pixels: np.ndarray | None = None  # kept only while windows may still be embedded
@@ -64,7 +72,8 @@ class ImagePrompter:
     def windowed(self) -> bool:
         """Whether prompts are decoded in windows (False: the image is embedded whole)."""
         height, width = self.original_size
-        return self.window is not None and (height > self.window[0] or width > self.window[1])
+        larger = self.window is not None and (height > self.window[0] or width > self.window[1])
+        return larger or self.max_zoom > 1
 
     def set_image(self, image: np.ndarray) -> None:
         """Take a new image (H, W[, 3|4]) uint8 or [0, 1] float; embed it now unless windowed
@@ -81,7 +90,7 @@ class ImagePrompter:
         ``multimask_output``, else 1), and their predicted IoUs (C,)."""
         height, width = self.original_size
         if self.windowed:
-            region = next(iter(object_windows([prompt], (height, width), self.window)))
+            region = next(iter(object_windows([prompt], (height, width), self.window, self.max_zoom)))
         else:
             region = (0, 0, height, width)
         top, left, bottom, right = region

@@ -32,6 +32,9 @@ class SegmenterOptions:
         compile_mode: ``torch.compile`` mode, or "none" (eager).
         tta: test-time flips: "none", "hflip" (2 passes) or "flips" (4 passes); logits averaged.
         postprocessing: mask clean-up per class (see :mod:`hrmedseg.inference.postprocess`).
+        max_zoom: promptable models decoding in native-scale windows: enlarge a small object's
+            window up to this many times (a power of two; see
+            :class:`~hrmedseg.PromptedSegmenter`); 1: off.
 
     Example:
         >>> options = SegmenterOptions(device="cpu", tiling=Tiling(), tta="hflip")
@@ -44,11 +47,15 @@ class SegmenterOptions:
     compile_mode: str = "none"
     tta: str = "none"
     postprocessing: Postprocessing = field(default_factory=Postprocessing)
+    max_zoom: int = 1
 
     def segmenter(self, checkpoint: str | Path | list[str | Path]) -> Segmenter:
         """A :class:`~hrmedseg.Segmenter` of a model file (several: their ensemble)."""
+        from ..errors import ConfigError
         from .segmenter import Segmenter
 
+        if self.max_zoom != 1:
+            raise ConfigError("--zoom is for HRMedSegSAM models decoding in windows; this model is automatic")
         return Segmenter.from_checkpoint(
             checkpoint,
             self.device,
@@ -62,19 +69,25 @@ class SegmenterOptions:
     def prompted_segmenter(self, checkpoint: str | Path) -> PromptedSegmenter:
         """A :class:`~hrmedseg.PromptedSegmenter` of a promptable model file on ``device``: with
         ``tiling``, each object decoded in a window of the model's size at the image's own
-        resolution (otherwise as the model was trained); the settings only automatic models take
-        (the windows' overlap and blending, flips, clean-up) are refused by name."""
+        resolution (otherwise as the model was trained), small objects' windows enlarged up to
+        ``max_zoom`` times; the settings only automatic models take (the windows' overlap and
+        blending, flips, clean-up) are refused by name."""
         from .prompted import PromptedSegmenter, refuse_automatic_options, windows_of_tiling
 
         native_windows = windows_of_tiling(self.tiling)
         refuse_automatic_options(None, self.tta, self.postprocessing)
-        return PromptedSegmenter.from_checkpoint(checkpoint, self.device, native_windows=native_windows)
+        return PromptedSegmenter.from_checkpoint(
+            checkpoint, self.device, native_windows=native_windows, max_zoom=self.max_zoom
+        )
 
     def onnx_segmenter(self, path: str | Path) -> OnnxSegmenter:
         """An onnxruntime segmenter of a graph from ``hrmedseg export`` (the device and compile
         settings are PyTorch's and do not apply)."""
         from ..deployment.onnx_segmenter import OnnxSegmenter
+        from ..errors import ConfigError
 
+        if self.max_zoom != 1:
+            raise ConfigError("--zoom is for HRMedSegSAM models decoding in windows, not ONNX graphs")
         return OnnxSegmenter(
             path,
             batch_size=self.batch_size,

@@ -217,6 +217,10 @@ class PromptedSegmenter:
             image resized (see :func:`object_windows`); None: the whole image. Small objects in
             large images (nuclei in a 1024² tissue image) shrink to a few pixels when the image is
             resized to the model's size; in a native-scale window they keep their size.
+        max_zoom: with ``window``, the largest enlargement of a small object's window (a power of
+            two; 1: every window at the image's own scale). An object spanning at most a
+            ``max_zoom``-th of a quarter window is decoded in a window ``zoom`` times smaller,
+            enlarged to the model's size, so that it covers more of the model's logits.
 
     Example:
         >>> seg = PromptedSegmenter.from_checkpoint("sam_run/best.safetensors")
@@ -231,23 +235,34 @@ class PromptedSegmenter:
         predictor: Predictor,
         max_boxes_per_pass: int = 32,
         window: tuple[int, int] | None = None,
+        max_zoom: int = 1,
     ) -> None:
         self.predictor = predictor
         # Each box's logits are interpolated to the original size: bound that memory per pass.
         self.max_boxes_per_pass = max_boxes_per_pass
         if window is not None and min(window) < 1:
             raise ConfigError(f"a prompt window needs a positive height and width, got {window}")
+        check_zoom(max_zoom)
+        if max_zoom > 1 and window is None:
+            raise ConfigError("zoomed windows need a prompt window (decode in native-scale windows)")
         self.window = window
+        self.max_zoom = max_zoom
 
     @classmethod
     def from_checkpoint(
-        cls, path: str | Path, device: str = "auto", *, native_windows: bool | None = None
+        cls,
+        path: str | Path,
+        device: str = "auto",
+        *,
+        native_windows: bool | None = None,
+        max_zoom: int = 1,
     ) -> PromptedSegmenter:
         """``native_windows``: decode each object in a window of the model's input size at the
         image's own resolution (``window`` above); None: as the model was trained (its
-        ``input_scale``)."""
+        ``input_scale``). ``max_zoom``: as above."""
         predictor = Predictor.from_checkpoint(path, device)
-        return cls(predictor, window=prompt_window(predictor.model.config, native_windows))
+        window = prompt_window(predictor.model.config, native_windows)
+        return cls(predictor, window=window, max_zoom=max_zoom)
 
     def segment(
         self, image: np.ndarray | str | Path, objects: list[ObjectPrompt]
@@ -258,11 +273,9 @@ class PromptedSegmenter:
             return self._segment_whole(image, objects)
         pixels = read_image(image) if isinstance(image, str | Path) else as_float_rgb(image)
         height, width = pixels.shape[:2]
-        if height <= self.window[0] and width <= self.window[1]:
-            return self._segment_whole(pixels, objects)
         object_masks = np.zeros((len(objects), height, width), dtype=bool)
         scores = np.zeros(len(objects), dtype=np.float32)
-        windows = object_windows(objects, (height, width), self.window)
+        windows = object_windows(objects, (height, width), self.window, self.max_zoom)
         for (top, left, bottom, right), members in windows.items():
             shift = np.array([left, top], dtype=np.float64)
             local = [shifted_prompt(objects[i], shift) for i in members]
@@ -302,7 +315,10 @@ class PromptedSegmenter:
 
 
 def object_windows(
-    objects: Sequence[ObjectPrompt], image_hw: tuple[int, int], window: tuple[int, int]
+    objects: Sequence[ObjectPrompt],
+    image_hw: tuple[int, int],
+    window: tuple[int, int],
+    max_zoom: int = 1,
 ) -> dict[tuple[int, int, int, int], list[int]]:
     """The window of the image each object is decoded in, as ``{(top, left, bottom, right):
     [object indices]}``, so that objects sharing a window share one encoder pass.
@@ -314,16 +330,47 @@ def object_windows(
     object's extent where that is larger (then resized to the model's size, like a whole image).
     Windows are clipped to the image. A point-prompted object larger than the window is cut at
     the window's edge: give it a box, or decode the whole image.
+
+    With ``max_zoom`` above 1, a small object's window is first divided by its zoom
+    (:func:`object_zoom`), so that once enlarged to the model's size the object is drawn on more
+    of its logits; the rules above then apply to the smaller window.
     """
+    check_zoom(max_zoom)
     windows: dict[tuple[int, int, int, int], list[int]] = {}
     for index, prompt in enumerate(objects):
         corners = [c.reshape(-1, 2) for c in (prompt.box, prompt.points) if c is not None]
         xy = np.concatenate(corners)
         lows, highs = xy.min(0)[::-1], xy.max(0)[::-1]  # (row, column)
-        axes = zip(lows, highs, window, image_hw, strict=True)
+        zoom = object_zoom(highs - lows + 1, image_hw, window, max_zoom)
+        sides = [side // zoom for side in window]
+        axes = zip(lows, highs, sides, image_hw, strict=True)
         (top, bottom), (left, right) = (_axis_window(*axis) for axis in axes)
         windows.setdefault((top, left, bottom, right), []).append(index)
     return windows
+
+
+def object_zoom(extent: np.ndarray, image_hw: tuple[int, int], window: tuple[int, int], max_zoom: int) -> int:
+    """The enlargement of an object's window: the largest power of two up to ``max_zoom`` at
+    which the object's (rows, columns) ``extent``, enlarged, still spans at most a quarter of the
+    window on each axis, and the window, divided, still fits in the image (so it is enlarged
+    alike on both axes)."""
+    zooms = [2**k for k in range(1, max_zoom.bit_length())]
+    fitting = [
+        zoom
+        for zoom in zooms
+        if all(
+            zoom * span <= side / 4 and side // zoom <= size
+            for span, side, size in zip(extent, window, image_hw, strict=True)
+        )
+    ]
+    return max(fitting, default=1)
+
+
+def check_zoom(max_zoom: int) -> None:
+    """Refuse a ``max_zoom`` that is not a power of two from 1."""
+    whole = isinstance(max_zoom, int) and not isinstance(max_zoom, bool)
+    if not whole or max_zoom < 1 or max_zoom & (max_zoom - 1):
+        raise ConfigError(f"the largest zoom must be a power of two (1, 2, 4, ...), got {max_zoom!r}")
 
 
 def _axis_window(low: float, high: float, side: int, size: int) -> tuple[int, int]:

@@ -110,6 +110,7 @@ class SegmentationService:
         tta: str = "none",
         postprocessing: Postprocessing | None = None,
         annotations: AnnotationFolder | None = None,
+        max_zoom: int = 1,
     ) -> None:
         self.max_upload_pixels = max_upload_pixels
         self.prompted = isinstance(model, PromptableSegmentationModel)
@@ -122,6 +123,9 @@ class SegmentationService:
             self.window = prompt_window(model.config, native_windows)
         elif annotations is not None:
             raise ConfigError("annotating a folder takes an HRMedSegSAM model: its objects come from prompts")
+        elif max_zoom != 1:
+            raise ConfigError("--zoom is for HRMedSegSAM models decoding in windows; this model is automatic")
+        self.max_zoom = max_zoom
         self.annotations = annotations
         self.model_name = model.config.name
         self.img_size = list(model.config.img_size)
@@ -180,7 +184,9 @@ class SegmentationService:
         with self.lock:
             if self.prompted:
                 # its own embeddings, one model; windows are embedded on their first prompt
-                session.prompter = ImagePrompter(self.model, self.device, window=self.window)
+                session.prompter = ImagePrompter(
+                    self.model, self.device, window=self.window, max_zoom=self.max_zoom
+                )
                 session.prompter.set_image(image)
             else:
                 session.objects = {0: [self.segmenter.predict(image) > 0]}
@@ -320,6 +326,7 @@ def create_app(
     tta: str = "none",
     postprocessing: Postprocessing | None = None,
     annotations: AnnotationFolder | None = None,
+    max_zoom: int = 1,
 ) -> FastAPI:
     """The FastAPI application for ``model`` (HRMedSeg or HRMedSegSAM).
 
@@ -335,10 +342,12 @@ def create_app(
             then decoded in a window of the model's size around it at the image's own resolution,
             as a model trained with ``input_scale: native`` always is.
         annotations: the folder to annotate (prompted models), or None to take uploads only.
+        max_zoom: a promptable model decoding in windows: enlarge a small object's window up to
+            this many times (see :class:`~hrmedseg.PromptedSegmenter`); 1: off.
     """
     service = SegmentationService(
         model, device=device, max_sessions=max_sessions, max_upload_pixels=max_upload_pixels, tiling=tiling,
-        tta=tta, postprocessing=postprocessing, annotations=annotations,
+        tta=tta, postprocessing=postprocessing, annotations=annotations, max_zoom=max_zoom,
     )  # fmt: skip
     app = FastAPI(title="hrmedseg", docs_url=None, redoc_url=None)
 
