@@ -90,7 +90,8 @@ class ImagePrompter:
         ``multimask_output``, else 1), and their predicted IoUs (C,)."""
         height, width = self.original_size
         if self.windowed:
-            region = next(iter(object_windows([prompt], (height, width), self.window, self.max_zoom)))
+            windows = object_windows([prompt], (height, width), self.window, max_zoom=self.max_zoom)
+            region = next(iter(windows))
         else:
             region = (0, 0, height, width)
         top, left, bottom, right = region

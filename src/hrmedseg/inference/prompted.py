@@ -235,6 +235,7 @@ class PromptedSegmenter:
         predictor: Predictor,
         max_boxes_per_pass: int = 32,
         window: tuple[int, int] | None = None,
+        *,
         max_zoom: int = 1,
     ) -> None:
         self.predictor = predictor
@@ -275,7 +276,7 @@ class PromptedSegmenter:
         height, width = pixels.shape[:2]
         object_masks = np.zeros((len(objects), height, width), dtype=bool)
         scores = np.zeros(len(objects), dtype=np.float32)
-        windows = object_windows(objects, (height, width), self.window, self.max_zoom)
+        windows = object_windows(objects, (height, width), self.window, max_zoom=self.max_zoom)
         for (top, left, bottom, right), members in windows.items():
             shift = np.array([left, top], dtype=np.float64)
             local = [shifted_prompt(objects[i], shift) for i in members]
@@ -318,6 +319,7 @@ def object_windows(
     objects: Sequence[ObjectPrompt],
     image_hw: tuple[int, int],
     window: tuple[int, int],
+    *,
     max_zoom: int = 1,
 ) -> dict[tuple[int, int, int, int], list[int]]:
     """The window of the image each object is decoded in, as ``{(top, left, bottom, right):
@@ -341,7 +343,7 @@ def object_windows(
         corners = [c.reshape(-1, 2) for c in (prompt.box, prompt.points) if c is not None]
         xy = np.concatenate(corners)
         lows, highs = xy.min(0)[::-1], xy.max(0)[::-1]  # (row, column)
-        zoom = object_zoom(highs - lows + 1, image_hw, window, max_zoom)
+        zoom = object_zoom(highs - lows + 1, image_hw, window, max_zoom=max_zoom)
         sides = [side // zoom for side in window]
         axes = zip(lows, highs, sides, image_hw, strict=True)
         (top, bottom), (left, right) = (_axis_window(*axis) for axis in axes)
@@ -349,7 +351,9 @@ def object_windows(
     return windows
 
 
-def object_zoom(extent: np.ndarray, image_hw: tuple[int, int], window: tuple[int, int], max_zoom: int) -> int:
+def object_zoom(
+    extent: np.ndarray, image_hw: tuple[int, int], window: tuple[int, int], *, max_zoom: int
+) -> int:
     """The enlargement of an object's window: the largest power of two up to ``max_zoom`` at
     which the object's (rows, columns) ``extent``, enlarged, still spans at most a quarter of the
     window on each axis, and the window, divided, still fits in the image (so it is enlarged
