@@ -201,6 +201,9 @@ def test_zoom_enlarges_only_small_objects_windows_by_powers_of_two():
     objects = [ObjectPrompt(box=np.array(r, float)) for r in (small, large)]
     windows = object_windows(objects, image, window, max_zoom=4)
     assert windows == {(0, 0, 64, 64): [0], (0, 0, 256, 256): [1]}
+    # A point does not bound its object: its window keeps the model's size.
+    point = ObjectPrompt(points=np.array([[24.0, 24.0]]), labels=np.array([1]))
+    assert object_windows([point], image, window, max_zoom=4) == {(0, 0, 256, 256): [0]}
 
 
 def test_zoomed_windows_decode_small_objects_enlarged_and_return_them_at_original_pixels():

@@ -335,7 +335,8 @@ def object_windows(
 
     With ``max_zoom`` above 1, a small object's window is first divided by its zoom
     (:func:`object_zoom`), so that once enlarged to the model's size the object is drawn on more
-    of its logits; the rules above then apply to the smaller window.
+    of its logits; the rules above then apply to the smaller window. Only objects with a box are
+    enlarged: points alone do not say how far their object reaches.
     """
     check_zoom(max_zoom)
     windows: dict[tuple[int, int, int, int], list[int]] = {}
@@ -343,7 +344,8 @@ def object_windows(
         corners = [c.reshape(-1, 2) for c in (prompt.box, prompt.points) if c is not None]
         xy = np.concatenate(corners)
         lows, highs = xy.min(0)[::-1], xy.max(0)[::-1]  # (row, column)
-        zoom = object_zoom(highs - lows + 1, image_hw, window, max_zoom=max_zoom)
+        # Points alone do not bound their object, so only a boxed object's window is enlarged.
+        zoom = 1 if prompt.box is None else object_zoom(highs - lows + 1, image_hw, window, max_zoom=max_zoom)
         sides = [side // zoom for side in window]
         axes = zip(lows, highs, sides, image_hw, strict=True)
         (top, bottom), (left, right) = (_axis_window(*axis) for axis in axes)
