@@ -16,6 +16,7 @@ from hrmedseg.evaluation.evaluate import evaluate
 from hrmedseg.evaluation.metrics import distance_metrics
 from hrmedseg.evaluation.objects import box_leak, object_hd95, truth_object_of
 from hrmedseg.inference.prompted import (
+    DEFAULT_MAX_ZOOM,
     ObjectPrompt,
     PromptedSegmenter,
     object_windows,
@@ -228,6 +229,9 @@ def test_zoomed_windows_decode_small_objects_enlarged_and_return_them_at_origina
             PromptedSegmenter(predictor, window=(64, 64), max_zoom=bad)
     with pytest.raises(ValueError, match="zoomed windows need a prompt window"):
         PromptedSegmenter(predictor, max_zoom=2)
+    # By default windows are zoomed up to DEFAULT_MAX_ZOOM; the whole image is never zoomed.
+    assert PromptedSegmenter(predictor, window=(64, 64)).max_zoom == DEFAULT_MAX_ZOOM == 4
+    assert PromptedSegmenter(predictor).max_zoom == 1
 
 
 def test_evaluate_with_box_prompts_scores_the_union_exactly(tmp_path, rectangles_data):
@@ -245,8 +249,11 @@ def test_evaluate_in_windows_scores_exactly_and_says_so(tmp_path, rectangles_dat
     summary = evaluate(segmenter, rectangles_data, tmp_path / "ev", progress=False)
     assert summary["mean"]["dice"]["mean"] == pytest.approx(1.0)
     assert summary["per_object"]["dice"]["mean"] == pytest.approx(1.0)
-    assert summary["tiling"] == "each object in a 32 x 32 window at the image's own resolution"
+    windows = "each object in a 32 x 32 window at the image's own resolution"
+    assert summary["tiling"] == f"{windows}, small objects' windows enlarged up to 4x"  # the default
     assert "32 x 32 window" in (tmp_path / "ev" / "summary.md").read_text()
+    unzoomed = PromptedSegmenter(BoxFillingPredictor(), window=(32, 32), max_zoom=1)
+    assert evaluate(unzoomed, rectangles_data, tmp_path / "ev1", progress=False)["tiling"] == windows
     whole = evaluate(
         PromptedSegmenter(BoxFillingPredictor()), rectangles_data, tmp_path / "ev2", progress=False
     )
@@ -522,8 +529,11 @@ def test_image_prompter_decodes_each_prompt_in_the_window_evaluate_uses():
         np.testing.assert_array_equal(masks, reference)
 
         embedded.clear()
-        small = ImagePrompter(model, "cpu", window=(64, 64))  # an image within the window: whole
+        small = ImagePrompter(model, "cpu", window=(64, 64), max_zoom=1)  # within the window: whole
         small.set_image(image[:60, :64])
         assert not small.windowed and embedded == [(60, 64)]
+        zoomed = ImagePrompter(model, "cpu", window=(64, 64))  # by default small boxes are zoomed
+        zoomed.set_image(image[:60, :64])
+        assert zoomed.max_zoom == 4 and zoomed.windowed
     with pytest.raises(RuntimeError, match="call set_image"):
         ImagePrompter(model, "cpu").predict(near[0], multimask_output=False)

@@ -93,10 +93,10 @@ def add_segmenter_options(parser: argparse.ArgumentParser, *, batch: bool = True
         help="with --tile: weights of overlapping windows (default gaussian, MONAI's convention)",
     )  # fmt: skip
     tiling.add_argument(
-        "--zoom", type=positive_int, default=1, metavar="N",
-        help="HRMedSegSAM models decoding in windows: decode a small object in a window up to N "
-        "times smaller, enlarged to the model size, so it covers more of the model's output "
-        "(a power of two; 1: off)",
+        "--zoom", type=positive_int, metavar="N",
+        help="HRMedSegSAM models decoding in windows: decode a small object's box in a window up "
+        "to N times smaller, enlarged to the model size, so it covers more of the model's output "
+        "(a power of two; default 4; 1: off)",
     )  # fmt: skip
     parser.add_argument(
         "--tta", choices=["none", "hflip", "flips"], default="none",

@@ -14,9 +14,8 @@ import numpy as np
 import torch
 
 from ..data.io import as_float_rgb
-from ..errors import ConfigError
 from ..modeling import PromptableSegmentationModel
-from .prompted import ObjectPrompt, check_zoom, object_windows, shifted_prompt
+from .prompted import ObjectPrompt, object_windows, resolve_zoom, shifted_prompt
 from .sam_predictor import Predictor
 
 Region = tuple[int, int, int, int]  # top, left, bottom, right in original pixels
@@ -31,8 +30,9 @@ class ImagePrompter:
         window: (height, width) in original pixels, usually the model's input size: decode each
             prompt set in a window of the image at its own resolution; None: in the whole image
             resized to the model's size. An image no larger than the window is decoded whole.
-        max_zoom: with ``window``, enlarge a small object's window up to this many times, as
-            :class:`~hrmedseg.PromptedSegmenter` does (a power of two; 1: off).
+        max_zoom: with ``window``, enlarge a small boxed object's window up to this many times,
+            as :class:`~hrmedseg.PromptedSegmenter` does (a power of two; 1: off; None: its
+            default).
         max_windows: window embeddings kept; the least recently used is dropped beyond it.
 
     Example:
@@ -48,15 +48,12 @@ class ImagePrompter:
         device: str | torch.device = "auto",
         *,
         window: tuple[int, int] | None = None,
-        max_zoom: int = 1,
+        max_zoom: int | None = None,
         max_windows: int = 16,
     ) -> None:
-        check_zoom(max_zoom)
-        if max_zoom > 1 and window is None:
-            raise ConfigError("zoomed windows need a prompt window (decode in native-scale windows)")
         self.model, self.device = model, device
         self.window = None if window is None else tuple(window)
-        self.max_zoom = max_zoom
+        self.max_zoom = resolve_zoom(max_zoom, self.window)
         self.max_windows = max_windows
         self.predictors: OrderedDict[Region, Predictor] = OrderedDict()
         self.pixels: np.ndarray | None = None  # kept only while windows may still be embedded

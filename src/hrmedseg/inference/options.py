@@ -32,9 +32,9 @@ class SegmenterOptions:
         compile_mode: ``torch.compile`` mode, or "none" (eager).
         tta: test-time flips: "none", "hflip" (2 passes) or "flips" (4 passes); logits averaged.
         postprocessing: mask clean-up per class (see :mod:`hrmedseg.inference.postprocess`).
-        max_zoom: promptable models decoding in native-scale windows: enlarge a small object's
-            window up to this many times (a power of two; see
-            :class:`~hrmedseg.PromptedSegmenter`); 1: off.
+        max_zoom: promptable models decoding in native-scale windows: enlarge a small boxed
+            object's window up to this many times (a power of two; see
+            :class:`~hrmedseg.PromptedSegmenter`); 1: off; None: its default.
 
     Example:
         >>> options = SegmenterOptions(device="cpu", tiling=Tiling(), tta="hflip")
@@ -47,14 +47,14 @@ class SegmenterOptions:
     compile_mode: str = "none"
     tta: str = "none"
     postprocessing: Postprocessing = field(default_factory=Postprocessing)
-    max_zoom: int = 1
+    max_zoom: int | None = None
 
     def segmenter(self, checkpoint: str | Path | list[str | Path]) -> Segmenter:
         """A :class:`~hrmedseg.Segmenter` of a model file (several: their ensemble)."""
         from ..errors import ConfigError
         from .segmenter import Segmenter
 
-        if self.max_zoom != 1:
+        if self.max_zoom not in (None, 1):
             raise ConfigError("--zoom is for HRMedSegSAM models decoding in windows; this model is automatic")
         return Segmenter.from_checkpoint(
             checkpoint,
@@ -86,7 +86,7 @@ class SegmenterOptions:
         from ..deployment.onnx_segmenter import OnnxSegmenter
         from ..errors import ConfigError
 
-        if self.max_zoom != 1:
+        if self.max_zoom not in (None, 1):
             raise ConfigError("--zoom is for HRMedSegSAM models decoding in windows, not ONNX graphs")
         return OnnxSegmenter(
             path,

@@ -56,7 +56,13 @@ from ..data.io import decode_image, index_mask_image
 from ..errors import ConfigError, DataError, WriteError
 from ..inference.image_prompter import ImagePrompter
 from ..inference.postprocess import Postprocessing
-from ..inference.prompted import object_prompt, prompt_window, refuse_automatic_options, windows_of_tiling
+from ..inference.prompted import (
+    object_prompt,
+    prompt_window,
+    refuse_automatic_options,
+    resolve_zoom,
+    windows_of_tiling,
+)
 from ..inference.segmenter import Segmenter
 from ..inference.tiling import Tiling
 from ..modeling import PromptableSegmentationModel
@@ -110,7 +116,7 @@ class SegmentationService:
         tta: str = "none",
         postprocessing: Postprocessing | None = None,
         annotations: AnnotationFolder | None = None,
-        max_zoom: int = 1,
+        max_zoom: int | None = None,
     ) -> None:
         self.max_upload_pixels = max_upload_pixels
         self.prompted = isinstance(model, PromptableSegmentationModel)
@@ -121,9 +127,10 @@ class SegmentationService:
             native_windows = windows_of_tiling(tiling)
             refuse_automatic_options(None, tta, postprocessing)
             self.window = prompt_window(model.config, native_windows)
+            max_zoom = resolve_zoom(max_zoom, self.window)
         elif annotations is not None:
             raise ConfigError("annotating a folder takes an HRMedSegSAM model: its objects come from prompts")
-        elif max_zoom != 1:
+        elif max_zoom not in (None, 1):
             raise ConfigError("--zoom is for HRMedSegSAM models decoding in windows; this model is automatic")
         self.max_zoom = max_zoom
         self.annotations = annotations
@@ -326,7 +333,7 @@ def create_app(
     tta: str = "none",
     postprocessing: Postprocessing | None = None,
     annotations: AnnotationFolder | None = None,
-    max_zoom: int = 1,
+    max_zoom: int | None = None,
 ) -> FastAPI:
     """The FastAPI application for ``model`` (HRMedSeg or HRMedSegSAM).
 
@@ -342,8 +349,9 @@ def create_app(
             then decoded in a window of the model's size around it at the image's own resolution,
             as a model trained with ``input_scale: native`` always is.
         annotations: the folder to annotate (prompted models), or None to take uploads only.
-        max_zoom: a promptable model decoding in windows: enlarge a small object's window up to
-            this many times (see :class:`~hrmedseg.PromptedSegmenter`); 1: off.
+        max_zoom: a promptable model decoding in windows: enlarge a small boxed object's window
+            up to this many times (see :class:`~hrmedseg.PromptedSegmenter`); 1: off; None: its
+            default.
     """
     service = SegmentationService(
         model, device=device, max_sessions=max_sessions, max_upload_pixels=max_upload_pixels, tiling=tiling,
