@@ -234,6 +234,19 @@ def test_zoomed_windows_decode_small_objects_enlarged_and_return_them_at_origina
     assert PromptedSegmenter(predictor).max_zoom == 1
 
 
+@pytest.mark.parametrize(("name", "zoom"), [("hrmedseg_sam_region_t", 4), ("hrmedseg_sam_detail_t", 2)])
+def test_the_default_zoom_follows_the_models_logit_resolution(name, zoom):
+    from hrmedseg.inference.image_prompter import ImagePrompter
+    from hrmedseg.inference.sam_predictor import Predictor
+
+    pytest.importorskip("torch")
+    model = hrmedseg.create_model(name, img_size=64).eval()
+    assert PromptedSegmenter(Predictor(model, "cpu"), window=(64, 64)).max_zoom == zoom
+    assert ImagePrompter(model, "cpu", window=(64, 64)).max_zoom == zoom
+    assert PromptedSegmenter(Predictor(model, "cpu"), window=(64, 64), max_zoom=8).max_zoom == 8
+    assert ImagePrompter(model, "cpu").max_zoom == 1
+
+
 def test_evaluate_with_box_prompts_scores_the_union_exactly(tmp_path, rectangles_data):
     summary = evaluate(
         PromptedSegmenter(BoxFillingPredictor()), rectangles_data, tmp_path / "ev", progress=False

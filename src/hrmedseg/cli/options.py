@@ -96,7 +96,7 @@ def add_segmenter_options(parser: argparse.ArgumentParser, *, batch: bool = True
         "--zoom", type=positive_int, metavar="N",
         help="HRMedSegSAM models decoding in windows: decode a small object's box in a window up "
         "to N times smaller, enlarged to the model size, so it covers more of the model's output "
-        "(a power of two; default 4; 1: off)",
+        "(a power of two; default 4, or 2 for models with the detail path; 1: off)",
     )  # fmt: skip
     parser.add_argument(
         "--tta", choices=["none", "hflip", "flips"], default="none",

@@ -15,7 +15,7 @@ import torch
 
 from ..data.io import as_float_rgb
 from ..modeling import PromptableSegmentationModel
-from .prompted import ObjectPrompt, object_windows, resolve_zoom, shifted_prompt
+from .prompted import ObjectPrompt, default_zoom, object_windows, resolve_zoom, shifted_prompt
 from .sam_predictor import Predictor
 
 Region = tuple[int, int, int, int]  # top, left, bottom, right in original pixels
@@ -31,7 +31,7 @@ class ImagePrompter:
             prompt set in a window of the image at its own resolution; None: in the whole image
             resized to the model's size. An image no larger than the window is decoded whole.
         max_zoom: with ``window``, enlarge a small boxed object's window up to this many times,
-            as :class:`~hrmedseg.PromptedSegmenter` does (a power of two; 1: off; None: its
+            as :class:`~hrmedseg.PromptedSegmenter` does (a power of two; 1: off; None: the model's
             default).
         max_windows: window embeddings kept; the least recently used is dropped beyond it.
 
@@ -53,7 +53,7 @@ class ImagePrompter:
     ) -> None:
         self.model, self.device = model, device
         self.window = None if window is None else tuple(window)
-        self.max_zoom = resolve_zoom(max_zoom, self.window)
+        self.max_zoom = resolve_zoom(max_zoom, self.window, default=default_zoom(model.config))
         self.max_windows = max_windows
         self.predictors: OrderedDict[Region, Predictor] = OrderedDict()
         self.pixels: np.ndarray | None = None  # kept only while windows may still be embedded

@@ -34,7 +34,7 @@ class SegmenterOptions:
         postprocessing: mask clean-up per class (see :mod:`hrmedseg.inference.postprocess`).
         max_zoom: promptable models decoding in native-scale windows: enlarge a small boxed
             object's window up to this many times (a power of two; see
-            :class:`~hrmedseg.PromptedSegmenter`); 1: off; None: its default.
+            :class:`~hrmedseg.PromptedSegmenter`); 1: off; None: the model's default.
 
     Example:
         >>> options = SegmenterOptions(device="cpu", tiling=Tiling(), tta="hflip")

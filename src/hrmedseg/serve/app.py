@@ -57,6 +57,7 @@ from ..errors import ConfigError, DataError, WriteError
 from ..inference.image_prompter import ImagePrompter
 from ..inference.postprocess import Postprocessing
 from ..inference.prompted import (
+    default_zoom,
     object_prompt,
     prompt_window,
     refuse_automatic_options,
@@ -127,7 +128,7 @@ class SegmentationService:
             native_windows = windows_of_tiling(tiling)
             refuse_automatic_options(None, tta, postprocessing)
             self.window = prompt_window(model.config, native_windows)
-            max_zoom = resolve_zoom(max_zoom, self.window)
+            max_zoom = resolve_zoom(max_zoom, self.window, default=default_zoom(model.config))
         elif annotations is not None:
             raise ConfigError("annotating a folder takes an HRMedSegSAM model: its objects come from prompts")
         elif max_zoom not in (None, 1):
@@ -350,8 +351,8 @@ def create_app(
             as a model trained with ``input_scale: native`` always is.
         annotations: the folder to annotate (prompted models), or None to take uploads only.
         max_zoom: a promptable model decoding in windows: enlarge a small boxed object's window
-            up to this many times (see :class:`~hrmedseg.PromptedSegmenter`); 1: off; None: its
-            default.
+            up to this many times (see :class:`~hrmedseg.PromptedSegmenter`); 1: off; None: the
+            model's default.
     """
     service = SegmentationService(
         model, device=device, max_sessions=max_sessions, max_upload_pixels=max_upload_pixels, tiling=tiling,
