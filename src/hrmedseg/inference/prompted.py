@@ -226,9 +226,8 @@ class PromptedSegmenter:
         max_zoom: with ``window``, the largest enlargement of a small boxed object's window (a
             power of two; 1: every window at the image's own scale; None: the model's default,
             :func:`default_zoom`, with a window, 1 without). An object whose box spans at most a
-            ``zoom``-th of a
-            quarter window is decoded in a window ``zoom`` times smaller, enlarged to the model's
-            size, so that it covers more of the model's logits.
+            ``zoom``-th of a quarter window is decoded in a window ``zoom`` times smaller,
+            enlarged to the model's size, so that it covers more of the model's logits.
 
     Example:
         >>> seg = PromptedSegmenter.from_checkpoint("sam_run/best.safetensors")
