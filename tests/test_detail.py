@@ -51,7 +51,7 @@ def test_registered_sizes_and_the_paper_models_unchanged():
 def test_a_model_file_written_before_the_detail_fields_existed_loads():
     old = {k: v for k, v in create_model("hrmedseg_t").config.to_dict().items()
            if k not in ("detail", "detail_chans", "detail_head_dim", "deep_supervision",
-                        "detail_half_res_block", "detail_stem_blocks", "detail_eighth_blocks")}  # fmt: skip
+                        "detail_half_res_block", "detail_stem_blocks")}  # fmt: skip
     assert ModelConfig.from_dict(old) == create_model("hrmedseg_t").config
 
 
@@ -105,29 +105,6 @@ def test_stem_blocks_are_residual_at_quarter_resolution_and_absent_by_default():
         assert quarter.shape == (2, 32, 16, 16) and half.shape == (2, 16, 32, 32)
 
 
-def test_the_eighth_stage_feeds_the_encoder_and_the_decoder_at_one_eighth_and_is_absent_by_default():
-    plain = create_model("hrmedseg_detail_t", img_size=64)
-    assert plain.detail_stem.eighth_res is None and plain.mask_decoder.skip_eighth is None
-    assert not any("eighth" in k for k in plain.state_dict())  # registered models' keys unchanged
-    detail = ("early_convs", "skips", "full_res_head", "eighth_stage")
-    model = detail_model(detail=detail, detail_eighth_blocks=1)
-    stem, decoder = model.detail_stem, model.mask_decoder
-    images = torch.randn(2, 3, 64, 96)
-    with torch.no_grad():
-        half, quarter, eighth = stem(images)
-        assert eighth.shape == (2, 64, 8, 12) and quarter.shape == (2, 32, 16, 24)
-        torch.testing.assert_close(eighth, stem.eighth_res[1](stem.eighth_res[0](quarter)))
-        # The encoder patchifies the 1/8 map: a 2×2, stride-2 embedding of its 64 channels.
-        assert model.image_encoder.patch_embed.weight.shape[1:] == (64, 2, 2)
-        # The projected 1/8 map is added between the decoder's two transposed convolutions.
-        src = torch.randn(2, 256, 4, 6)
-        projected = decoder.skip_eighth(eighth)
-        up = decoder.output_upscaling
-        expected = up[4](up[3](up[2](up[1](up[0](src) + projected))))
-        torch.testing.assert_close(decoder._upscale(src, projected), expected)
-        torch.testing.assert_close(decoder._upscale(src, None), up(src))
-
-
 @pytest.mark.parametrize(
     "options,message",
     [
@@ -136,10 +113,8 @@ def test_the_eighth_stage_feeds_the_encoder_and_the_decoder_at_one_eighth_and_is
         ({"detail_chans": (16,)}, "two positive widths"),
         ({"deep_supervision": -1.0}, "deep_supervision must be >= 0"),
         ({"detail_half_res_block": "bn"}, r"detail_half_res_block must be one of \['ln_gelu', 'relu'\]"),
-        ({"detail_stem_blocks": -1}, "detail_eighth_blocks must be >= 0, got -1 and 2"),
-        ({"detail_eighth_blocks": -1}, "must be >= 0, got 0 and -1"),
+        ({"detail_stem_blocks": -1}, "detail_stem_blocks must be >= 0, got -1"),
         ({"patch_size": 2, "img_size": 64}, "multiple of 4"),
-        ({"patch_size": 4, "img_size": 64, "detail": ("early_convs", "eighth_stage")}, "of 8, got 4"),
     ],
 )
 def test_bad_detail_configs_are_refused_by_name(options, message):
@@ -154,15 +129,7 @@ def test_other_architectures_refuse_detail_components():
 
 @pytest.mark.parametrize(
     "detail",
-    [
-        ("early_convs",),
-        ("skips",),
-        ("full_res_head",),
-        ("skips", "full_res_head"),
-        ("skips", "feature_norm"),
-        ("eighth_stage",),
-        ("early_convs", "full_res_head", "eighth_stage"),
-    ],
+    [("early_convs",), ("skips",), ("full_res_head",), ("skips", "full_res_head"), ("skips", "feature_norm")],
 )
 @pytest.mark.parametrize("num_classes", [1, 3])
 def test_every_component_set_gives_logits_at_the_input_resolution(detail, num_classes):

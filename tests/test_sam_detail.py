@@ -48,7 +48,6 @@ def test_the_registered_model_is_the_region_model_with_the_detail_path():
         ({"detail": ()}, "need at least one detail component"),
         ({"deep_supervision": 0.4}, "deep_supervision must be >= 0 and only set for hrmedseg_detail"),
         ({"num_classes": 2}, "class-agnostic"),
-        ({"detail": ("skips", "eighth_stage")}, "eighth_stage is for hrmedseg_detail models"),
     ],
 )
 def test_configs_it_cannot_run_are_refused_by_name(options, message):

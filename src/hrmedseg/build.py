@@ -151,16 +151,11 @@ def build_model(config: ModelConfig) -> SegmentationModel:
 
 
 def _encoder(config: ModelConfig) -> LGViT:
-    if "early_convs" in config.detail:
-        # The encoder patchifies the stem's last map: 1/4, or 1/8 (twice as wide) with its 1/8 stage.
-        stride = 8 if "eighth_stage" in config.detail else 4
-        in_chans, patch_size = config.detail_chans[1] * stride // 4, config.patch_size // stride
-    else:
-        in_chans, patch_size = config.in_chans, config.patch_size
+    early_convs = "early_convs" in config.detail
     return LGViT(
-        in_chans=in_chans,
+        in_chans=config.detail_chans[1] if early_convs else config.in_chans,
         embed_dim=config.embed_dim,
-        patch_size=patch_size,
+        patch_size=config.patch_size // 4 if early_convs else config.patch_size,
         num_mbconv=config.num_mbconv,
         depths=config.depths,
         num_heads=config.num_heads,
@@ -213,9 +208,8 @@ def _build_hrmedseg_sam_detail(config: ModelConfig) -> HRMedSegSAMDetail:
 
 def _detail_decoder(config: ModelConfig, num_mask_tokens: int) -> DetailDecoder:
     return DetailDecoder(
-        skip_chans=(*config.detail_chans, 2 * config.detail_chans[1]),
+        skip_chans=config.detail_chans,
         skips="skips" in config.detail,
-        eighth_skip="eighth_stage" in config.detail,
         full_res_head="full_res_head" in config.detail,
         feature_norm="feature_norm" in config.detail,
         head_dim=config.detail_head_dim,
@@ -226,11 +220,7 @@ def _detail_decoder(config: ModelConfig, num_mask_tokens: int) -> DetailDecoder:
 
 def _detail_stem(config: ModelConfig) -> DetailStem:
     return DetailStem(
-        config.in_chans,
-        config.detail_chans,
-        config.detail_half_res_block,
-        config.detail_stem_blocks,
-        eighth_res_blocks=config.detail_eighth_blocks if "eighth_stage" in config.detail else None,
+        config.in_chans, config.detail_chans, config.detail_half_res_block, config.detail_stem_blocks
     )
 
 

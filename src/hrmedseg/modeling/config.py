@@ -18,7 +18,7 @@ PROMPTABLE_ARCHITECTURES = ("hrmedseg_sam", "hrmedseg_sam_detail")
 DETAIL_ARCHITECTURES = ("hrmedseg_detail", "hrmedseg_sam_detail")
 INPUT_SCALES = ("resized", "native")
 # The detail path's components (modeling/detail.py); DETAIL_ARCHITECTURES use a non-empty set.
-DETAIL_COMPONENTS = ("early_convs", "skips", "full_res_head", "feature_norm", "eighth_stage")
+DETAIL_COMPONENTS = ("early_convs", "skips", "full_res_head", "feature_norm")
 # Blocks of the detail path's layers at 1/2 resolution (modeling/detail.py).
 HALF_RES_BLOCKS = ("ln_gelu", "relu")
 
@@ -42,9 +42,8 @@ class ModelConfig:
     models only ``hrmedseg_detail_deepstem_*`` use ``feature_norm``), the stem's widths at 1/2 and
     1/4 resolution, the width of the full-resolution head, the block of the layers at 1/2
     resolution (``HALF_RES_BLOCKS``: ``"ln_gelu"``, or ``"relu"`` without a norm), the number of
-    residual blocks in the stem at 1/4 resolution and (with ``eighth_stage``) at 1/8, and the
-    weight of the loss on the 1/4-resolution logits during training (0: none; ``hrmedseg_detail``
-    only).
+    residual blocks in the stem at 1/4 resolution, and the weight of the loss on the
+    1/4-resolution logits during training (0: none; ``hrmedseg_detail`` only).
     """
 
     name: str
@@ -76,7 +75,6 @@ class ModelConfig:
     detail_head_dim: int = 16
     detail_half_res_block: str = "ln_gelu"
     detail_stem_blocks: int = 0
-    detail_eighth_blocks: int = 2
     deep_supervision: float = 0.0
 
     def __post_init__(self) -> None:
@@ -143,19 +141,12 @@ class ModelConfig:
                 f"detail_half_res_block must be one of {list(HALF_RES_BLOCKS)}, "
                 f"got {self.detail_half_res_block!r}"
             )
-        if self.detail_stem_blocks < 0 or self.detail_eighth_blocks < 0:
+        if self.detail_stem_blocks < 0:
+            raise ConfigError(f"detail_stem_blocks must be >= 0, got {self.detail_stem_blocks}")
+        if "early_convs" in self.detail and self.patch_size % 4:
             raise ConfigError(
-                "detail_stem_blocks and detail_eighth_blocks must be >= 0, "
-                f"got {self.detail_stem_blocks} and {self.detail_eighth_blocks}"
+                f"early_convs needs a patch size that is a multiple of 4, got {self.patch_size}"
             )
-        # With the 1/8 stage the encoder patchifies the stem's 1/8 map instead of its 1/4 map.
-        stem_stride = 8 if "eighth_stage" in self.detail else 4
-        if "early_convs" in self.detail and self.patch_size % stem_stride:
-            raise ConfigError(
-                f"early_convs needs a patch size that is a multiple of {stem_stride}, got {self.patch_size}"
-            )
-        if "eighth_stage" in self.detail and self.arch != "hrmedseg_detail":
-            raise ConfigError(f"eighth_stage is for hrmedseg_detail models, got arch {self.arch!r}")
         if not self.deep_supervision >= 0.0 or (self.deep_supervision and self.arch != "hrmedseg_detail"):
             raise ConfigError(
                 "deep_supervision must be >= 0 and only set for hrmedseg_detail models, "

@@ -14,10 +14,6 @@ The detail path adds, as selectable components:
   convolution, and a mask product with four weights per output pixel (one per position of a 2×2
   block, re-arranged by pixel shuffle), giving a residual at the input resolution that is added
   to the bilinearly upsampled 1/4 logits;
-- ``eighth_stage``: the stem continued to 1/8 (a stride-2 3×3 convolution to twice the 1/4 width
-  and residual blocks), which the encoder patchifies (2×2, stride 2) with ``early_convs``, and
-  whose map, projected, is added to the decoder's features after its first 2× upsampling: the
-  middle scale of a U-Net, where a 3×3 convolution sees 24 input pixels;
 - ``feature_norm``: the fused 1/4 mask features normalised over each image (a GroupNorm of one
   group) before the mask product, and a learned logit offset per mask. Without it the features'
   mean is larger than their variation across the image (their last layers are GELUs, and the
@@ -112,8 +108,7 @@ def recomputed(module: Callable[..., torch.Tensor], *inputs: torch.Tensor) -> to
 
 
 class DetailStem(nn.Module):
-    """(B, in_chans, H, W) -> feature maps at 1/2 (B, chans[0], H/2, W/2) and 1/4 (B, chans[1], H/4, W/4),
-    and with ``eighth_res_blocks`` set also at 1/8 (B, 2 chans[1], H/8, W/8).
+    """(B, in_chans, H, W) -> feature maps at 1/2 (B, chans[0], H/2, W/2) and 1/4 (B, chans[1], H/4, W/4).
 
     The stem is recomputed in backward (:func:`recomputed`): only its outputs are kept, which the
     encoder and the decoder read.
@@ -124,8 +119,6 @@ class DetailStem(nn.Module):
         half_res_block: the block of the 1/2-resolution layer (HALF_RES_BLOCKS).
         quarter_res_blocks: residual blocks (:class:`ResidualConvBlock`) after the stride-2 layer
             to 1/4; recomputed with it, so they add compute, not stored activations.
-        eighth_res_blocks: None for no 1/8 stage; otherwise the residual blocks after its stride-2
-            layer (recomputed likewise).
     """
 
     def __init__(
@@ -134,7 +127,6 @@ class DetailStem(nn.Module):
         chans: Sequence[int] = (16, 32),
         half_res_block: str = "ln_gelu",
         quarter_res_blocks: int = 0,
-        eighth_res_blocks: int | None = None,
     ) -> None:
         super().__init__()
         if len(chans) != 2:
@@ -147,22 +139,10 @@ class DetailStem(nn.Module):
             if quarter_res_blocks
             else None
         )
-        # Absent without the 1/8 stage, likewise.
-        self.eighth_res = (
-            nn.Sequential(
-                ConvGELU(chans[1], 2 * chans[1], stride=2),
-                *(ResidualConvBlock(2 * chans[1]) for _ in range(eighth_res_blocks)),
-            )
-            if eighth_res_blocks is not None
-            else None
-        )
 
-    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         half = recomputed(self.half_res, images)
-        quarter = recomputed(self._quarter, half)
-        if self.eighth_res is None:
-            return half, quarter
-        return half, quarter, recomputed(self.eighth_res, quarter)
+        return half, recomputed(self._quarter, half)
 
     def _quarter(self, half: torch.Tensor) -> torch.Tensor:
         quarter = self.quarter_res(half)
@@ -175,10 +155,8 @@ class DetailDecoder(ECMDecoder):
     Keys of the ECM-Decoder's own parts are unchanged, so its weights load into this decoder.
 
     Args:
-        skip_chans: widths of the stem's 1/2 and 1/4 maps, and of its 1/8 map where it has one.
+        skip_chans: widths of the stem's 1/2 and 1/4 maps.
         skips: add the 1/4 map to the upscaled mask features.
-        eighth_skip: add the stem's 1/8 map (``skip_chans[2]`` wide), projected, to the features
-            after the decoder's first 2× upsampling.
         full_res_head: predict a residual at the input resolution from a 1/2-resolution map.
         feature_norm: normalise the fused mask features per image and add a learned logit
             offset per mask (module docstring).
@@ -194,7 +172,6 @@ class DetailDecoder(ECMDecoder):
         *,
         skip_chans: Sequence[int],
         skips: bool = True,
-        eighth_skip: bool = False,
         full_res_head: bool = True,
         feature_norm: bool = False,
         head_dim: int = 16,
@@ -206,8 +183,6 @@ class DetailDecoder(ECMDecoder):
         mask_dim = self.output_hypernetworks_mlps[0].layers[-1].out_features
         self.head_dim = head_dim
         self.skip_quarter = nn.Conv2d(skip_chans[1], mask_dim, 1) if skips else None
-        upscale_dim = self.output_upscaling[0].out_channels
-        self.skip_eighth = nn.Conv2d(skip_chans[2], upscale_dim, 1) if eighth_skip else None
         if feature_norm:
             self.feature_norm = nn.GroupNorm(1, mask_dim)
             self.logit_offset = nn.Parameter(torch.zeros(self.num_mask_tokens, 1, 1))
@@ -241,21 +216,16 @@ class DetailDecoder(ECMDecoder):
         Args:
             image_embeddings, image_pe, sparse_prompt_embeddings, dense_prompt_embeddings: as
                 :meth:`ECMDecoder.forward`, with an (h, w) embedding grid.
-            skip_features: the stem's maps (B, c0, 8h, 8w) and (B, c1, 4h, 4w), and with
-                ``eighth_skip`` (B, c2, 2h, 2w).
+            skip_features: the stem's maps (B, c0, 8h, 8w) and (B, c1, 4h, 4w).
             output_size: (H, W) = (16h, 16w), the input resolution.
         Returns:
             logits (B, M, H, W), predicted IoUs (B, M) and the 1/4-resolution logits
             (B, M, 4h, 4w) (for deep supervision and mask prompts).
         """
-        half, quarter, *eighth = skip_features
         hyper_in, features, iou_pred = self.decode(
-            image_embeddings,
-            image_pe,
-            sparse_prompt_embeddings,
-            dense_prompt_embeddings,
-            eighth_features=self.skip_eighth(eighth[0]) if self.skip_eighth is not None else None,
+            image_embeddings, image_pe, sparse_prompt_embeddings, dense_prompt_embeddings
         )
+        half, quarter = skip_features
         if self.skip_quarter is not None:
             features = features + self.skip_quarter(quarter)
         if self.feature_norm is not None:

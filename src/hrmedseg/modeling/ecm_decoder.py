@@ -94,11 +94,8 @@ class ECMDecoder(nn.Module):
         image_pe: torch.Tensor,
         sparse_prompt_embeddings: torch.Tensor | None = None,
         dense_prompt_embeddings: torch.Tensor | None = None,
-        *,
-        eighth_features: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """The decoder up to the mask product (arguments as :meth:`forward`; ``eighth_features``,
-        (B, D/4, 2h, 2w), are added after the first 2× upsampling: the detail path's 1/8 skip).
+        """The decoder up to the mask product (arguments as :meth:`forward`).
 
         Returns:
             the hypernetwork outputs (B, num_mask_tokens, D/8), the upscaled mask features
@@ -127,19 +124,13 @@ class ECMDecoder(nn.Module):
 
         src = src.transpose(1, 2).unflatten(-1, image_embeddings.shape[-2:])  # (B, D, h, w)
         if self.grad_checkpointing and torch.is_grad_enabled():
-            upscaled = checkpoint(self._upscale, src, eighth_features, use_reentrant=False)
+            upscaled = checkpoint(self.output_upscaling, src, use_reentrant=False)
         else:
-            upscaled = self._upscale(src, eighth_features)  # (B, D/8, 4h, 4w)
+            upscaled = self.output_upscaling(src)  # (B, D/8, 4h, 4w)
         hyper_in = torch.stack(
             [mlp(mask_tokens_out[:, i]) for i, mlp in enumerate(self.output_hypernetworks_mlps)], dim=1
         )  # (B, M, D/8)
         return hyper_in, upscaled, self.iou_prediction_head(iou_token_out)
-
-    def _upscale(self, src: torch.Tensor, eighth_features: torch.Tensor | None) -> torch.Tensor:
-        if eighth_features is None:
-            return self.output_upscaling(src)
-        first, *rest = self.output_upscaling
-        return nn.Sequential(*rest)(first(src) + eighth_features)
 
 
 def mask_product(weights: torch.Tensor, features: torch.Tensor) -> torch.Tensor:

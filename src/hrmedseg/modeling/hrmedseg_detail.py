@@ -14,10 +14,10 @@ from .lgvit import LGViT
 class HRMedSegDetail(HRMedSeg):
     """LGViT + ECM-Decoder + the detail path of :mod:`hrmedseg.modeling.detail`.
 
-    With ``early_convs`` in ``config.detail`` the encoder patchifies the stem's last map, at 1/4
-    (or at 1/8 with ``eighth_stage``; it is built with that map's width as ``in_chans`` and the
-    patch size divided by its stride); otherwise it reads the image as HRMedSeg's does. Input and
-    output as :class:`HRMedSeg`: images (B, C_in, H, W) -> logits (B, num_classes, H, W).
+    With ``early_convs`` in ``config.detail`` the encoder patchifies the stem's 1/4 map (it is
+    built with ``in_chans`` = the stem's 1/4 width and patch size ``config.patch_size // 4``);
+    otherwise it reads the image as HRMedSeg's does. Input and output as :class:`HRMedSeg`:
+    images (B, C_in, H, W) -> logits (B, num_classes, H, W).
     """
 
     def __init__(
@@ -32,7 +32,7 @@ class HRMedSegDetail(HRMedSeg):
         # Checked here, before the stem: with early_convs the encoder sees the stem's map, not the images.
         check_images(images, self.config.in_chans, self.config.patch_size)
         skips = self.detail_stem(images)
-        embeddings = self.image_encoder(skips[-1] if self.early_convs else images)
+        embeddings = self.image_encoder(skips[1] if self.early_convs else images)
         image_pe = self.pe_layer(embeddings.shape[-2:]).unsqueeze(0)
         return self.mask_decoder.forward_detail(embeddings, image_pe, skips, images.shape[-2:])
 
