@@ -22,6 +22,7 @@ from hrmedseg.distillation import CacheMismatchError, DistillConfig, EmbeddingCa
 from hrmedseg.distillation.data import find_images, split_images
 from hrmedseg.distillation.engine import DistillationObjective
 from hrmedseg.distillation.teacher import TeacherSpec, build_teacher, load_teacher, resize_position_tables
+from hrmedseg.errors import ConfigError
 from hrmedseg.training.guards import TrainingDivergedError
 
 TINY_TEACHER = {"embed_dim": 32, "depth": 2, "num_heads": 2, "global_attn_indexes": [1], "window_size": 4}
@@ -165,6 +166,15 @@ def test_teacher_checkpoint_errors_name_the_problem(sam_checkpoint, tmp_path):
         CheckpointMismatchError, match=rf"embeds {PATCH} x {PATCH} patches, the student 8 x 8"
     ):
         load_teacher(TINY_TEACHER, sam_checkpoint, img_size=64, patch_size=8)
+
+
+@pytest.mark.parametrize(
+    "student", ["hrmedseg_detail_t", "hrmedseg_detail_deepstem_t", "hrmedseg_sam_detail_t"]
+)
+def test_a_student_whose_encoder_reads_a_stem_is_refused_by_name(tmp_path, student):
+    # Its encoder takes the stem's 1/4 map, so feeding it images would fail at the first step.
+    with pytest.raises(ConfigError, match=f"student {student}: its encoder patchifies the detail stem"):
+        make_config(tmp_path, tmp_path / "sam.pth", tmp_path / "run", student=student)
 
 
 def test_distillation_loss_falls_over_a_few_steps(sam_checkpoint):

@@ -74,7 +74,13 @@ class DistillConfig(RunConfig):
             raise ConfigError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
         resolve_teacher(self.teacher)
         # The student's config checks img_size against its patch size.
-        get_model_config(self.student, img_size=self.img_size, **self.model_options)
+        student = get_model_config(self.student, img_size=self.img_size, **self.model_options)
+        if "early_convs" in student.detail:
+            raise ConfigError(
+                f"student {self.student}: its encoder patchifies the detail stem's map (early_convs), "
+                "not the image, so it cannot imitate SAM's encoder alone; distil an hrmedseg_* or "
+                "hrmedseg_sam_* model"
+            )
 
 
 class DistillationObjective(nn.Module):
