@@ -22,7 +22,6 @@ from hrmedseg.distillation import CacheMismatchError, DistillConfig, EmbeddingCa
 from hrmedseg.distillation.data import find_images, split_images
 from hrmedseg.distillation.engine import DistillationObjective
 from hrmedseg.distillation.teacher import TeacherSpec, build_teacher, load_teacher, resize_position_tables
-from hrmedseg.errors import ConfigError
 from hrmedseg.training.guards import TrainingDivergedError
 
 TINY_TEACHER = {"embed_dim": 32, "depth": 2, "num_heads": 2, "global_attn_indexes": [1], "window_size": 4}
@@ -168,18 +167,10 @@ def test_teacher_checkpoint_errors_name_the_problem(sam_checkpoint, tmp_path):
         load_teacher(TINY_TEACHER, sam_checkpoint, img_size=64, patch_size=8)
 
 
-@pytest.mark.parametrize(
-    "student", ["hrmedseg_detail_t", "hrmedseg_detail_deepstem_t", "hrmedseg_sam_detail_t"]
-)
-def test_a_student_whose_encoder_reads_a_stem_is_refused_by_name(tmp_path, student):
-    # Its encoder takes the stem's 1/4 map, so feeding it images would fail at the first step.
-    with pytest.raises(ConfigError, match=f"student {student}: its encoder patchifies the detail stem"):
-        make_config(tmp_path, tmp_path / "sam.pth", tmp_path / "run", student=student)
-
-
-def test_distillation_loss_falls_over_a_few_steps(sam_checkpoint):
+@pytest.mark.parametrize("name", ["hrmedseg_t", "hrmedseg_detail_deepstem_t"])
+def test_distillation_loss_falls_over_a_few_steps(sam_checkpoint, name):
     teacher, _ = load_teacher(TINY_TEACHER, sam_checkpoint, img_size=64, patch_size=PATCH)
-    student = hrmedseg.create_model("hrmedseg_t", img_size=64).image_encoder
+    student = engine.embedding_encoder(hrmedseg.create_model(name, img_size=64))
     objective = DistillationObjective(student, amp_dtype=None)
     optimizer = torch.optim.Adam(student.parameters(), lr=1e-3)
     images = torch.randn(4, 3, 64, 64)
@@ -278,6 +269,68 @@ def test_distilled_encoder_initialises_hrmedseg_and_hrmedseg_sam(tmp_path, image
         hrmedseg.load_encoder_weights(hrmedseg.create_model("hrmedseg_s"), encoder_file)
     with pytest.raises(ValueError, match="holds only encoder weights"):
         hrmedseg.load_model(encoder_file)
+
+
+@pytest.mark.parametrize("student", ["hrmedseg_detail_deepstem_t", "hrmedseg_sam_detail_t"])
+def test_a_student_whose_encoder_reads_a_stem_learns_with_it(tmp_path, image_folder, sam_checkpoint, student):
+    # Its encoder patchifies the stem's 1/4 map: the stem and the encoder learn together, the file
+    # holds both, and --init-encoder loads both.
+    config = make_config(image_folder, sam_checkpoint, tmp_path / "run", student=student, epochs=2)
+    full = make_config(image_folder, sam_checkpoint, tmp_path / "full", student=student, epochs=2)
+    distill(full, progress=False)
+    run_until_crash(distill, config, progress=False)
+    distill(config, resume=True, progress=False)
+    stored = load_file(tmp_path / "run" / "last.safetensors")
+    uninterrupted = load_file(tmp_path / "full" / "last.safetensors")
+    assert stored.keys() == uninterrupted.keys() and all(
+        torch.equal(stored[k], uninterrupted[k]) for k in stored
+    )
+
+    torch.manual_seed(config.seed)  # the run's initial weights
+    initial = hrmedseg.create_model(student, img_size=64).state_dict()
+    expected = {k for k in initial if k.startswith(("detail_stem.", "image_encoder."))}
+    assert stored.keys() == expected
+    moved = {
+        k.split(".")[0] for k, v in stored.items() if v.is_floating_point() and not torch.equal(v, initial[k])
+    }
+    assert moved == {"detail_stem", "image_encoder"}
+
+    model = hrmedseg.create_model(student, img_size=64)
+    hrmedseg.load_encoder_weights(model, tmp_path / "run" / "best.safetensors")
+    state = model.state_dict()
+    assert all(torch.equal(state[k], v) for k, v in load_file(tmp_path / "run" / "best.safetensors").items())
+    with pytest.raises(
+        CheckpointMismatchError,
+        match=r"reads a detail stem's map, the one of hrmedseg_t \(C=24\) reads the image",
+    ):
+        hrmedseg.load_encoder_weights(
+            hrmedseg.create_model("hrmedseg_t"), tmp_path / "run" / "best.safetensors"
+        )
+
+
+def test_an_encoder_file_fits_a_detail_model_all_or_nothing(tmp_path, image_folder, sam_checkpoint):
+    distill(make_config(image_folder, sam_checkpoint, tmp_path / "plain", epochs=1), progress=False)
+    detail = hrmedseg.create_model("hrmedseg_detail_deepstem_t", img_size=64)
+    with pytest.raises(
+        CheckpointMismatchError,
+        match=r"\(hrmedseg_t\) reads the image, the one of hrmedseg_detail_deepstem_t \(C=24\) reads a "
+        r"detail stem's map; distil one for it with `hrmedseg distill --student hrmedseg_detail_deepstem_t`",
+    ):
+        hrmedseg.load_encoder_weights(detail, tmp_path / "plain" / "best.safetensors")
+
+    # A stem that fits beside an encoder that does not: the model keeps its own stem as well.
+    small = hrmedseg.create_model("hrmedseg_detail_deepstem_s", img_size=64)
+    torch.manual_seed(3)
+    tiny = hrmedseg.create_model("hrmedseg_detail_deepstem_t", img_size=64)
+    stem_shapes = {k: v.shape for k, v in tiny.detail_stem.state_dict().items()}
+    assert stem_shapes == {k: v.shape for k, v in small.detail_stem.state_dict().items()}
+    hrmedseg.save_model(tiny, tmp_path / "t.safetensors")
+    before = {k: v.clone() for k, v in small.state_dict().items()}
+    with pytest.raises(
+        CheckpointMismatchError, match="hrmedseg_detail_deepstem_t encoder \\(C=24\\); it does not fit"
+    ):
+        hrmedseg.load_encoder_weights(small, tmp_path / "t.safetensors")
+    assert all(torch.equal(v, before[k]) for k, v in small.state_dict().items())
 
 
 def test_cli_distill_with_a_config_file(tmp_path, image_folder, sam_checkpoint, capsys):

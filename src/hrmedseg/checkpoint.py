@@ -20,7 +20,7 @@ from torch import nn
 from .atomic import atomic_write
 from .build import ModelConfig, build_model
 from .errors import CheckpointError, ConfigError, InputNotFoundError
-from .modeling import HRMedSeg, HRMedSegSAM, SegmentationModel
+from .modeling import HRMedSeg, HRMedSegSAM, SegmentationModel, StemEncoder
 
 FORMAT_NAME = "hrmedseg-model"
 FORMAT_VERSION = "1"
@@ -38,9 +38,11 @@ def save_model(model: SegmentationModel, path: str | os.PathLike, *, encoder_onl
     Args:
         model: a model with its :class:`ModelConfig` (any registered architecture).
         path: the file to write.
-        encoder_only: keep just the ``image_encoder.*`` weights (LGViT + neck), as distillation
-            produces them: such a file initialises other models (:func:`load_encoder_weights`)
-            but is not a complete model for :func:`load_model`.
+        encoder_only: keep just the weights that compute the image embedding, as distillation
+            produces them: ``image_encoder.*`` (LGViT + neck), and ``detail_stem.*`` too for a
+            model whose encoder reads the stem's map (``ModelConfig.encoder_parts``). Such a file
+            initialises other models (:func:`load_encoder_weights`) but is not a complete model
+            for :func:`load_model`.
 
     Returns:
         ``path``.
@@ -51,10 +53,11 @@ def save_model(model: SegmentationModel, path: str | os.PathLike, *, encoder_onl
             f"{type(model).__name__}; build it with hrmedseg.create_model"
         )
     config = model.config
+    kept = tuple(f"{part}." for part in config.encoder_parts)
     tensors = {
         k: v.detach().contiguous().cpu()
         for k, v in model.state_dict().items()
-        if not encoder_only or k.startswith(ENCODER_PREFIX)
+        if not encoder_only or k.startswith(kept)
     }
     metadata = {
         "format": FORMAT_NAME,
@@ -141,7 +144,7 @@ def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu"
     """
     if is_encoder_file(path):
         raise CheckpointError(
-            f"{path} holds only encoder weights (LGViT + neck, e.g. from distillation), not a whole model; "
+            f"{path} holds only encoder weights (e.g. from distillation), not a whole model; "
             "start a model from it with `hrmedseg train --init-encoder` or hrmedseg.load_encoder_weights"
         )
     model = build_model(read_model_config(path))
@@ -152,31 +155,46 @@ def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu"
 
 
 def load_encoder_weights(model: HRMedSeg | HRMedSegSAM, path: str | os.PathLike) -> None:
-    """Initialise a model's ``image_encoder`` (LGViT + neck) from another model file.
+    """Initialise the part of a model that computes its image embedding from another model file.
+
+    That part is ``model.config.encoder_parts``: the ``image_encoder`` (LGViT + neck), and the
+    ``detail_stem`` too where the encoder patchifies the stem's map (``early_convs``, as in every
+    registered ``hrmedseg_detail_*`` and ``hrmedseg_sam_detail_*`` model). Either every weight
+    of that part is loaded or, on an error, none.
 
     Args:
-        model: an HRMedSeg or HRMedSegSAM model (the other weights stay as they are).
-        path: a model file with ``image_encoder.*`` weights: a distilled encoder or an earlier model.
+        model: a model built by hrmedseg (its other weights stay as they are).
+        path: a model file with those weights: a distilled encoder or an earlier model.
 
     Raises:
-        CheckpointMismatchError: naming both sizes, when the encoders differ.
+        CheckpointMismatchError: naming both models, when the encoders differ in size or in what
+            they read (the image or a stem's map).
     """
     path = Path(path)
     config = read_model_config(path)
-    weights = {
-        k[len(ENCODER_PREFIX) :]: v for k, v in load_file(str(path)).items() if k.startswith(ENCODER_PREFIX)
-    }
+    is_ours = isinstance(model, SegmentationModel)
+    parts = model.config.encoder_parts if is_ours else ("image_encoder",)
+    target_text = f"{model.config.name} (C={model.config.embed_dim})" if is_ours else "this model"
+    if config.encoder_parts != parts:
+        reads = {("image_encoder",): "the image", ("detail_stem", "image_encoder"): "a detail stem's map"}
+        hint = f"; distil one for it with `hrmedseg distill --student {model.config.name}`" if is_ours else ""
+        raise CheckpointMismatchError(
+            f"the encoder in {path} ({config.name}) reads {reads[config.encoder_parts]}, the one of "
+            f"{target_text} reads {reads[parts]}{hint}"
+        )
+    stored = load_file(str(path))
+    if parts == ("image_encoder",):
+        target: nn.Module = model.image_encoder
+        weights = {k[len(ENCODER_PREFIX) :]: v for k, v in stored.items() if k.startswith(ENCODER_PREFIX)}
+    else:  # the stem and the encoder under the model's own names, loaded together
+        target = StemEncoder(model.detail_stem, model.image_encoder)
+        weights = {k: v for k, v in stored.items() if k.startswith(tuple(f"{part}." for part in parts))}
     if not weights:
-        raise CheckpointError(f"{path} holds no {ENCODER_PREFIX}* weights")
+        raise CheckpointError(f"{path} holds no {' or '.join(f'{part}.*' for part in parts)} weights")
     check_finite_weights(weights, str(path))
     try:
-        load_state_dict_checked(model.image_encoder, weights, source=str(path))
+        load_state_dict_checked(target, weights, source=str(path))
     except CheckpointMismatchError as err:
-        target_text = (
-            f"{model.config.name} (C={model.config.embed_dim})"
-            if isinstance(model, SegmentationModel)
-            else "this model"
-        )
         raise CheckpointMismatchError(
             f"the encoder in {path} is a {config.name} encoder (C={config.embed_dim}); "
             f"it does not fit {target_text}:\n{err}"

@@ -34,7 +34,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--student",
         metavar="NAME",
-        help="registered model whose encoder + neck is trained (default hrmedseg_b)",
+        help="registered model whose encoder + neck (with the detail stem of a detail model) is trained "
+        "(default hrmedseg_b)",
     )
     parser.add_argument(
         "--cache",

@@ -35,7 +35,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--init-encoder",
         metavar="MODEL",
-        help="model file whose image_encoder weights initialise the encoder (default: none)",
+        help="model file whose encoder weights (with the detail stem of a detail model) initialise the "
+        "model's (default: none)",
     )
     parser.add_argument(
         "--input-scale", choices=("resized", "native"),

@@ -1,11 +1,14 @@
 """Feature-distillation pretraining (paper section 3): LGViT + neck learns to reproduce a frozen
 SAM image encoder's embedding (256 x N/p x N/p for an N x N input and patch size p) under an MSE loss.
+Where the student's encoder patchifies its detail stem's map (``early_convs``), the stem learns
+with it: together they map the image to the embedding.
 
 Outputs in ``config.output``: ``config.yaml`` (resolved), ``split.json`` (relative image paths),
 ``log.csv`` (train/val MSE and the validation cosine similarity per epoch), ``curves.png``,
 ``last.pt`` (resumable state) and ``last.safetensors`` / ``best.safetensors`` (best = lowest
 validation MSE): encoder files that ``hrmedseg train --init-encoder`` and
-:func:`hrmedseg.load_encoder_weights` load into HRMedSeg or HRMedSegSAM of the same size.
+:func:`hrmedseg.load_encoder_weights` load into a model of the same size whose encoder reads
+the same input (the image, or a stem's map).
 
 With ``cache`` set, the teacher embeds every image once before the first epoch (see
 :mod:`.cache`) and is not even loaded once the cache is complete.
@@ -29,6 +32,7 @@ from tqdm import tqdm
 
 from ..build import create_model, get_model_config
 from ..errors import ConfigError, DataError, InputNotFoundError
+from ..modeling import SegmentationModel, StemEncoder
 from ..runtime import compile_model
 from ..training.config import RunConfig
 from ..training.harness import (
@@ -60,7 +64,7 @@ class DistillConfig(RunConfig):
     batch_size: int = 4
     teacher: str | dict[str, Any] = "vit_h"  # vit_b | vit_l | vit_h, or TeacherSpec fields
     teacher_checkpoint: str = ""  # official SAM checkpoint (.pth) with image_encoder.* keys
-    student: str = "hrmedseg_b"  # registered model name; its LGViT + neck is trained
+    student: str = "hrmedseg_b"  # registered model name; its LGViT + neck (and stem) is trained
     img_size: int = 1024
     val_fraction: float = 0.05
     cache: str | None = None  # folder for the teacher-embedding cache
@@ -74,13 +78,7 @@ class DistillConfig(RunConfig):
             raise ConfigError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
         resolve_teacher(self.teacher)
         # The student's config checks img_size against its patch size.
-        student = get_model_config(self.student, img_size=self.img_size, **self.model_options)
-        if "early_convs" in student.detail:
-            raise ConfigError(
-                f"student {self.student}: its encoder patchifies the detail stem's map (early_convs), "
-                "not the image, so it cannot imitate SAM's encoder alone; distil an hrmedseg_* or "
-                "hrmedseg_sam_* model"
-            )
+        get_model_config(self.student, img_size=self.img_size, **self.model_options)
 
 
 class DistillationObjective(nn.Module):
@@ -95,6 +93,16 @@ class DistillationObjective(nn.Module):
         with torch.autocast(images.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
             predicted = self.student(images)
         return F.mse_loss(predicted.float(), targets.float()), predicted
+
+
+def embedding_encoder(model: SegmentationModel) -> nn.Module:
+    """What distillation trains of ``model``: the modules of ``model.config.encoder_parts``, which
+    map images (B, C_in, H, W) to the image embedding (B, D, H/p, W/p). That is the encoder (LGViT
+    + neck), or, where the encoder reads the detail stem's 1/4 map, the stem and the encoder
+    together; either way the model's own modules, so the model file holds what was trained."""
+    if model.config.encoder_parts == ("image_encoder",):
+        return model.image_encoder
+    return StemEncoder(model.detail_stem, model.image_encoder)
 
 
 def _teacher_embed(
@@ -199,7 +207,7 @@ def distill(
         model = resumed_model(output)
     else:
         model = create_model(config.student, img_size=size, **config.model_options)
-    student = model.image_encoder
+    student = embedding_encoder(model)
     student.set_grad_checkpointing(config.grad_checkpointing)
     compile_model(student, config.compile)
     student.to(device)

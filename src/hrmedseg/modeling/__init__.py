@@ -2,7 +2,7 @@
 
 from .base import AutomaticSegmentationModel, PromptableSegmentationModel, SegmentationModel
 from .config import ARCHITECTURES, ModelConfig
-from .detail import DetailDecoder, DetailStem
+from .detail import DetailDecoder, DetailStem, StemEncoder
 from .ecm_decoder import ECMDecoder
 from .hrmedseg import HRMedSeg
 from .hrmedseg_detail import HRMedSegDetail
@@ -26,4 +26,5 @@ __all__ = [
     "PromptEncoder",
     "PromptableSegmentationModel",
     "SegmentationModel",
+    "StemEncoder",
 ]

@@ -158,6 +158,13 @@ class ModelConfig:
         """The image embedding's (h, w) for an ``img_size`` input."""
         return (self.img_size[0] // self.patch_size, self.img_size[1] // self.patch_size)
 
+    @property
+    def encoder_parts(self) -> tuple[str, ...]:
+        """The submodules that turn images into the image embedding, in the order they run:
+        what distillation trains, an encoder file holds and ``--init-encoder`` loads. With
+        ``early_convs`` the encoder reads the detail stem's 1/4 map, so the stem is one of them."""
+        return ("detail_stem", "image_encoder") if "early_convs" in self.detail else ("image_encoder",)
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 

@@ -149,6 +149,33 @@ class DetailStem(nn.Module):
         return quarter if self.quarter_blocks is None else self.quarter_blocks(quarter)
 
 
+class StemEncoder(nn.Module):
+    """The image-embedding half of a model whose encoder patchifies the detail stem's 1/4 map
+    (``early_convs``): images (B, C_in, H, W) -> embeddings (B, D, H/p, W/p), p the model's patch
+    size. Distillation trains it in place of the encoder alone.
+
+    It holds the model's own stem and encoder, not copies, under the model's names, so its state
+    dict keys are the model's ``detail_stem.*`` and ``image_encoder.*``.
+
+    Args:
+        detail_stem: the model's stem.
+        image_encoder: the model's encoder, which reads the stem's 1/4 map.
+    """
+
+    def __init__(self, detail_stem: DetailStem, image_encoder: nn.Module) -> None:
+        super().__init__()
+        self.detail_stem = detail_stem
+        self.image_encoder = image_encoder
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute the encoder's blocks in backward; the stem always is (:func:`recomputed`)."""
+        self.image_encoder.set_grad_checkpointing(enable)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        _, quarter = self.detail_stem(images)
+        return self.image_encoder(quarter)
+
+
 class DetailDecoder(ECMDecoder):
     """The ECM-Decoder with the stem's skips and a full-resolution head (module docstring).
 

@@ -128,7 +128,7 @@ class TrainConfig(RunConfig):
     # true outline; 0: off (the paper's loss). Automatic models only.
     boundary_weight: float = 0.0
     quality_weight: float = 1.0  # MSE of the IoU head against the achieved IoU
-    init_encoder: str | None = None  # model file whose image_encoder.* weights start the encoder
+    init_encoder: str | None = None  # model file whose encoder (ModelConfig.encoder_parts) starts the model
     split_fractions: list[float] = field(default_factory=lambda: [0.7, 0.1, 0.2])  # when no split.json
     # Cross-validation: fold `fold` of `folds` (> 1) over the split's train and val cases, dealt
     # with `seed` (the same for every fold); test stays. 0: the split as it is.
