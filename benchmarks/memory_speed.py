@@ -5,6 +5,9 @@
 
 A training step is: forward, the paper's loss (0.8 Dice + 0.2 focal on a full-resolution binary
 target, plus the IoU-head MSE), backward, Adam step. Inference is a no-grad forward in eval mode.
+A distillation step (``--modes distill``) is what ``hrmedseg distill`` trains with a cached
+teacher: the model's encoder (with its detail stem where the encoder reads the stem's map)
+forward, the MSE against a 256-channel target embedding, backward, Adam step.
 
 Memory method:
 - CPU: growth of the process's peak resident set size (``ru_maxrss``) over the resident size
@@ -64,7 +67,13 @@ def run_single(args: argparse.Namespace) -> dict:
     images = torch.randn(args.batch, 3, args.size, args.size, device=device)
     target = torch.zeros(args.batch, args.size, args.size, dtype=torch.long, device=device)
     target[:, args.size // 4 : 3 * args.size // 4, args.size // 3 : 2 * args.size // 3] = 1
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    trained = model
+    if args.mode == "distill":
+        from hrmedseg.distillation.engine import DistillationObjective, embedding_encoder
+
+        trained = embedding_encoder(model)
+        embedding = torch.randn(args.batch, model.config.decoder_dim, *model.config.grid_size, device=device)
+    optimizer = torch.optim.Adam(trained.parameters(), lr=1e-3)
     amp_dtype = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[args.amp]
     objective = AutomaticObjective(
         model, SegmentationLoss(num_classes=1), quality_weight=quality_weight, amp_dtype=amp_dtype
@@ -75,12 +84,15 @@ def run_single(args: argparse.Namespace) -> dict:
             with torch.no_grad(), torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
                 model(images)
             return
-        loss, _ = objective(images, target)
+        if args.mode == "distill":
+            loss, _ = DistillationObjective(trained, amp_dtype)(images, embedding)
+        else:
+            loss, _ = objective(images, target)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
 
-    model.train(args.mode == "train")
+    model.train(args.mode != "infer")
     if device.type == "cuda":
         torch.cuda.synchronize()
         idle = torch.cuda.memory_allocated()
@@ -138,7 +150,9 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--sizes", type=int, nargs="+", default=[512, 1024])
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 4])
-    parser.add_argument("--modes", nargs="+", default=["train", "infer"], choices=["train", "infer"])
+    parser.add_argument(
+        "--modes", nargs="+", default=["train", "infer"], choices=["train", "infer", "distill"]
+    )
     parser.add_argument("--amp", default="none", choices=["none", "bf16", "fp16"])
     parser.add_argument("--repeats", type=int, default=3, help="timed repeats after the warm-up")
     parser.add_argument(
@@ -157,6 +171,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=1, help=argparse.SUPPRESS)
     parser.add_argument("--checkpointing", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.model == "unet_resnet34" and "distill" in args.modes:
+        parser.error("--modes distill needs one of our models: the U-Net has no image embedding to distil")
 
     if args.single:
         print(json.dumps(run_single(args)))

@@ -101,3 +101,18 @@ def test_a_killed_accuracy_run_resumes_exactly_where_it_stopped(tmp_path, monkey
     )
     for name, tensor in theirs.state_dict().items():
         torch.testing.assert_close(ours.state_dict()[name], tensor, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("model", ["hrmedseg_t", "hrmedseg_detail_deepstem_t"])
+def test_the_memory_benchmark_runs_a_distillation_step(model, monkeypatch):
+    import argparse
+
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    from memory_speed import run_single
+
+    args = argparse.Namespace(
+        model=model, model_options="{}", device="cpu", mode="distill", size=64, batch=1,
+        checkpointing=False, amp="none", compile="none", repeats=1,
+    )  # fmt: skip
+    result = run_single(args)
+    assert result["mode"] == "distill" and result["seconds"] > 0 and result["peak_gb"] >= 0
