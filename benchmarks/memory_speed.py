@@ -65,29 +65,30 @@ def run_single(args: argparse.Namespace) -> dict:
 
         compile_model(model, args.compile)
     images = torch.randn(args.batch, 3, args.size, args.size, device=device)
-    target = torch.zeros(args.batch, args.size, args.size, dtype=torch.long, device=device)
-    target[:, args.size // 4 : 3 * args.size // 4, args.size // 3 : 2 * args.size // 3] = 1
-    trained = model
+    amp_dtype = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[args.amp]
     if args.mode == "distill":
-        from hrmedseg.distillation.engine import DistillationObjective, embedding_encoder
+        from hrmedseg.distillation.engine import DistillationObjective
+        from hrmedseg.modeling import embedding_encoder
 
         trained = embedding_encoder(model)
-        embedding = torch.randn(args.batch, model.config.decoder_dim, *model.config.grid_size, device=device)
+        # A cached teacher embedding.
+        target = torch.randn(args.batch, model.config.decoder_dim, *model.config.grid_size, device=device)
+        objective = DistillationObjective(trained, amp_dtype)
+    else:
+        trained = model
+        target = torch.zeros(args.batch, args.size, args.size, dtype=torch.long, device=device)
+        target[:, args.size // 4 : 3 * args.size // 4, args.size // 3 : 2 * args.size // 3] = 1
+        objective = AutomaticObjective(
+            model, SegmentationLoss(num_classes=1), quality_weight=quality_weight, amp_dtype=amp_dtype
+        )
     optimizer = torch.optim.Adam(trained.parameters(), lr=1e-3)
-    amp_dtype = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[args.amp]
-    objective = AutomaticObjective(
-        model, SegmentationLoss(num_classes=1), quality_weight=quality_weight, amp_dtype=amp_dtype
-    )
 
     def step() -> None:
         if args.mode == "infer":
             with torch.no_grad(), torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
                 model(images)
             return
-        if args.mode == "distill":
-            loss, _ = DistillationObjective(trained, amp_dtype)(images, embedding)
-        else:
-            loss, _ = objective(images, target)
+        loss, _ = objective(images, target)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

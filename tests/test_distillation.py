@@ -22,6 +22,7 @@ from hrmedseg.distillation import CacheMismatchError, DistillConfig, EmbeddingCa
 from hrmedseg.distillation.data import find_images, split_images
 from hrmedseg.distillation.engine import DistillationObjective
 from hrmedseg.distillation.teacher import TeacherSpec, build_teacher, load_teacher, resize_position_tables
+from hrmedseg.modeling import embedding_encoder
 from hrmedseg.training.guards import TrainingDivergedError
 
 TINY_TEACHER = {"embed_dim": 32, "depth": 2, "num_heads": 2, "global_attn_indexes": [1], "window_size": 4}
@@ -170,7 +171,7 @@ def test_teacher_checkpoint_errors_name_the_problem(sam_checkpoint, tmp_path):
 @pytest.mark.parametrize("name", ["hrmedseg_t", "hrmedseg_detail_deepstem_t"])
 def test_distillation_loss_falls_over_a_few_steps(sam_checkpoint, name):
     teacher, _ = load_teacher(TINY_TEACHER, sam_checkpoint, img_size=64, patch_size=PATCH)
-    student = engine.embedding_encoder(hrmedseg.create_model(name, img_size=64))
+    student = embedding_encoder(hrmedseg.create_model(name, img_size=64))
     objective = DistillationObjective(student, amp_dtype=None)
     optimizer = torch.optim.Adam(student.parameters(), lr=1e-3)
     images = torch.randn(4, 3, 64, 64)

@@ -20,7 +20,7 @@ from torch import nn
 from .atomic import atomic_write
 from .build import ModelConfig, build_model
 from .errors import CheckpointError, ConfigError, InputNotFoundError
-from .modeling import HRMedSeg, HRMedSegSAM, SegmentationModel, StemEncoder
+from .modeling import HRMedSeg, HRMedSegSAM, SegmentationModel, embedding_encoder
 
 FORMAT_NAME = "hrmedseg-model"
 FORMAT_VERSION = "1"
@@ -182,13 +182,11 @@ def load_encoder_weights(model: HRMedSeg | HRMedSegSAM, path: str | os.PathLike)
             f"the encoder in {path} ({config.name}) reads {reads[config.encoder_parts]}, the one of "
             f"{target_text} reads {reads[parts]}{hint}"
         )
-    stored = load_file(str(path))
-    if parts == ("image_encoder",):
-        target: nn.Module = model.image_encoder
-        weights = {k[len(ENCODER_PREFIX) :]: v for k, v in stored.items() if k.startswith(ENCODER_PREFIX)}
-    else:  # the stem and the encoder under the model's own names, loaded together
-        target = StemEncoder(model.detail_stem, model.image_encoder)
-        weights = {k: v for k, v in stored.items() if k.startswith(tuple(f"{part}." for part in parts))}
+    # The encoder alone has its own key names; a StemEncoder keeps the model's, prefixes included.
+    target = embedding_encoder(model) if is_ours else model.image_encoder
+    strip = len(ENCODER_PREFIX) if target is model.image_encoder else 0
+    kept = tuple(f"{part}." for part in parts)
+    weights = {k[strip:]: v for k, v in load_file(str(path)).items() if k.startswith(kept)}
     if not weights:
         raise CheckpointError(f"{path} holds no {' or '.join(f'{part}.*' for part in parts)} weights")
     check_finite_weights(weights, str(path))

@@ -32,7 +32,7 @@ from tqdm import tqdm
 
 from ..build import create_model, get_model_config
 from ..errors import ConfigError, DataError, InputNotFoundError
-from ..modeling import SegmentationModel, StemEncoder
+from ..modeling import embedding_encoder
 from ..runtime import compile_model
 from ..training.config import RunConfig
 from ..training.harness import (
@@ -93,16 +93,6 @@ class DistillationObjective(nn.Module):
         with torch.autocast(images.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
             predicted = self.student(images)
         return F.mse_loss(predicted.float(), targets.float()), predicted
-
-
-def embedding_encoder(model: SegmentationModel) -> nn.Module:
-    """What distillation trains of ``model``: the modules of ``model.config.encoder_parts``, which
-    map images (B, C_in, H, W) to the image embedding (B, D, H/p, W/p). That is the encoder (LGViT
-    + neck), or, where the encoder reads the detail stem's 1/4 map, the stem and the encoder
-    together; either way the model's own modules, so the model file holds what was trained."""
-    if model.config.encoder_parts == ("image_encoder",):
-        return model.image_encoder
-    return StemEncoder(model.detail_stem, model.image_encoder)
 
 
 def _teacher_embed(

@@ -2,7 +2,7 @@
 
 from .base import AutomaticSegmentationModel, PromptableSegmentationModel, SegmentationModel
 from .config import ARCHITECTURES, ModelConfig
-from .detail import DetailDecoder, DetailStem, StemEncoder
+from .detail import DetailDecoder, DetailStem, StemEncoder, embedding_encoder
 from .ecm_decoder import ECMDecoder
 from .hrmedseg import HRMedSeg
 from .hrmedseg_detail import HRMedSegDetail
@@ -27,4 +27,5 @@ __all__ = [
     "PromptableSegmentationModel",
     "SegmentationModel",
     "StemEncoder",
+    "embedding_encoder",
 ]

@@ -176,6 +176,16 @@ class StemEncoder(nn.Module):
         return self.image_encoder(quarter)
 
 
+def embedding_encoder(model: nn.Module) -> nn.Module:
+    """The modules of ``model.config.encoder_parts``, which map images (B, C_in, H, W) to the
+    image embedding (B, D, H/p, W/p): what distillation trains and ``--init-encoder`` loads. That
+    is the encoder (LGViT + neck), or, where the encoder reads the detail stem's 1/4 map, a
+    :class:`StemEncoder` of the stem and the encoder; either way the model's own modules."""
+    if model.config.encoder_parts == ("image_encoder",):
+        return model.image_encoder
+    return StemEncoder(model.detail_stem, model.image_encoder)
+
+
 class DetailDecoder(ECMDecoder):
     """The ECM-Decoder with the stem's skips and a full-resolution head (module docstring).
 
