@@ -149,6 +149,9 @@ def train_and_test(
     # The best weights as they stood after each improvement: the best within any first k epochs.
     improvements: dict[int, tuple[float, dict]] = {}
     curve, epoch_seconds = [], []
+    # Per epoch: the training loss and the largest gradient norm of a step (a spike there marks
+    # the step that knocked training back).
+    train_loss, grad_norm_max = [], []
     optimisation = Optimisation(model, optimizer, scheduler, scaler)
     output.mkdir(parents=True, exist_ok=True)
     state_path = output / "last.pt"
@@ -156,6 +159,9 @@ def train_and_test(
     if args.resume and state_path.exists():
         state = optimisation.resume(state_path, Distributed())
         start_epoch, curve, epoch_seconds = state["epoch"], state["val_dice"], state["epoch_seconds"]
+        # A state saved before these curves were kept holds none: its epochs read as None.
+        train_loss = state.get("train_loss", [None] * start_epoch)
+        grad_norm_max = state.get("grad_norm_max", [None] * start_epoch)
         if state["best_epoch"] is not None:
             best = state["best_val_dice"]
             improvements[state["best_epoch"]] = (best, state["best_weights"])
@@ -171,12 +177,15 @@ def train_and_test(
     def record(epoch: int, row: dict) -> None:
         curve.append(round(row["val_dice"], 4) if "val_dice" in row else None)  # None: not validated
         epoch_seconds.append(round(row["epoch_seconds"], 1))
+        train_loss.append(round(row["train_loss"], 4))
+        grad_norm_max.append(round(row["grad_norm_max"], 3))
         best_epoch = max(improvements, default=None)  # None until an epoch is validated
         best_val_dice, best_weights = improvements.get(best_epoch, (None, None))
         save_training_state(
             state_path,
             optimisation.state(
                 epoch=epoch, rng=rng_after_validation, val_dice=curve, epoch_seconds=epoch_seconds,
+                train_loss=train_loss, grad_norm_max=grad_norm_max,
                 best_epoch=best_epoch, best_val_dice=best_val_dice, best_weights=best_weights,
             ),
         )  # fmt: skip
@@ -198,6 +207,8 @@ def train_and_test(
         "model_options": config.model_options,
         "best_val_dice": improvements[best_epoch][0],
         "val_dice": curve,
+        "train_loss": train_loss,
+        "grad_norm_max": grad_norm_max,
         "epoch_seconds": epoch_seconds,
         "test": test_scores(model, data, args, output / "test"),
         "minutes": sum(epoch_seconds) / 60,
@@ -210,6 +221,7 @@ def train_and_test(
         result["budget"] = {
             **result, "epochs": min(fits, len(curve)), "best_epoch": within,
             "best_val_dice": improvements[within][0], "val_dice": curve[:fits],
+            "train_loss": train_loss[:fits], "grad_norm_max": grad_norm_max[:fits],
             "epoch_seconds": epoch_seconds[:fits], "minutes": sum(epoch_seconds[:fits]) / 60,
             "test": test_scores(model, data, args, output / "test_budget"),
         }  # fmt: skip

@@ -49,12 +49,14 @@ def main() -> int:
     parser.add_argument("--max-dice-drop", type=float, default=0.01)
     args = parser.parse_args()
     rows = read_log(args.log)
-    print("| epoch | train loss | val loss | val Dice | s |")
-    print("|---|---|---|---|---|")
+    norms = bool(rows) and "grad_norm" in rows[0]  # logs written before the columns existed lack them
+    print("| epoch | train loss | val loss | val Dice |" + (" grad norm (max) |" if norms else "") + " s |")
+    print("|---|---|---|---|" + ("---|" if norms else "") + "---|")
     for r in rows:
+        norm = f" {r['grad_norm']:.3g} ({r['grad_norm_max']:.3g}) |" if norms else ""
         print(
             f"| {int(r['epoch'])} | {r['train_loss']:.4f} | {r['val_loss']:.4f} | "
-            f"{r['val_dice']:.4f} | {r['epoch_seconds']:.1f} |"
+            f"{r['val_dice']:.4f} |{norm} {r['epoch_seconds']:.1f} |"
         )
     passed, reason = loss_never_climbs_above_epoch_2(rows)
     print(f"\n{'PASS' if passed else 'FAIL'}: {reason}; best val Dice {max(r['val_dice'] for r in rows):.4f}")

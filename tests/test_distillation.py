@@ -197,7 +197,8 @@ def test_cached_run_embeds_each_image_once_and_reuses_the_cache(
     result = distill(config, progress=False)
     assert (calls.loads, calls.images) == (1, NUM_IMAGES)  # three epochs, each image embedded once
     rows = (tmp_path / "run" / "log.csv").read_text().splitlines()
-    assert rows[0] == "epoch,lr,train_loss,val_loss,val_cosine,epoch_seconds" and len(rows) == 4
+    header = "epoch,lr,train_loss,grad_norm,grad_norm_max,val_loss,val_cosine,epoch_seconds"
+    assert rows[0] == header and len(rows) == 4
     assert np.isfinite(result["best_loss"])
 
     # The cache holds what the teacher computes, within float16 precision.

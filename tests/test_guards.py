@@ -1,6 +1,7 @@
 """A diverged run stops with a clear error and keeps its last good checkpoint; --clip-grad."""
 
 import hashlib
+import math
 
 import pytest
 import torch
@@ -141,3 +142,44 @@ def test_non_finite_weights_or_statistics_are_named():
 def test_clip_grad_must_be_positive(value):
     with pytest.raises(ValueError, match="clip_grad must be a positive"):
         TrainConfig(data="d", output="o", clip_grad=value)
+
+
+class DotLoss(nn.Module):
+    """loss = sum(w · x): the gradient of a batch is the sum of its inputs, whatever w is."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = nn.Parameter(torch.zeros(2))
+
+    def forward(self, images, targets):
+        return (images * self.w).sum(), None
+
+
+@pytest.mark.parametrize("accumulate", [1, 2])
+def test_each_epoch_reports_the_median_and_largest_gradient_norm_of_its_steps(accumulate):
+    from hrmedseg.training.loop import train_one_epoch
+
+    inputs = [[3.0, 0.0], [0.0, 4.0], [60.0, 80.0], [1.0, 0.0]]  # norms 3, 4, 100, 1
+    loader = [{"image": torch.tensor([x]), "mask": torch.zeros(1)} for x in inputs]
+    objective = DotLoss()
+    optimizer = torch.optim.SGD(objective.parameters(), lr=0.0)
+    scaler = torch.amp.GradScaler("cpu", enabled=False)
+    stats = train_one_epoch(
+        objective, loader, optimizer, scaler=scaler, accumulate=accumulate, device=torch.device("cpu"),
+        show_progress=False,
+    )  # fmt: skip
+    if accumulate == 1:
+        assert (stats.grad_norm, stats.grad_norm_max) == pytest.approx((3.5, 100.0))
+    else:  # each step's gradient is the mean of two: |(3, 4)| / 2 and |(61, 80)| / 2
+        second = math.hypot(61, 80) / 2
+        assert (stats.grad_norm, stats.grad_norm_max) == pytest.approx(((2.5 + second) / 2, second))
+    assert stats.loss == pytest.approx(0.0)  # w stayed at zero
+
+
+def test_an_overflowed_fp16_step_is_left_out_of_the_gradient_norms():
+    from hrmedseg.training.loop import EpochStats
+
+    stats = EpochStats.of(0.5, [1.0, float("inf"), 3.0])
+    assert (stats.grad_norm, stats.grad_norm_max) == (2.0, 3.0)
+    empty = EpochStats.of(0.5, [float("inf")])
+    assert math.isnan(empty.grad_norm) and math.isnan(empty.grad_norm_max)

@@ -2,6 +2,7 @@
 
 import csv
 import json
+import math
 import os
 import subprocess
 import sys
@@ -17,6 +18,7 @@ from hrmedseg.data import make_split
 from hrmedseg.data.synthetic import make_synthetic_dataset
 from hrmedseg.training.config import TrainConfig, load_config
 from hrmedseg.training.engine import train
+from hrmedseg.training.run_log import read_log
 
 TINY = {"model": "hrmedseg_t", "img_size": 64, "batch_size": 4, "num_workers": 0}
 
@@ -48,6 +50,8 @@ def test_training_lowers_the_loss_and_writes_every_output(tmp_path, num_classes)
     assert len(rows) == 5
     losses = [float(r.split(",")[2]) for r in rows[1:]]
     assert losses[-1] < losses[0]
+    for row in read_log(run / "log.csv"):
+        assert 0 < row["grad_norm"] <= row["grad_norm_max"] < math.inf
     model = hrmedseg.load_model(result["best"])
     assert model.num_classes == num_classes and model.config.img_size == (64, 64)
     assert load_config(run / "config.yaml").num_classes == num_classes
@@ -263,3 +267,18 @@ def test_tensorboard_mirrors_the_log_and_a_resume_replaces_the_crashed_epochs(tm
     dice = [(e.step, round(e.value, 6)) for e in events.Scalars("val_dice")]
     assert dice == [(1, 0.1), (2, 0.7), (3, 0.8)]
     assert [(r["epoch"], round(r["val_dice"], 6)) for r in read_log(tmp_path / "log.csv")] == dice
+
+
+def test_a_run_logged_before_the_gradient_norms_resumes_and_plots(tmp_path):
+    from hrmedseg.training.run_log import RunLogger, plot_curves, read_log
+
+    old = "epoch,lr,train_loss,val_loss,val_dice,val_iou,epoch_seconds\n1,0.001,0.9,0.8,0.3,0.2,1.0\n"
+    (tmp_path / "log.csv").write_text(old)
+    logger = RunLogger(tmp_path, completed_epochs=1)
+    logger.log({"epoch": 2, "lr": 1e-3, "train_loss": 0.7, "grad_norm": 2.0, "grad_norm_max": 9.0,
+                "val_loss": 0.6, "val_dice": 0.5, "val_iou": 0.4, "epoch_seconds": 1.0})  # fmt: skip
+    logger.close()
+    rows = read_log(tmp_path / "log.csv")
+    assert [r["train_loss"] for r in rows] == [0.9, 0.7] and rows[1]["grad_norm_max"] == 9.0
+    assert math.isnan(rows[0]["grad_norm"])  # the old epoch keeps its row, without norms
+    assert plot_curves(tmp_path / "log.csv", tmp_path / "curves.png").stat().st_size > 0

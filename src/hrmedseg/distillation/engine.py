@@ -49,7 +49,9 @@ from .cache import EmbeddingCache, file_sha256
 from .data import UnlabeledImages, find_images, split_images
 from .teacher import load_teacher, resolve_teacher
 
-LOG_COLUMNS = ("epoch", "lr", "train_loss", "val_loss", "val_cosine", "epoch_seconds")
+LOG_COLUMNS = (
+    "epoch", "lr", "train_loss", "grad_norm", "grad_norm_max", "val_loss", "val_cosine", "epoch_seconds",
+)  # fmt: skip
 RESIZE = "stretch to img_size x img_size, bilinear, antialiased"
 
 

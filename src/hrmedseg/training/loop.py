@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+import statistics
 import time
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
@@ -74,6 +75,28 @@ class EpochLoop:
     prepare: Callable[[dict[str, torch.Tensor]], tuple[torch.Tensor, torch.Tensor]] | None = None
 
 
+@dataclass(frozen=True)
+class EpochStats:
+    """What one pass over the training data measured.
+
+    The gradient norms are each optimiser step's total norm before clipping, over the finite ones
+    (an fp16 step that overflowed is skipped by the scaler and left out; NaN when none is left).
+    A maximum far above the median marks a step that can knock training back: that is where
+    to look when the training loss jumps.
+    """
+
+    loss: float  # mean per image
+    grad_norm: float  # median over the epoch's optimiser steps
+    grad_norm_max: float
+
+    @classmethod
+    def of(cls, loss: float, grad_norms: Sequence[float]) -> EpochStats:
+        finite = [n for n in grad_norms if math.isfinite(n)]
+        if not finite:
+            return cls(loss, math.nan, math.nan)
+        return cls(loss, statistics.median(finite), max(finite))
+
+
 def train_one_epoch(
     objective: nn.Module,
     loader: DataLoader,
@@ -88,8 +111,9 @@ def train_one_epoch(
     clip_grad: float | None = None,
     epoch: int = 1,
     scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
-) -> float:
-    """One pass over ``loader`` with gradient accumulation; returns the mean training loss.
+) -> EpochStats:
+    """One pass over ``loader`` with gradient accumulation; returns the mean training loss and
+    the gradient norms' median and maximum over the optimiser steps.
 
     ``objective(inputs, targets)`` returns (loss, predictions); it may be wrapped in DDP.
     ``prepare(batch)`` gives (inputs, targets) on ``device``; by default the batch's image and mask.
@@ -106,26 +130,30 @@ def train_one_epoch(
     objective.train()
     started = time.perf_counter()
     running, seen = 0.0, 0
+    grad_norms: list[float] = []
     optimizer.zero_grad(set_to_none=True)
     bar = tqdm(loader, desc=desc, unit="batch", disable=not show_progress, leave=False)
+    steps = len(loader)
     for step, batch in enumerate(bar):
         images, targets = prepare(batch)
-        last_micro_step = (step + 1) % accumulate == 0 or step + 1 == len(loader)
+        last_micro_step = (step + 1) % accumulate == 0 or step + 1 == steps
         # Under DDP, gradients are all-reduced only on the micro-step that updates the weights.
         defer_sync = isinstance(objective, DistributedDataParallel) and not last_micro_step
         with objective.no_sync() if defer_sync else nullcontext():
             loss, _ = objective(images, targets)
             scaler.scale(loss / accumulate).backward()
         loss_value = loss.item()
-        check_finite_loss(loss_value, epoch=epoch, step=step, steps=len(loader))
+        check_finite_loss(loss_value, epoch=epoch, step=step, steps=steps)
         if last_micro_step:
-            optimizer_step(optimizer, scaler, clip_grad=clip_grad, epoch=epoch, step=step, steps=len(loader))
+            grad_norms.append(
+                optimizer_step(optimizer, scaler, clip_grad=clip_grad, epoch=epoch, step=step, steps=steps)
+            )
             if scheduler is not None:
                 scheduler.step()
         running += loss_value * len(images)
         seen += len(images)
         bar.set_postfix(loss=f"{running / seen:.4f}", img_s=f"{seen / (time.perf_counter() - started):.1f}")
-    return running / max(seen, 1)
+    return EpochStats.of(running / max(seen, 1), grad_norms)
 
 
 def fit(
@@ -160,7 +188,7 @@ def fit(
             item.set_epoch(epoch)
         lr = loop.optimizer.param_groups[0]["lr"]  # at the epoch's first step
         with divergence_advice(output, command) if output is not None else nullcontext():
-            train_loss = train_one_epoch(
+            stats = train_one_epoch(
                 loop.trained, loop.train_loader, loop.optimizer, scaler=loop.scaler,
                 accumulate=loop.accumulate, device=loop.device,
                 desc=f"epoch {epoch + 1}/{epochs}", show_progress=progress and is_main, prepare=loop.prepare,
@@ -172,7 +200,8 @@ def fit(
         rng_states = all_rng_states()  # every rank's
         if not is_main:
             continue
-        row = {"epoch": epoch + 1, "lr": lr, "train_loss": train_loss, **metrics,
+        row = {"epoch": epoch + 1, "lr": lr, "train_loss": stats.loss, "grad_norm": stats.grad_norm,
+               "grad_norm_max": stats.grad_norm_max, **metrics,
                "epoch_seconds": time.perf_counter() - started}  # fmt: skip
         if log_row is not None:
             log_row(row)
@@ -182,8 +211,8 @@ def fit(
         if progress:
             described = "  ".join(f"{k} {row[k]:.4f}" for k in ("train_loss", *metrics))
             log.info(
-                "epoch %d/%d  %s  (%.1fs)%s", epoch + 1, epochs, described, row["epoch_seconds"],
-                "  *best*" if improved else "",
+                "epoch %d/%d  %s  grad_norm %.3g (max %.3g)  (%.1fs)%s", epoch + 1, epochs, described,
+                stats.grad_norm, stats.grad_norm_max, row["epoch_seconds"], "  *best*" if improved else "",
             )  # fmt: skip
         if on_epoch_end is not None:
             on_epoch_end(epoch + 1, row)

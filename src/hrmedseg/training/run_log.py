@@ -9,7 +9,12 @@ from pathlib import Path
 
 from ..atomic import atomic_write
 
-COLUMNS = ("epoch", "lr", "train_loss", "val_loss", "val_dice", "val_iou", "epoch_seconds")
+# grad_norm: the median over the epoch's optimiser steps of the gradients' total norm before
+# clipping; grad_norm_max: its largest (see loop.EpochStats).
+COLUMNS = (
+    "epoch", "lr", "train_loss", "grad_norm", "grad_norm_max",
+    "val_loss", "val_dice", "val_iou", "epoch_seconds",
+)  # fmt: skip
 # Promptable models: val_dice and val_iou score the union of the object masks, val_object_dice
 # each object's mask against its own object.
 PROMPTED_COLUMNS = (*COLUMNS[:-1], "val_object_dice", COLUMNS[-1])
@@ -72,7 +77,8 @@ def read_log(path: Path) -> list[dict[str, float]]:
 
 
 def plot_curves(log_path: Path, png_path: Path) -> Path:
-    """Losses and the validation scores (the other ``val_*`` columns) against epochs."""
+    """Losses, the validation scores (the other ``val_*`` columns) and, where the log has them,
+    the gradient norms (median and maximum per epoch, on a log scale) against epochs."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -80,7 +86,9 @@ def plot_curves(log_path: Path, png_path: Path) -> Path:
 
     rows = read_log(log_path)
     epochs = [r["epoch"] for r in rows]
-    fig, (loss_ax, metric_ax) = plt.subplots(1, 2, figsize=(10, 4))
+    with_norms = bool(rows) and "grad_norm" in rows[0]  # logs written before the column existed lack it
+    fig, axes = plt.subplots(1, 3 if with_norms else 2, figsize=(15 if with_norms else 10, 4))
+    loss_ax, metric_ax = axes[:2]
     loss_ax.plot(epochs, [r["train_loss"] for r in rows], label="train")
     validated = [r for r in rows if not math.isnan(r["val_loss"])]
     loss_ax.plot(
@@ -94,7 +102,12 @@ def plot_curves(log_path: Path, png_path: Path) -> Path:
             label=column.removeprefix("val_"),
         )  # fmt: skip
     metric_ax.set(xlabel="epoch", ylabel="score", title="Validation", ylim=(0, 1))
-    for ax in (loss_ax, metric_ax):
+    if with_norms:
+        norm_ax = axes[2]
+        for column, label in (("grad_norm", "median"), ("grad_norm_max", "maximum")):
+            norm_ax.plot(epochs, [r[column] for r in rows], label=label)
+        norm_ax.set(xlabel="epoch", ylabel="total norm", title="Gradient norm per step", yscale="log")
+    for ax in axes:
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()
