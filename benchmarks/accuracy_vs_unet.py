@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import logging
 import statistics
@@ -205,6 +206,13 @@ def train_and_test(
         "best_epoch": best_epoch,
         "params_m": sum(p.numel() for p in model.parameters()) / 1e6,
         "model_options": config.model_options,
+        # The whole resolved recipe, so that rows run with different recipe files compare by what
+        # they changed, not by what their files say they change.
+        "recipe_file": str(args.recipe) if args.recipe else None,
+        "training_config": {
+            **{k: v for k, v in config.to_dict().items() if k not in ("data", "output")},
+            "augment": dataclasses.asdict(config.augmentation()),  # every field, defaults included
+        },
         "best_val_dice": improvements[best_epoch][0],
         "val_dice": curve,
         "train_loss": train_loss,

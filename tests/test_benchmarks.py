@@ -95,6 +95,7 @@ def test_a_killed_accuracy_run_resumes_exactly_where_it_stopped(tmp_path, monkey
     resumed = accuracy_vs_unet.train_and_test("hrmedseg_t", data, args, epochs=2, output=tmp_path / "killed")
 
     assert len(resumed["val_dice"]) == 2 and resumed["val_dice"] == whole["val_dice"]
+    assert whole["recipe_file"] is None and whole["training_config"]["augment"]["hflip"] == 0.5  # the default
     for curve in ("train_loss", "grad_norm_max"):  # the resumed run keeps the killed run's epoch
         assert len(resumed[curve]) == 2 and resumed[curve] == whole[curve]
     assert resumed["best_epoch"] == whole["best_epoch"] and resumed["test"] == whole["test"]
