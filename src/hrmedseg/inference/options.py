@@ -51,11 +51,10 @@ class SegmenterOptions:
 
     def segmenter(self, checkpoint: str | Path | list[str | Path]) -> Segmenter:
         """A :class:`~hrmedseg.Segmenter` of a model file (several: their ensemble)."""
-        from ..errors import ConfigError
+        from .prompted import refuse_zoom
         from .segmenter import Segmenter
 
-        if self.max_zoom not in (None, 1):
-            raise ConfigError("--zoom is for HRMedSegSAM models decoding in windows; this model is automatic")
+        refuse_zoom(self.max_zoom, "this model is automatic")
         return Segmenter.from_checkpoint(
             checkpoint,
             self.device,
@@ -84,10 +83,9 @@ class SegmenterOptions:
         """An onnxruntime segmenter of a graph from ``hrmedseg export`` (the device and compile
         settings are PyTorch's and do not apply)."""
         from ..deployment.onnx_segmenter import OnnxSegmenter
-        from ..errors import ConfigError
+        from .prompted import refuse_zoom
 
-        if self.max_zoom not in (None, 1):
-            raise ConfigError("--zoom is for HRMedSegSAM models decoding in windows, not ONNX graphs")
+        refuse_zoom(self.max_zoom, "this is an ONNX graph")
         return OnnxSegmenter(
             path,
             batch_size=self.batch_size,

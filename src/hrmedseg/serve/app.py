@@ -61,6 +61,7 @@ from ..inference.prompted import (
     object_prompt,
     prompt_window,
     refuse_automatic_options,
+    refuse_zoom,
     resolve_zoom,
     windows_of_tiling,
 )
@@ -131,8 +132,8 @@ class SegmentationService:
             max_zoom = resolve_zoom(max_zoom, self.window, default=default_zoom(model.config))
         elif annotations is not None:
             raise ConfigError("annotating a folder takes an HRMedSegSAM model: its objects come from prompts")
-        elif max_zoom not in (None, 1):
-            raise ConfigError("--zoom is for HRMedSegSAM models decoding in windows; this model is automatic")
+        else:
+            refuse_zoom(max_zoom, "this model is automatic")
         self.max_zoom = max_zoom
         self.annotations = annotations
         self.model_name = model.config.name
