@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..errors import ConfigError
 from .postprocess import Postprocessing
 from .tiling import Tiling
 
@@ -17,6 +18,13 @@ if TYPE_CHECKING:  # annotations only: building a Segmenter imports PyTorch, the
     from ..deployment.onnx_segmenter import OnnxSegmenter
     from .prompted import PromptedSegmenter
     from .segmenter import Segmenter
+
+
+def refuse_zoom(max_zoom: int | None, instead: str) -> None:
+    """Refuse a zoom (above 1) for what is not an HRMedSegSAM model decoding in windows; ``instead``
+    says what was given, e.g. "this model is automatic"."""
+    if max_zoom not in (None, 1):
+        raise ConfigError(f"--zoom is for HRMedSegSAM models decoding in windows; {instead}")
 
 
 @dataclass(frozen=True)
@@ -51,7 +59,6 @@ class SegmenterOptions:
 
     def segmenter(self, checkpoint: str | Path | list[str | Path]) -> Segmenter:
         """A :class:`~hrmedseg.Segmenter` of a model file (several: their ensemble)."""
-        from .prompted import refuse_zoom
         from .segmenter import Segmenter
 
         refuse_zoom(self.max_zoom, "this model is automatic")
@@ -83,7 +90,6 @@ class SegmenterOptions:
         """An onnxruntime segmenter of a graph from ``hrmedseg export`` (the device and compile
         settings are PyTorch's and do not apply)."""
         from ..deployment.onnx_segmenter import OnnxSegmenter
-        from .prompted import refuse_zoom
 
         refuse_zoom(self.max_zoom, "this is an ONNX graph")
         return OnnxSegmenter(

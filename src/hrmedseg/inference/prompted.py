@@ -81,13 +81,6 @@ def refuse_automatic_options(
         )
 
 
-def refuse_zoom(max_zoom: int | None, instead: str) -> None:
-    """Refuse a zoom (above 1) for what is not an HRMedSegSAM model decoding in windows; ``instead``
-    says what was given, e.g. "this model is automatic"."""
-    if max_zoom not in (None, 1):
-        raise ConfigError(f"--zoom is for HRMedSegSAM models decoding in windows; {instead}")
-
-
 def windows_of_tiling(tiling: Tiling | None) -> bool | None:
     """What ``--tile`` asks of a promptable model: True (decode each object in a native-scale
     window) or None (as the model was trained). The windows' overlap and blending are refused by

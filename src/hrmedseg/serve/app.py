@@ -55,13 +55,13 @@ from starlette.concurrency import run_in_threadpool
 from ..data.io import decode_image, index_mask_image
 from ..errors import ConfigError, DataError, WriteError
 from ..inference.image_prompter import ImagePrompter
+from ..inference.options import refuse_zoom
 from ..inference.postprocess import Postprocessing
 from ..inference.prompted import (
     default_zoom,
     object_prompt,
     prompt_window,
     refuse_automatic_options,
-    refuse_zoom,
     resolve_zoom,
     windows_of_tiling,
 )
