@@ -7,7 +7,8 @@ Both models see the same data, split, recipe (``--recipe``: a training config; b
 ``hrmedseg train`` uses without one, ``configs/paper.yaml`` for the paper's), loss (0.8 Dice +
 0.2 focal; our model adds its IoU-head term), batch size and epochs, through hrmedseg's own
 training and evaluation code. The checkpoint with the best validation Dice is scored on the test
-split at original resolution (Dice, IoU, HD95): each image resized to the model size, or with
+split at original resolution (Dice, IoU, HD95); with the recipe's ``ema_decay``, each model's weight
+average is validated and scored: each image resized to the model size, or with
 ``--tile`` segmented by sliding windows at its own resolution; ``--tta`` adds test-time flips.
 ``--input-scale native`` trains both models on windows at the images' own resolution instead of
 resized images, and validates and scores them tiled.
@@ -54,6 +55,7 @@ from hrmedseg.inference.segmenter import Segmenter
 from hrmedseg.inference.tiling import Tiling
 from hrmedseg.losses import build_loss
 from hrmedseg.modeling import AutomaticSegmentationModel
+from hrmedseg.training.averaging import WeightAverage
 from hrmedseg.training.config import TrainConfig, load_config
 from hrmedseg.training.engine import make_loaders, recipe_scheduler, resolve_split, validate
 from hrmedseg.training.harness import Distributed, Optimisation
@@ -133,19 +135,19 @@ def train_and_test(
     optimizer = build_optimizer(model, config.optimizer, lr=config.lr, weight_decay=config.weight_decay)
     scheduler = recipe_scheduler(optimizer, config, len(train_loader))
     scaler = torch.amp.GradScaler(device.type, enabled=False)
-    objective = AutomaticObjective(
-        model,
-        build_loss(config.loss, 1, **config.loss_weights()),
-        quality_weight=quality_weight,
-        amp_dtype=None,
-    )
+    loss_fn = build_loss(config.loss, 1, **config.loss_weights())
+    objective = AutomaticObjective(model, loss_fn, quality_weight=quality_weight, amp_dtype=None)
+    # With the recipe's ema_decay, each model is validated, kept and scored by its weight average.
+    average = None if config.ema_decay is None else WeightAverage(model, config.ema_decay)
+    scored = model if average is None else average.module
+    validated = AutomaticObjective(scored, loss_fn, quality_weight=quality_weight, amp_dtype=None)
     loop = EpochLoop(
         trained=objective, module=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler,
         train_loader=train_loader,
-        validate=lambda: validate(objective, val_loader, device, windows_per_pass=config.batch_size),
+        validate=lambda: validate(validated, val_loader, device, windows_per_pass=config.batch_size),
         score=Score("val_dice"), device=device,
         epoch_aware=(sampler, train_set), accumulate=config.accumulate, clip_grad=config.clip_grad,
-        val_every=config.val_every,
+        val_every=config.val_every, average=average,
     )  # fmt: skip
     # The best weights as they stood after each improvement: the best within any first k epochs.
     improvements: dict[int, tuple[float, dict]] = {}
@@ -153,7 +155,7 @@ def train_and_test(
     # Per epoch: the training loss and the largest gradient norm of a step (a spike there marks
     # the step that knocked training back).
     train_loss, grad_norm_max = [], []
-    optimisation = Optimisation(model, optimizer, scheduler, scaler)
+    optimisation = Optimisation(model, optimizer, scheduler, scaler, average)
     output.mkdir(parents=True, exist_ok=True)
     state_path = output / "last.pt"
     start_epoch, best = 0, None
@@ -172,7 +174,7 @@ def train_and_test(
     def keep_best(epoch: int, improved: bool, best: float, rng_states: list) -> None:
         rng_after_validation[:] = rng_states
         if improved:
-            state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+            state = {k: v.detach().to("cpu", copy=True) for k, v in scored.state_dict().items()}
             improvements[epoch] = (best, state)
 
     def record(epoch: int, row: dict) -> None:

@@ -44,6 +44,11 @@ def register(commands: argparse._SubParsersAction) -> None:
         "at each image's own resolution, validated and predicted tiled (small objects in large or "
         "mixed-size images)",
     )  # fmt: skip
+    parser.add_argument(
+        "--ema-decay", type=float, metavar="D",
+        help="validate and save an exponential moving average of the weights, with decay D per "
+        "optimiser step, e.g. 0.99: it spans about 1/(1-D) steps (default: the weights themselves)",
+    )  # fmt: skip
     folds = parser.add_argument_group("cross-validation")
     folds.add_argument(
         "--folds", type=non_negative_int, metavar="N",
@@ -66,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
     overrides = {
         **run_overrides(args), "model": args.model, "num_classes": args.num_classes,
         "init_encoder": args.init_encoder, "input_scale": args.input_scale,
-        "folds": args.folds, "fold": args.fold,
+        "folds": args.folds, "fold": args.fold, "ema_decay": args.ema_decay,
     }  # fmt: skip
     config = run_config(args, TrainConfig, overrides)
     for name in ("data", "output"):

@@ -118,6 +118,9 @@ class TrainConfig(RunConfig):
     schedule: str = "cosine"  # exponential (lr_gamma per epoch) | cosine (warm-up, then cosine)
     warmup: float = 0.05  # cosine: fraction of all optimiser steps with a linear warm-up
     min_lr_ratio: float = 0.0  # cosine: final learning rate as a fraction of lr
+    # Validate and save an exponential moving average of the weights with this decay per optimiser
+    # step (training.averaging; spans about 1 / (1 - decay) steps); None: the weights themselves.
+    ema_decay: float | None = None
     # A registered loss (hrmedseg.losses.register_loss); dice_focal: Dice + focal (binary) or
     # Dice + cross-entropy (multi-class), weighted by the fields below.
     loss: str = "dice_focal"
@@ -152,6 +155,8 @@ class TrainConfig(RunConfig):
             raise ConfigError(f"empty_slice_share must be >= 0, got {self.empty_slice_share}")
         if not self.boundary_weight >= 0:
             raise ConfigError(f"boundary_weight must be >= 0, got {self.boundary_weight}")
+        if self.ema_decay is not None and not 0 < self.ema_decay < 1:
+            raise ConfigError(f"ema_decay must be in (0, 1) (or unset), got {self.ema_decay}")
         if not 0 <= self.foreground_windows <= 1:
             raise ConfigError(f"foreground_windows must be in [0, 1], got {self.foreground_windows}")
         if self.schedule not in SCHEDULES:

@@ -3,7 +3,8 @@ harness (:mod:`.harness`: process group, resume, checkpoints, logs).
 
 Outputs in ``config.output``: ``config.yaml`` (resolved), ``split.json``, ``log.csv``,
 ``curves.png``, ``last.pt`` (resumable state), ``last.safetensors`` and ``best.safetensors``
-(model files for ``hrmedseg.load_model``; best = highest validation Dice).
+(model files for ``hrmedseg.load_model``; best = highest validation Dice; with ``ema_decay``,
+both hold the weight average, which is what validation scored).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from ..inference.tiling import native_tiling
 from ..losses import DEFAULT_LOSS, SegmentationLoss, build_loss, hard_masks, one_hot, overlap_scores
 from ..modeling import PromptableSegmentationModel
 from ..runtime import compile_model
+from .averaging import WeightAverage
 from .config import TrainConfig
 from .harness import Distributed, amp_dtype_for, loader_generator, run_epochs, setup_distributed
 from .loop import EpochLoop, Score
@@ -250,6 +252,8 @@ def train(
         load_encoder_weights(model, config.init_encoder)
     model.set_grad_checkpointing(config.grad_checkpointing)
     model.to(device)
+    # Copied before compiling: the average is validated and saved eagerly.
+    average = None if config.ema_decay is None else WeightAverage(model, config.ema_decay)
     compile_model(model, config.compile)
     train_set, sampler, train_loader, val_loader = make_loaders(
         config,
@@ -265,6 +269,7 @@ def train(
     amp_dtype = amp_dtype_for(config.amp, device)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     objective = make_objective(model, config, amp_dtype)
+    validated = objective if average is None else make_objective(average.module, config, amp_dtype)
     trained = objective
     if ctx.world_size > 1:
         # Prompted batches may leave some prompt embeddings unused, which DDP must be told.
@@ -276,10 +281,10 @@ def train(
     loop = EpochLoop(
         trained=trained, module=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler,
         train_loader=train_loader,
-        validate=lambda: validate(objective, val_loader, device, windows_per_pass=config.batch_size),
+        validate=lambda: validate(validated, val_loader, device, windows_per_pass=config.batch_size),
         score=validation_score(model),
         device=device, epoch_aware=(sampler, train_set), accumulate=config.accumulate,
-        clip_grad=config.clip_grad, val_every=config.val_every,
+        clip_grad=config.clip_grad, val_every=config.val_every, average=average,
     )  # fmt: skip
     columns = PROMPTED_COLUMNS if isinstance(model, PromptableSegmentationModel) else COLUMNS
     return run_epochs(

@@ -19,8 +19,9 @@ import torch.distributed as dist
 from torch import nn
 
 from ..checkpoint import load_state_dict_checked, save_model
-from ..errors import ConfigError
+from ..errors import CheckpointError, ConfigError
 from ..runtime import resolve_device
+from .averaging import WeightAverage
 from .config import RunConfig
 from .loop import EpochLoop, fit
 from .run_folder import settle_run_files
@@ -78,17 +79,23 @@ class Optimisation:
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
     scaler: torch.amp.GradScaler
+    average: WeightAverage | None = None
 
     def state(self, **extra: Any) -> dict[str, Any]:
+        averaged = {} if self.average is None else {"average": self.average.state_dict()}
         return {
             "model": self.module.state_dict(), "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(), **extra,
+            "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(), **averaged, **extra,
         }  # fmt: skip
 
     def resume(self, path: Path, ctx: Distributed) -> dict[str, Any]:
         """Load a saved state and restore this rank's RNG; returns the state (epoch, best score)."""
         state = load_training_state(path)
         load_state_dict_checked(self.module, state["model"], source=str(path))
+        if self.average is not None:
+            if "average" not in state:
+                raise CheckpointError(f"{path}: holds no weight average to continue (saved without one)")
+            self.average.load_state_dict(state["average"], source=f"{path} (weight average)")
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         # The stored rates are the stored schedule's; a resume that extends a cosine run has a new
@@ -146,8 +153,10 @@ def run_epochs(
     """The part of a run that ``train`` and ``distill`` share once their loop is built: resume
     the state of ``loop``'s optimisation, settle the run's files, run :func:`~.loop.fit` with logs
     and atomic checkpoints of ``model`` (the score under ``best_<score name without val_>`` in the
-    state), close the logs. Returns the last log row, that best score and the paths."""
-    optimisation = Optimisation(loop.module, loop.optimizer, loop.scheduler, loop.scaler)
+    state), close the logs. Returns the last log row, that best score and the paths. With a
+    weight average (``loop.average``), the model files hold the average, which is what was
+    validated."""
+    optimisation = Optimisation(loop.module, loop.optimizer, loop.scheduler, loop.scaler, loop.average)
     best_key = "best_" + loop.score.name.removeprefix("val_")
     start_epoch, best = 0, loop.score.worst
     if resume:
@@ -163,7 +172,8 @@ def run_epochs(
 
     def save(epoch: int, improved: bool, best: float, rng_states: list[dict[str, Any]]) -> None:
         state = optimisation.state(epoch=epoch, rng=rng_states, **{best_key: best})
-        write_checkpoints(output, model, improved=improved, state=state, encoder_only=encoder_only)
+        saved = model if loop.average is None else loop.average.module
+        write_checkpoints(output, saved, improved=improved, state=state, encoder_only=encoder_only)
 
     row, best = fit(
         loop, config.epochs, save, start_epoch=start_epoch, best=best, is_main=ctx.is_main, output=output,

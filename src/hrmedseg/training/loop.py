@@ -23,6 +23,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from .averaging import WeightAverage
 from .guards import check_finite_loss, check_finite_state, divergence_advice, optimizer_step
 from .state import all_rng_states
 
@@ -57,6 +58,8 @@ class EpochLoop:
     process after every ``val_every``-th epoch and after the last, and returns named metrics,
     among them ``score.name``. ``epoch_aware`` objects (the
     sampler, an augmenting dataset) learn the epoch first, so a resumed run sees the same data.
+    ``average``, when given, follows ``module`` after every optimiser step; ``validate`` should
+    then score it.
     """
 
     trained: nn.Module
@@ -73,6 +76,7 @@ class EpochLoop:
     clip_grad: float | None = None
     val_every: int = 1
     prepare: Callable[[dict[str, torch.Tensor]], tuple[torch.Tensor, torch.Tensor]] | None = None
+    average: WeightAverage | None = None
 
 
 @dataclass(frozen=True)
@@ -111,13 +115,14 @@ def train_one_epoch(
     clip_grad: float | None = None,
     epoch: int = 1,
     scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+    after_step: Callable[[], None] | None = None,
 ) -> EpochStats:
     """One pass over ``loader`` with gradient accumulation; returns the mean training loss and
     the gradient norms' median and maximum over the optimiser steps.
 
     ``objective(inputs, targets)`` returns (loss, predictions); it may be wrapped in DDP.
     ``prepare(batch)`` gives (inputs, targets) on ``device``; by default the batch's image and mask.
-    ``scheduler`` is stepped after every optimiser step (see :mod:`.optim`).
+    ``scheduler`` is stepped, and ``after_step()`` called, after every optimiser step.
     ``clip_grad`` caps the gradients' total norm. A non-finite loss or gradient raises
     :class:`TrainingDivergedError` naming ``epoch`` (1-based) and the step, before the weights
     take that step.
@@ -150,6 +155,8 @@ def train_one_epoch(
             )
             if scheduler is not None:
                 scheduler.step()
+            if after_step is not None:
+                after_step()
         running += loss_value * len(images)
         seen += len(images)
         bar.set_postfix(loss=f"{running / seen:.4f}", img_s=f"{seen / (time.perf_counter() - started):.1f}")
@@ -193,6 +200,7 @@ def fit(
                 accumulate=loop.accumulate, device=loop.device,
                 desc=f"epoch {epoch + 1}/{epochs}", show_progress=progress and is_main, prepare=loop.prepare,
                 clip_grad=loop.clip_grad, epoch=epoch + 1, scheduler=loop.scheduler,
+                after_step=None if loop.average is None else lambda: loop.average.update(loop.module),
             )  # fmt: skip
             check_finite_state(loop.module, epoch + 1)
         validating = is_main and ((epoch + 1) % loop.val_every == 0 or epoch + 1 == epochs)
