@@ -61,9 +61,11 @@ def test_the_accuracy_benchmark_keeps_a_model_file_the_commands_read(tmp_path, m
         torch.testing.assert_close(kept.state_dict()[name], tensor, rtol=0, atol=0)
 
 
-def test_a_killed_accuracy_run_resumes_exactly_where_it_stopped(tmp_path, monkeypatch):
+@pytest.mark.parametrize("ema_decay", [None, 0.5])
+def test_a_killed_accuracy_run_resumes_exactly_where_it_stopped(tmp_path, monkeypatch, ema_decay):
     """Two epochs in one go, and the same run killed once its first epoch is saved and resumed:
-    the same validation curve and the same best weights, bit for bit."""
+    the same validation curve and the same best weights, bit for bit; with a recipe's weight
+    average too, whose weights are then the ones scored."""
     import argparse
 
     import torch
@@ -75,8 +77,13 @@ def test_a_killed_accuracy_run_resumes_exactly_where_it_stopped(tmp_path, monkey
     import accuracy_vs_unet
 
     data = make_synthetic_dataset(tmp_path / "data", num_images=8, size_range=(40, 48))
+    recipe = None
+    if ema_decay is not None:
+        recipe = tmp_path / "ema.yaml"
+        recipe.write_text(f"ema_decay: {ema_decay}\n")
     args = argparse.Namespace(
-        recipe=None, img_size=32, batch_size=2, num_workers=0, seed=0, input_scale=None, val_every=1,
+        recipe=recipe, img_size=32, batch_size=2, num_workers=0, seed=0, input_scale=None,
+        val_every=1 if ema_decay is None else 2,
         device="cpu", tile=False, tta="none", minutes=None, resume=False,
     )  # fmt: skip
     whole = accuracy_vs_unet.train_and_test("hrmedseg_t", data, args, epochs=2, output=tmp_path / "whole")
@@ -95,7 +102,17 @@ def test_a_killed_accuracy_run_resumes_exactly_where_it_stopped(tmp_path, monkey
     resumed = accuracy_vs_unet.train_and_test("hrmedseg_t", data, args, epochs=2, output=tmp_path / "killed")
 
     assert len(resumed["val_dice"]) == 2 and resumed["val_dice"] == whole["val_dice"]
-    assert whole["recipe_file"] is None and whole["training_config"]["augment"]["hflip"] == 0.5  # the default
+    assert whole["training_config"]["augment"]["hflip"] == 0.5  # the default
+    assert (
+        whole["recipe_file"] == (recipe and str(recipe))
+        and whole["training_config"]["ema_decay"] == ema_decay
+    )
+    if ema_decay is not None:  # validated after epoch 2 alone: the scored weights are its average
+        state = torch.load(tmp_path / "whole" / "last.pt", weights_only=True)
+        kept = hrmedseg.load_model(tmp_path / "whole" / "test" / "weights.safetensors").state_dict()
+        assert whole["best_epoch"] == 2 and state["average"]["updates"] > 0
+        assert all(torch.equal(kept[k], v) for k, v in state["average"]["weights"].items())
+        assert not all(torch.equal(kept[k], v) for k, v in state["model"].items())
     for curve in ("train_loss", "grad_norm_max"):  # the resumed run keeps the killed run's epoch
         assert len(resumed[curve]) == 2 and resumed[curve] == whole[curve]
     assert resumed["best_epoch"] == whole["best_epoch"] and resumed["test"] == whole["test"]
