@@ -7,9 +7,11 @@ Both models see the same data, split, recipe (``--recipe``: a training config; b
 ``hrmedseg train`` uses without one, ``configs/paper.yaml`` for the paper's), loss (0.8 Dice +
 0.2 focal; our model adds its IoU-head term), batch size and epochs, through hrmedseg's own
 training and evaluation code. The checkpoint with the best validation Dice is scored on the test
-split at original resolution (Dice, IoU, HD95); with the recipe's ``ema_decay``, each model's weight
-average is validated and scored: each image resized to the model size, or with
+split at original resolution (Dice, IoU, HD95): each image resized to the model size, or with
 ``--tile`` segmented by sliding windows at its own resolution; ``--tta`` adds test-time flips.
+With the recipe's ``ema_decay``, each model's weight average is validated and scored, and its
+trained weights, validated beside it, give a second row: the run as it would be without the
+average, which does not change the training path.
 ``--input-scale native`` trains both models on windows at the images' own resolution instead of
 resized images, and validates and scores them tiled.
 The scored model is kept as ``<output>/<data>/<model>/test/weights.safetensors``, a model file that
@@ -141,10 +143,17 @@ def train_and_test(
     average = None if config.ema_decay is None else WeightAverage(model, config.ema_decay)
     scored = model if average is None else average.module
     validated = AutomaticObjective(scored, loss_fn, quality_weight=quality_weight, amp_dtype=None)
+
+    def validate_scored() -> dict[str, float]:
+        metrics = validate(validated, val_loader, device, windows_per_pass=config.batch_size)
+        if average is not None:  # the trained weights too: one run gives the row without the average
+            trained = validate(objective, val_loader, device, windows_per_pass=config.batch_size)
+            metrics["val_dice_trained"] = trained["val_dice"]
+        return metrics
+
     loop = EpochLoop(
         trained=objective, module=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler,
-        train_loader=train_loader,
-        validate=lambda: validate(validated, val_loader, device, windows_per_pass=config.batch_size),
+        train_loader=train_loader, validate=validate_scored,
         score=Score("val_dice"), device=device,
         epoch_aware=(sampler, train_set), accumulate=config.accumulate, clip_grad=config.clip_grad,
         val_every=config.val_every, average=average,
@@ -155,6 +164,9 @@ def train_and_test(
     # Per epoch: the training loss and the largest gradient norm of a step (a spike there marks
     # the step that knocked training back).
     train_loss, grad_norm_max = [], []
+    # With a weight average: the trained weights' validation curve and best (epoch, Dice, weights).
+    trained_curve: list = []
+    trained_best: dict | None = None
     optimisation = Optimisation(model, optimizer, scheduler, scaler, average)
     output.mkdir(parents=True, exist_ok=True)
     state_path = output / "last.pt"
@@ -168,6 +180,7 @@ def train_and_test(
         if state["best_epoch"] is not None:
             best = state["best_val_dice"]
             improvements[state["best_epoch"]] = (best, state["best_weights"])
+        trained_curve, trained_best = state.get("val_dice_trained", []), state.get("best_trained")
         print(f"{name}: resuming {output} after epoch {start_epoch}", flush=True)
     rng_after_validation: list = []
 
@@ -182,6 +195,13 @@ def train_and_test(
         epoch_seconds.append(round(row["epoch_seconds"], 1))
         train_loss.append(round(row["train_loss"], 4))
         grad_norm_max.append(round(row["grad_norm_max"], 3))
+        nonlocal trained_best
+        if average is not None:
+            dice = row.get("val_dice_trained")
+            trained_curve.append(None if dice is None else round(dice, 4))
+            if dice is not None and (trained_best is None or dice > trained_best["val_dice"]):
+                weights = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+                trained_best = {"epoch": epoch, "val_dice": dice, "weights": weights}
         best_epoch = max(improvements, default=None)  # None until an epoch is validated
         best_val_dice, best_weights = improvements.get(best_epoch, (None, None))
         save_training_state(
@@ -190,6 +210,7 @@ def train_and_test(
                 epoch=epoch, rng=rng_after_validation, val_dice=curve, epoch_seconds=epoch_seconds,
                 train_loss=train_loss, grad_norm_max=grad_norm_max,
                 best_epoch=best_epoch, best_val_dice=best_val_dice, best_weights=best_weights,
+                val_dice_trained=trained_curve, best_trained=trained_best,
             ),
         )  # fmt: skip
         if patience is not None and best_epoch is not None and epoch - best_epoch >= patience:
@@ -224,6 +245,12 @@ def train_and_test(
         "minutes": sum(epoch_seconds) / 60,
         "device": device_name(args.device),
     }
+    if trained_best is not None:  # the same run's trained weights, as they would be scored without it
+        model.load_state_dict(trained_best["weights"])
+        result["trained_weights"] = {
+            "best_epoch": trained_best["epoch"], "best_val_dice": trained_best["val_dice"],
+            "val_dice": trained_curve, "test": test_scores(model, data, args, output / "test_trained"),
+        }  # fmt: skip
     if args.minutes and length_independent(config):
         fits = budget_epochs(args.minutes, epoch_seconds)
         within = max(e for e in improvements if e <= fits)
@@ -323,6 +350,9 @@ def main() -> None:
                 name, args.img_size, args.device, row["model_options"]
             )
             equal_epochs.append(row)
+            trained = row.pop("trained_weights", None)
+            if trained is not None:  # a second row: the same run without its weight average
+                equal_epochs.append({**row, **trained, "model": f"{name} (trained weights, no average)"})
             if args.minutes:
                 timed = row.pop("budget", None)
                 if timed is None:

@@ -65,7 +65,8 @@ def test_the_accuracy_benchmark_keeps_a_model_file_the_commands_read(tmp_path, m
 def test_a_killed_accuracy_run_resumes_exactly_where_it_stopped(tmp_path, monkeypatch, ema_decay):
     """Two epochs in one go, and the same run killed once its first epoch is saved and resumed:
     the same validation curve and the same best weights, bit for bit; with a recipe's weight
-    average too, whose weights are then the ones scored."""
+    average too, whose weights are then the ones scored, and whose trained weights' row is that of
+    the same run without the average."""
     import argparse
 
     import torch
@@ -113,6 +114,14 @@ def test_a_killed_accuracy_run_resumes_exactly_where_it_stopped(tmp_path, monkey
         assert whole["best_epoch"] == 2 and state["average"]["updates"] > 0
         assert all(torch.equal(kept[k], v) for k, v in state["average"]["weights"].items())
         assert not all(torch.equal(kept[k], v) for k, v in state["model"].items())
+        # Its second row is the run without the average, validated and scored the same.
+        assert resumed["trained_weights"] == whole["trained_weights"]
+        plain_args = argparse.Namespace(**{**vars(args), "recipe": None, "resume": False})
+        plain = accuracy_vs_unet.train_and_test(
+            "hrmedseg_t", data, plain_args, epochs=2, output=tmp_path / "plain"
+        )
+        assert whole["trained_weights"]["val_dice"] == plain["val_dice"]
+        assert whole["trained_weights"]["test"] == plain["test"]
     for curve in ("train_loss", "grad_norm_max"):  # the resumed run keeps the killed run's epoch
         assert len(resumed[curve]) == 2 and resumed[curve] == whole[curve]
     assert resumed["best_epoch"] == whole["best_epoch"] and resumed["test"] == whole["test"]
