@@ -1,9 +1,9 @@
 """An exponential moving average (EMA) of a model's weights, kept beside the trained ones.
 
-The average changes less from step to step than the weights it follows, so its validation score
-is less noisy and often a little higher, late in a run especially. A run with ``ema_decay``
-validates, keeps as best and saves the average; ``last.pt`` holds both, so a resumed run
-continues both exactly.
+The average changes less from step to step than the weights it follows, so its validation curve
+is less noisy, and ahead while the learning rate is high. A run with ``ema_decay`` validates,
+keeps as best and saves the average; ``last.pt`` holds both, so a resumed run continues both
+exactly.
 """
 
 from __future__ import annotations
