@@ -4,7 +4,7 @@
 #   1. the CUDA tests: CPU-vs-CUDA gradients of every parameter (fp32, 256² to 1024²; hrmedseg_b,
 #      the detail path, the deep stem, HRMedSegSAM and its detail path), bf16
 #      gradients against fp32, the attention-like ops against explicit formulas, fp16 + gradient
-#      scaler, bf16, fp16 resume, CPU/GPU agreement of predictions;
+#      scaler, bf16, a weight average (ema_decay), fp16 resume, CPU/GPU agreement of predictions;
 #   2. a stability run: hrmedseg_b on hc18 at 256², batch 16, the paper recipe, 10 epochs; from
 #      epoch 3 on the training loss must stay at most epoch 2's (benchmarks/stability_check.py);
 #   3. the same stability run under --amp bf16, to end within 0.01 Dice of fp32;

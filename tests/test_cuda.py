@@ -1,5 +1,6 @@
 """CUDA paths: backward agreement with the CPU (fp32) and bf16 gradients, fp16 with a gradient
-scaler, bf16 training, resume of the scaler state, CPU/GPU agreement of predictions.
+scaler, bf16 training, a weight average, resume of the scaler state, CPU/GPU agreement of
+predictions.
 
 Skipped without a GPU (the default CI machine has none); ``benchmarks/gpu_check.sh`` runs them
 together with the GPU memory/speed benchmarks when one is available.
@@ -20,6 +21,7 @@ from helpers import (
     parameter_gradients,
     run_until_crash,
 )
+from safetensors.torch import load_file
 
 import hrmedseg
 from hrmedseg.data.synthetic import make_synthetic_dataset
@@ -93,6 +95,20 @@ def test_mixed_precision_training_on_cuda_lowers_the_loss(tmp_path, data, amp):
         assert 0 < scaler["scale"] < float("inf")
     model = hrmedseg.load_model(run / "best.safetensors")
     assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_a_weight_average_on_cuda_leaves_training_alone_and_is_what_is_saved(tmp_path, data):
+    base = {"data": str(data), "epochs": 2, "amp": "bf16", **TINY}
+    train(TrainConfig(output=str(tmp_path / "plain"), **base), progress=False)
+    train(TrainConfig(output=str(tmp_path / "ema"), ema_decay=0.9, **base), progress=False)
+    plain, averaged = (torch.load(tmp_path / r / "last.pt", weights_only=False) for r in ("plain", "ema"))
+    # The same training up to CUDA's non-deterministic atomic adds (see the fp16 resume test).
+    a, b = (torch.cat([v.flatten().float() for v in s["model"].values()]) for s in (plain, averaged))
+    assert (a - b).norm() <= 1e-2 * a.norm()
+    assert averaged["average"]["updates"] == averaged["scheduler"]["last_epoch"] > 0
+    saved = load_file(str(tmp_path / "ema" / "last.safetensors"))
+    for key, value in averaged["average"]["weights"].items():
+        assert value.is_cuda and torch.isfinite(value).all() and torch.equal(saved[key], value.cpu()), key
 
 
 def test_fp16_resume_ends_like_an_uninterrupted_run(tmp_path, data):
