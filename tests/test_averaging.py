@@ -110,3 +110,21 @@ def test_bad_decays_and_a_state_without_an_average_are_refused(tmp_path, data, c
     )  # fmt: skip
     with pytest.raises(CheckpointError, match="last.pt: holds no weight average"):
         optimisation.resume(tmp_path / "plain" / "last.pt", Distributed())
+
+
+def test_a_promptable_run_averages_the_same_way(tmp_path, data):
+    """The average is validated through its own prompted objective: each object's Dice picks the
+    best, and the trained weights' path is that of a run without it."""
+    base = {
+        "data": str(data),
+        "epochs": 2,
+        "model": "hrmedseg_sam_t",
+        **{k: v for k, v in TINY.items() if k != "model"},
+    }
+    train(TrainConfig(output=str(tmp_path / "plain"), **base), progress=False)
+    result = train(TrainConfig(output=str(tmp_path / "ema"), ema_decay=0.9, **base), progress=False)
+    plain, state = (torch.load(tmp_path / run / "last.pt", weights_only=True) for run in ("plain", "ema"))
+    assert all(torch.equal(state["model"][k], v) for k, v in plain["model"].items())
+    last = load_file(str(tmp_path / "ema" / "last.safetensors"))
+    assert all(torch.equal(last[k], v) for k, v in state["average"]["weights"].items())
+    assert 0 <= result["best_object_dice"] <= 1
