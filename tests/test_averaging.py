@@ -115,12 +115,7 @@ def test_bad_decays_and_a_state_without_an_average_are_refused(tmp_path, data, c
 def test_a_promptable_run_averages_the_same_way(tmp_path, data):
     """The average is validated through its own prompted objective: each object's Dice picks the
     best, and the trained weights' path is that of a run without it."""
-    base = {
-        "data": str(data),
-        "epochs": 2,
-        "model": "hrmedseg_sam_t",
-        **{k: v for k, v in TINY.items() if k != "model"},
-    }
+    base = {"data": str(data), "epochs": 2, **TINY, "model": "hrmedseg_sam_t"}
     train(TrainConfig(output=str(tmp_path / "plain"), **base), progress=False)
     result = train(TrainConfig(output=str(tmp_path / "ema"), ema_decay=0.9, **base), progress=False)
     plain, state = (torch.load(tmp_path / run / "last.pt", weights_only=True) for run in ("plain", "ema"))
